@@ -1,0 +1,51 @@
+# perisai: `make demo` shows it working, `make test` proves it. Both set themselves up.
+VENV    ?= .venv
+PYTHON  ?= python3
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+LAB_DIR ?= .perisai-lab
+DEMO_DB ?= perisai.db
+
+.PHONY: help setup servers demo test lint typecheck unit clean
+
+help:
+	@echo "make demo   set up, bring up the local lab, scan it, show the report, bring it down"
+	@echo "make test   set up (server packages too, when root) and run ruff, mypy and pytest"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+setup: $(STAMP)
+
+servers:
+	@bash scripts/install-servers.sh
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup servers
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+demo: setup servers
+	@set -e; \
+	$(BIN)/perisai lab down --state-dir $(LAB_DIR) >/dev/null 2>&1 || true; \
+	trap '$(BIN)/perisai lab down --state-dir $(LAB_DIR)' EXIT; \
+	$(BIN)/perisai lab up --state-dir $(LAB_DIR); \
+	ports=$$($(BIN)/perisai lab status --state-dir $(LAB_DIR) --ports); \
+	echo; echo "$$ perisai scan 127.0.0.1 --ports $$ports"; \
+	$(BIN)/perisai scan 127.0.0.1 --ports $$ports --db $(DEMO_DB) --fail-on never; \
+	$(BIN)/perisai report --db $(DEMO_DB) --format json --output report.json --fail-on never; \
+	$(BIN)/perisai report --db $(DEMO_DB) --format sarif --output report.sarif --fail-on never; \
+	echo; echo "wrote report.json and report.sarif"
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache report.json report.sarif

@@ -1,0 +1,46 @@
+"""perisai: find data stores anyone can read and the personal data inside them.
+
+The library works without the CLI::
+
+    import perisai
+    report = perisai.scan(["127.0.0.1"], ports=[6379, 5432])
+    for finding in report.findings:
+        print(finding.severity.value, finding.title)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from perisai.findings import ScanReport
+    from perisai.probes.interface import ScanConfig
+    from perisai.progress import Progress
+
+
+def scan(
+    targets: Sequence[str],
+    ports: Sequence[int] | None = None,
+    *,
+    authorized: bool = False,
+    config: ScanConfig | None = None,
+    progress: Progress | None = None,
+) -> ScanReport:
+    """Scan ``targets`` (host, host:port, CIDR, @file) and return what was found.
+
+    Raises :class:`perisai.targets.TargetError` for a bad target or one out of scope.
+    """
+    import asyncio
+
+    from perisai.scanner import Scanner
+    from perisai.targets import check_scope, parse_targets
+
+    specs = parse_targets(targets)
+    check_scope(specs, authorized)
+    return asyncio.run(Scanner(config, progress=progress).scan(specs, ports))
+
+
+__all__ = ["__version__", "scan"]

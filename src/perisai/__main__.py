@@ -1,0 +1,3 @@
+from perisai.cli import main
+
+main()

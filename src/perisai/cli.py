@@ -1,0 +1,365 @@
+"""The ``perisai`` command: parses arguments, calls the library, renders. Nothing else.
+
+Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 usage or input
+error (one line on stderr, never a traceback).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+
+from perisai import __version__
+from perisai.findings import ScanDiff, ScanReport, Severity
+from perisai.lab import Lab, LabError, MissingBinary
+from perisai.probes import ScanConfig
+from perisai.progress import NoProgress
+from perisai.report import ReportFormat, get_reporter
+from perisai.scanner import Scanner
+from perisai.store import StoreError, open_store
+from perisai.targets import TargetError, check_scope, parse_ports, parse_targets
+
+EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
+DEFAULT_DB = "perisai.db"
+
+app = typer.Typer(
+    name="perisai",
+    help="Find data stores anyone can read, the personal data inside, and ransom notes left "
+    "there. Exit codes: 0 = nothing at or above --fail-on, 1 = findings at or above it, "
+    "2 = usage or input error.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+lab_app = typer.Typer(
+    help="A deliberately exposed local lab (Redis, PostgreSQL and secured twins) on loopback.",
+    no_args_is_help=True,
+)
+app.add_typer(lab_app, name="lab")
+
+_stderr = Console(stderr=True, highlight=False)
+
+
+class FailOn(str, Enum):
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+    NEVER = "never"
+
+
+def fail(message: str) -> NoReturn:
+    """One clear line on stderr and exit 2: how every user error ends."""
+    _stderr.print(f"perisai: error: {message}", markup=False)
+    raise typer.Exit(EXIT_USAGE)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"perisai {__version__}")
+        raise typer.Exit(EXIT_OK)
+
+
+@app.callback()
+def main_options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """perisai: shield for exposed personal data."""
+
+
+DbOption = Annotated[
+    str,
+    typer.Option("--db", help="Findings store: a SQLite path or a postgresql:// URL."),
+]
+FormatOption = Annotated[
+    ReportFormat, typer.Option("--format", "-f", help="Output format.", case_sensitive=False)
+]
+OutputOption = Annotated[
+    Path | None, typer.Option("--output", "-o", help="Write the report to FILE, not stdout.")
+]
+FailOnOption = Annotated[
+    FailOn,
+    typer.Option(
+        "--fail-on",
+        help="Exit 1 when a finding is at or above this severity.",
+        case_sensitive=False,
+    ),
+]
+
+
+@app.command()
+def scan(
+    targets: Annotated[
+        list[str],
+        typer.Argument(help="host, host:port, CIDR, or @file (one target per line, # comments)."),
+    ],
+    ports: Annotated[
+        str | None,
+        typer.Option(
+            "--ports",
+            "-p",
+            help="Ports to check, e.g. 6379,15000-15100 "
+            "(default: the standard ports of every supported service).",
+        ),
+    ] = None,
+    authorized: Annotated[
+        bool,
+        typer.Option(
+            "--authorized",
+            help="Confirm you are authorised to scan addresses "
+            "outside loopback and private ranges.",
+        ),
+    ] = False,
+    concurrency: Annotated[
+        int, typer.Option(min=1, max=4096, help="Connections in flight during discovery.")
+    ] = 256,
+    timeout: Annotated[
+        float, typer.Option(min=0.1, max=120, help="Seconds per connection attempt and per read.")
+    ] = 3.0,
+    sample: Annotated[
+        int, typer.Option(min=0, max=1000, help="Records sampled per database, table or keyspace.")
+    ] = 20,
+    region: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--region",
+            help="Phone regions for national-format numbers (ISO code, repeatable).",
+            show_default="MY",
+        ),
+    ] = None,
+    output_format: FormatOption = ReportFormat.TABLE,
+    output: OutputOption = None,
+    db: DbOption = DEFAULT_DB,
+    no_store: Annotated[bool, typer.Option("--no-store", help="Do not save the scan.")] = False,
+    fail_on: FailOnOption = FailOn.HIGH,
+) -> None:
+    """Find data stores readable without auth or with default credentials; sample them
+    read-only, count the personal data inside, spot ransom notes."""
+    try:
+        specs = parse_targets(targets)
+        check_scope(specs, authorized)
+        port_list = parse_ports(ports) if ports else None
+    except TargetError as error:
+        fail(str(error))
+    regions = tuple(r.upper() for r in region) if region else ("MY",)
+    config = ScanConfig(
+        timeout=timeout,
+        probe_deadline=max(60.0, timeout * 20),
+        sample=sample,
+        concurrency=concurrency,
+        regions=regions,
+    )
+    with _progress() as progress:
+        report = asyncio.run(Scanner(config, progress=progress).scan(specs, port_list))
+    store_error = None
+    if not no_store:
+        try:
+            with open_store(db) as store:
+                store.save(report)
+        except StoreError as error:
+            store_error = str(error)
+    _emit(report, None, output_format, output)
+    for note in report.notes:
+        _stderr.print(f"perisai: {note}", markup=False)
+    if store_error:
+        fail(f"scan not saved: {store_error}")  # the report above is still complete
+    raise typer.Exit(_exit_code(report, fail_on))
+
+
+@app.command()
+def report(
+    scan_id: Annotated[
+        int | None, typer.Option("--scan", help="Show this scan id (default: the latest).")
+    ] = None,
+    diff: Annotated[
+        bool,
+        typer.Option(
+            "--diff",
+            help="Show what is new and what is resolved "
+            "since the previous scan of the same targets.",
+        ),
+    ] = False,
+    output_format: FormatOption = ReportFormat.TABLE,
+    output: OutputOption = None,
+    db: DbOption = DEFAULT_DB,
+    fail_on: FailOnOption = FailOn.HIGH,
+) -> None:
+    """Show a saved scan (the latest by default), optionally as a diff with the one before."""
+    if "://" not in db and not Path(db).exists():
+        fail(f"no findings store at {db}: run `perisai scan` first, or pass --db")
+    try:
+        with open_store(db) as store:
+            chosen = store.get(scan_id) if scan_id is not None else store.latest()
+            if chosen is None:
+                fail(
+                    f"no scan {scan_id} in {db}" if scan_id is not None else f"no scans in {db} yet"
+                )
+            changes = ScanDiff.between(chosen, store.previous(chosen)) if diff else None
+    except StoreError as error:
+        fail(str(error))
+    _emit(chosen, changes, output_format, output)
+    findings = list(changes.new) if changes else chosen.findings
+    raise typer.Exit(
+        _exit_code(
+            ScanReport(
+                chosen.version,
+                chosen.started,
+                chosen.finished,
+                chosen.targets,
+                chosen.ports,
+                findings,
+            ),
+            fail_on,
+        )
+    )
+
+
+StateDirOption = Annotated[
+    Path, typer.Option("--state-dir", help="Where the lab keeps its servers' data and state.")
+]
+DEFAULT_LAB_DIR = Path(".perisai-lab")
+
+
+@lab_app.command("up")
+def lab_up(
+    state_dir: StateDirOption = DEFAULT_LAB_DIR,
+    install: Annotated[
+        bool,
+        typer.Option(
+            "--install", help="Install missing server packages with apt-get (needs root)."
+        ),
+    ] = False,
+) -> None:
+    """Start exposed and secured Redis and PostgreSQL on loopback, seeded with synthetic data."""
+    try:
+        with _stderr.status("starting the lab…"):
+            instances = Lab(state_dir).up(install=install)
+    except (LabError, MissingBinary) as error:
+        fail(str(error))
+    for instance in instances:
+        kind = "exposed" if instance.exposed else "secured"
+        print(f"{instance.name:18} {kind:8} {instance.host}:{instance.port}")
+    ports = ",".join(str(i.port) for i in instances)
+    print(f"\nscan it:  perisai scan 127.0.0.1 --ports {ports}")
+
+
+@lab_app.command("status")
+def lab_status(
+    state_dir: StateDirOption = DEFAULT_LAB_DIR,
+    ports_only: Annotated[
+        bool,
+        typer.Option(
+            "--ports", help="Print only the ports, comma separated (for `perisai scan --ports`)."
+        ),
+    ] = False,
+) -> None:
+    """Show the lab's servers and whether each answers."""
+    try:
+        rows = Lab(state_dir).status()
+    except LabError as error:
+        fail(str(error))
+    if not rows:
+        fail(f"no lab is up in {state_dir}") if ports_only else print("no lab is up")
+        return
+    if ports_only:
+        print(",".join(str(instance.port) for instance, _ in rows))
+        return
+    for instance, answering in rows:
+        print(
+            f"{instance.name:18} {instance.host}:{instance.port:<6} "
+            f"{'up' if answering else 'NOT ANSWERING'}"
+        )
+
+
+@lab_app.command("down")
+def lab_down(state_dir: StateDirOption = DEFAULT_LAB_DIR) -> None:
+    """Stop the lab's servers and remove their data."""
+    try:
+        Lab(state_dir).down()
+    except LabError as error:
+        fail(str(error))
+    print("lab is down")
+
+
+def _emit(
+    report: ScanReport, diff: ScanDiff | None, fmt: ReportFormat, output: Path | None
+) -> None:
+    color = output is None and fmt is ReportFormat.TABLE and sys.stdout.isatty()
+    text = get_reporter(fmt, color=color).render(report, diff)
+    if output is None:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        return
+    try:
+        output.write_text(text, encoding="utf-8")
+    except OSError as error:
+        sys.stdout.write(text)  # nothing found is lost
+        fail(f"cannot write {output}: {error.strerror or error}; the report went to stdout")
+
+
+def _exit_code(report: ScanReport, fail_on: FailOn) -> int:
+    if fail_on is FailOn.NEVER:
+        return EXIT_OK
+    threshold = Severity(fail_on.value)
+    return (
+        EXIT_FINDINGS if any(f.severity.at_least(threshold) for f in report.findings) else EXIT_OK
+    )
+
+
+class _RichProgress:
+    """Draws the scanner's progress on a terminal's stderr."""
+
+    def __init__(self, bar: Progress) -> None:
+        self.bar = bar
+        self.task: TaskID | None = None
+
+    def phase(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.bar.update(self.task, visible=False)
+        self.task = self.bar.add_task(name, total=total)
+
+    def advance(self, steps: int = 1) -> None:
+        if self.task is not None:
+            self.bar.advance(self.task, steps)
+
+
+@contextmanager
+def _progress() -> Iterator[_RichProgress | NoProgress]:
+    if not _stderr.is_terminal:
+        yield NoProgress()
+        return
+    columns = (
+        TextColumn("{task.description:9}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns, console=_stderr, transient=True) as bar:
+        yield _RichProgress(bar)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        _stderr.print("perisai: interrupted")
+        sys.exit(130)

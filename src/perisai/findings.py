@@ -1,0 +1,310 @@
+"""The shared vocabulary: every producer emits these, every reporter consumes them.
+
+The JSON shape produced by :meth:`Finding.to_dict` is the public findings contract
+(see DESIGN.md); tools and tests read it, so fields are only ever added, never renamed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class Severity(StrEnum):
+    """One severity scale for every finding; ordered by :attr:`rank`."""
+
+    CRITICAL = "critical"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+    INFO = "info"
+
+    @property
+    def rank(self) -> int:
+        """Higher is worse, so findings sort and compare by it."""
+        return _SEVERITY_RANK[self]
+
+    def at_least(self, other: Severity) -> bool:
+        return self.rank >= other.rank
+
+
+_SEVERITY_RANK = {
+    Severity.INFO: 0,
+    Severity.LOW: 1,
+    Severity.MEDIUM: 2,
+    Severity.HIGH: 3,
+    Severity.CRITICAL: 4,
+}
+
+
+class Auth(StrEnum):
+    """How the target let us in (or did not)."""
+
+    NONE = "none"
+    DEFAULT_CREDENTIALS = "default-credentials"
+    REQUIRED = "required"
+    UNKNOWN = "unknown"
+
+
+ENTITY_TYPES: tuple[str, ...] = (
+    "PHONE",
+    "EMAIL",
+    "NATIONAL_ID",
+    "CREDIT_CARD",
+    "IBAN",
+    "IP_ADDRESS",
+    "GEO_COORDINATE",
+    "IMEI",
+    "CRYPTO_ADDRESS",
+    "OTP_CODE",
+    "SECRET",
+    "MESSAGE_BODY",
+    "PERSON",
+)
+
+
+@dataclass(frozen=True, order=True)
+class Target:
+    """A network endpoint and the service perisai believes runs there."""
+
+    host: str
+    port: int
+    service: str = "unknown"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "port": self.port, "service": self.service}
+
+    def uri(self, path: str = "") -> str:
+        """A URI for SARIF locations and evidence, e.g. ``redis://127.0.0.1:6379/0``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        suffix = f"/{path.lstrip('/')}" if path else ""
+        return f"{self.service}://{host}:{self.port}{suffix}"
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """One short, human-readable line of proof; personal data already masked."""
+
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass
+class DataProfile:
+    """What a bounded sample revealed: counts of personal-data entities, nothing raw."""
+
+    records_sampled: int = 0
+    records_with_personal_data: int = 0
+    records_estimated: int | None = None
+    entities: dict[str, int] = field(default_factory=dict)
+    examples: list[str] = field(default_factory=list)  # masked, a few per entity type
+
+    @property
+    def has_personal_data(self) -> bool:
+        return any(count > 0 for count in self.entities.values())
+
+    def merge(self, other: DataProfile) -> None:
+        """Fold another profile (e.g. another table's) into this one."""
+        self.records_sampled += other.records_sampled
+        self.records_with_personal_data += other.records_with_personal_data
+        if other.records_estimated is not None:
+            self.records_estimated = (self.records_estimated or 0) + other.records_estimated
+        for name, count in other.entities.items():
+            self.entities[name] = self.entities.get(name, 0) + count
+        for example in other.examples:
+            if example not in self.examples and len(self.examples) < 10:
+                self.examples.append(example)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "records_estimated": self.records_estimated,
+            "entities": {name: count for name, count in sorted(self.entities.items()) if count},
+        }
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One proven fact about a target, in the shape of the findings contract."""
+
+    rule: str
+    severity: Severity
+    title: str
+    target: Target
+    auth: Auth = Auth.UNKNOWN
+    data: DataProfile = field(default_factory=DataProfile)
+    ransom_note: bool = False
+    evidence: tuple[Evidence, ...] = ()
+    remediation: str = ""
+    object: str = ""  # what inside the target the finding is about (db, index, key…)
+
+    @property
+    def id(self) -> str:
+        """Stable across scans: the same rule on the same object of the same target."""
+        key = "|".join(
+            (self.rule, self.target.host, str(self.target.port), self.target.service, self.object)
+        )
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "rule": self.rule,
+            "severity": self.severity.value,
+            "title": self.title,
+            "target": self.target.to_dict(),
+            "auth": self.auth.value,
+            "data": self.data.to_dict(),
+            "ransom_note": self.ransom_note,
+            "evidence": [e.text for e in self.evidence],
+            "remediation": self.remediation,
+            "object": self.object,
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Finding:
+        """Rebuild a finding from the contract (the findings store keeps that shape)."""
+        target = raw["target"]
+        data = raw.get("data") or {}
+        return cls(
+            rule=raw["rule"],
+            severity=Severity(raw["severity"]),
+            title=raw["title"],
+            target=Target(target["host"], int(target["port"]), target.get("service", "unknown")),
+            auth=Auth(raw.get("auth", "unknown")),
+            data=DataProfile(
+                records_estimated=data.get("records_estimated"),
+                entities=dict(data.get("entities") or {}),
+            ),
+            ransom_note=bool(raw.get("ransom_note", False)),
+            evidence=tuple(Evidence(text) for text in raw.get("evidence", ())),
+            remediation=raw.get("remediation", ""),
+            object=raw.get("object", ""),
+        )
+
+
+def exposure_severity(auth: Auth, data: DataProfile, ransom_note: bool) -> Severity:
+    """DESIGN.md's rule: readable + personal data or a note is critical; readable alone, high."""
+    if auth in (Auth.NONE, Auth.DEFAULT_CREDENTIALS):
+        if ransom_note or data.has_personal_data:
+            return Severity.CRITICAL
+        return Severity.HIGH
+    return Severity.INFO
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    """Worst first, then by target, so every report lists them the same way."""
+    return sorted(findings, key=lambda f: (-f.severity.rank, f.target, f.rule, f.object))
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Declared metadata of a rule id: what it means, how to fix it, where to read more.
+
+    Rule ids never change once released: reports, baselines and SARIF consumers key on them.
+    """
+
+    id: str
+    name: str
+    description: str
+    remediation: str
+    default_severity: Severity
+    references: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "remediation": self.remediation,
+            "default_severity": self.default_severity.value,
+            "references": list(self.references),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> Rule:
+        return cls(
+            id=raw["id"],
+            name=raw["name"],
+            description=raw["description"],
+            remediation=raw["remediation"],
+            default_severity=Severity(raw["default_severity"]),
+            references=tuple(raw.get("references", ())),
+        )
+
+
+@dataclass
+class ScanReport:
+    """One scan: when, of what, and what it found. What the store keeps and reporters render."""
+
+    version: str
+    started: str  # ISO 8601, UTC
+    finished: str
+    targets: tuple[str, ...]  # the target specs as given, normalised (for "same targets" diffs)
+    ports: str  # the port spec scanned, normalised
+    findings: list[Finding] = field(default_factory=list)
+    rules: dict[str, Rule] = field(default_factory=dict)
+    scan_id: int | None = None  # set by the findings store
+    notes: list[str] = field(default_factory=list)  # what went wrong on the way, for the user
+
+    @property
+    def scope_key(self) -> str:
+        """Scans with the same key scanned the same thing and can be diffed."""
+        return " ".join(self.targets) + " ports=" + self.ports
+
+    def to_dict(self) -> dict[str, Any]:
+        """The findings contract's top-level object."""
+        return {
+            "tool": "perisai",
+            "version": self.version,
+            "started": self.started,
+            "finished": self.finished,
+            "scan_id": self.scan_id,
+            "targets": list(self.targets),
+            "ports": self.ports,
+            "findings": [f.to_dict() for f in sort_findings(self.findings)],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(
+        cls, raw: Mapping[str, Any], rules: Mapping[str, Any] | None = None
+    ) -> ScanReport:
+        return cls(
+            version=raw["version"],
+            started=raw["started"],
+            finished=raw["finished"],
+            targets=tuple(raw.get("targets", ())),
+            ports=raw.get("ports", ""),
+            findings=[Finding.from_dict(f) for f in raw.get("findings", ())],
+            rules={rule_id: Rule.from_dict(r) for rule_id, r in (rules or {}).items()},
+            scan_id=raw.get("scan_id"),
+            notes=list(raw.get("notes", ())),
+        )
+
+
+@dataclass(frozen=True)
+class ScanDiff:
+    """What changed between two scans of the same scope, keyed on stable finding ids."""
+
+    current: ScanReport
+    previous: ScanReport | None
+    new: tuple[Finding, ...]
+    resolved: tuple[Finding, ...]
+    unchanged: tuple[Finding, ...]
+
+    @classmethod
+    def between(cls, current: ScanReport, previous: ScanReport | None) -> ScanDiff:
+        before = {f.id: f for f in previous.findings} if previous else {}
+        now = {f.id: f for f in current.findings}
+        return cls(
+            current=current,
+            previous=previous,
+            new=tuple(sort_findings([f for i, f in now.items() if i not in before])),
+            resolved=tuple(sort_findings([f for i, f in before.items() if i not in now])),
+            unchanged=tuple(sort_findings([f for i, f in now.items() if i in before])),
+        )

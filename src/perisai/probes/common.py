@@ -1,0 +1,97 @@
+"""Pieces every probe needs the same way: raw fingerprint I/O, evidence lines, findings."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Target, exposure_severity
+
+MAX_EXAMPLES_IN_EVIDENCE = 6
+
+
+async def exchange(host: str, port: int, request: bytes, timeout: float, limit: int = 512) -> bytes:
+    """Send ``request`` on a fresh connection and return at most ``limit`` bytes of the answer.
+
+    Bounded in bytes and seconds, so a silent or hostile server costs one timeout, nothing more.
+    Raises OSError / TimeoutError when the service does not answer.
+    """
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        if request:
+            writer.write(request)
+            await asyncio.wait_for(writer.drain(), timeout)
+        return await asyncio.wait_for(reader.read(limit), timeout)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+def entity_summary(entities: dict[str, int]) -> str:
+    """``PHONE 12, EMAIL 3`` — biggest first."""
+    ranked = sorted(
+        ((n, c) for n, c in entities.items() if c), key=lambda item: (-item[1], item[0])
+    )
+    return ", ".join(f"{name} {count}" for name, count in ranked) or "none"
+
+
+def profile_evidence(profile: DataProfile) -> list[Evidence]:
+    """Evidence lines for what a sample held: counts, then a few masked examples."""
+    lines = [
+        Evidence(
+            f"sampled {profile.records_sampled} records, {profile.records_with_personal_data} with "
+            f"personal data: {entity_summary(profile.entities)}"
+        )
+    ]
+    lines.extend(Evidence(f"e.g. {ex}") for ex in profile.examples[:MAX_EXAMPLES_IN_EVIDENCE])
+    return lines
+
+
+def exposure_finding(
+    *,
+    rule_id: str,
+    title: str,
+    target: Target,
+    auth: Auth,
+    profile: DataProfile,
+    notes: list[RansomNote],
+    evidence: list[Evidence],
+    remediation: str,
+) -> Finding:
+    """The finding for a readable service; severity follows DESIGN.md from what was seen."""
+    ransom = bool(notes)
+    return Finding(
+        rule=rule_id,
+        severity=exposure_severity(auth, profile, ransom),
+        title=title,
+        target=target,
+        auth=auth,
+        data=profile,
+        ransom_note=ransom,
+        evidence=tuple(evidence),
+        remediation=remediation,
+    )
+
+
+def ransom_findings(target: Target, auth: Auth, notes: list[RansomNote]) -> list[Finding]:
+    """One ``compromise.ransom-note`` finding per note, with its location and masked text."""
+    findings = []
+    for note in notes:
+        evidence = [Evidence(f"note at {note.location}: {note.preview}")]
+        evidence.extend(Evidence(f"payment address: {a}") for a in note.payment_addresses)
+        findings.append(
+            Finding(
+                rule=RULE_RANSOM_NOTE.id,
+                severity=RULE_RANSOM_NOTE.default_severity,
+                title=f"Ransom note left in {target.service} at {note.location}",
+                target=target,
+                auth=auth,
+                ransom_note=True,
+                evidence=tuple(evidence),
+                remediation=RULE_RANSOM_NOTE.remediation,
+                object=note.location,
+            )
+        )
+    return findings

@@ -1,0 +1,87 @@
+"""What every data-store probe is: a fingerprint, an auth check, a bounded read-only sample.
+
+Adding a service is adding one module with a :class:`Probe` subclass and registering it in
+the ``perisai.probes`` entry-point group.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+from perisai.findings import Finding, Rule
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Everything that bounds a scan: deadlines, sample sizes, byte caps, scope."""
+
+    timeout: float = 3.0  # seconds per connection attempt and per network read
+    probe_deadline: float = 60.0  # seconds for one probe of one service, all steps together
+    sample: int = 20  # records sampled per database / table / keyspace
+    max_value_bytes: int = 4096  # bytes read of any single value
+    max_databases: int = 16  # databases / keyspaces enumerated per service
+    max_tables: int = 50  # tables per database
+    concurrency: int = 256  # simultaneous connections in discovery
+    regions: tuple[str, ...] = ("MY",)  # phone-number regions for national formats
+    try_default_credentials: bool = True
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """A service recognised by what it answered, not by its port."""
+
+    service: str
+    detail: str = ""  # e.g. "auth required", "protected mode", version if the answer held it
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """What a probe proved about one service."""
+
+    findings: tuple[Finding, ...]
+
+
+@dataclass(frozen=True)
+class ProbeSkipped:
+    """The probe could not finish; ``reason`` says why in one line a user understands."""
+
+    reason: str
+    findings: tuple[Finding, ...] = field(default=())  # whatever was proven before it stopped
+
+
+class Probe(ABC):
+    """Base class of one protocol's probe. Implementations must never write to the target."""
+
+    service: ClassVar[str]
+    default_ports: ClassVar[tuple[int, ...]]
+    rules: ClassVar[tuple[Rule, ...]]
+
+    def __init__(self, config: ScanConfig) -> None:
+        self.config = config
+
+    @abstractmethod
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        """Recognise the service from its answer to a harmless request; ``None`` if not ours."""
+
+    @abstractmethod
+    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+        """Auth check, enumeration, bounded sample, classification: findings for one service."""
+
+    @classmethod
+    def rule(cls, rule_id: str) -> Rule:
+        """The declared rule with this id (a typo fails loudly, at the first use)."""
+        for rule in cls.rules:
+            if rule.id == rule_id:
+                return rule
+        raise KeyError(f"{cls.__name__} declares no rule {rule_id!r}")
+
+    @classmethod
+    def validate(cls) -> None:
+        """Check the declared metadata when the probe is loaded, not when it first reports."""
+        if not getattr(cls, "service", "") or not getattr(cls, "default_ports", ()):
+            raise TypeError(f"{cls.__name__} must declare service and default_ports")
+        prefixes = {rule.id.split(".", 1)[0] for rule in cls.rules}
+        if not cls.rules or not prefixes <= {cls.service, "compromise"}:
+            raise TypeError(f"{cls.__name__} rules must be named '{cls.service}.<check>'")

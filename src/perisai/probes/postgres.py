@@ -1,0 +1,333 @@
+"""PostgreSQL: log in without a password (trust auth) or with a vendor default, then sample.
+
+Every session is opened with ``default_transaction_read_only=on`` and a ``statement_timeout``;
+samples are ``SELECT left(col::text, cap) … LIMIT n``, so neither rows nor bytes are unbounded.
+Row counts come from ``pg_class.reltuples`` (the planner's estimate), never ``count(*)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import struct
+from dataclasses import dataclass
+from typing import Any, LiteralString
+
+import psycopg
+from psycopg import sql
+
+from perisai.classify import profile_records
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.probes.common import exchange, exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+
+# (user, password) pairs from vendor docs and popular images; tried only if trust auth fails.
+DEFAULT_CREDENTIALS: tuple[tuple[str, str], ...] = (
+    ("postgres", "postgres"),
+    ("postgres", "password"),
+    ("postgres", "admin"),
+    ("postgres", "123456"),
+)
+MAX_COLUMNS = 64
+# libpq warns about /dev/null as a password file but silently skips a missing one.
+_NO_PASSFILE = "/nonexistent/perisai/pgpass"
+MAX_TABLES_IN_EVIDENCE = 8
+
+_REMEDIATION = (
+    "Replace `trust` (and vendor default passwords) in pg_hba.conf with `scram-sha-256` for every "
+    "host line, e.g. `host all all 10.0.0.0/8 scram-sha-256`; set `listen_addresses` to the "
+    "interfaces that need it, and block port 5432 from the internet."
+)
+
+_TABLES = """
+SELECT n.nspname, c.relname, c.oid::bigint, c.reltuples::bigint, pg_total_relation_size(c.oid)
+FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'p', 'm')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+ORDER BY pg_total_relation_size(c.oid) DESC, c.relname
+LIMIT %s
+"""
+_COLUMNS = """
+SELECT attname FROM pg_attribute
+WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum LIMIT %s
+"""
+
+
+@dataclass(frozen=True)
+class _Login:
+    user: str
+    password: str | None
+    auth: Auth
+    dbname: str
+
+
+@dataclass
+class _TableSample:
+    name: str
+    rows_estimated: int | None
+    size_bytes: int
+    profile: DataProfile
+
+
+class PostgresProbe(Probe):
+    """Finds PostgreSQL servers that let anyone in, and the personal data in their tables."""
+
+    service = "postgres"
+    default_ports = (5432,)
+    rules = (
+        Rule(
+            id="postgres.unauthenticated",
+            name="PostgresTrustAuth",
+            description="PostgreSQL lets a client log in without a password (trust auth); "
+            "anyone who reaches the port reads every database.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=(
+                "https://cwe.mitre.org/data/definitions/306.html",
+                "https://www.postgresql.org/docs/current/auth-pg-hba-conf.html",
+            ),
+        ),
+        Rule(
+            id="postgres.default-credentials",
+            name="PostgresDefaultPassword",
+            description="PostgreSQL accepts a well-known default user and password.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/1392.html",),
+        ),
+        Rule(
+            id="postgres.auth-required",
+            name="PostgresAuthRequired",
+            description="PostgreSQL is reachable and requires a password.",
+            remediation="Keep passwords long and random; restrict who can reach the port.",
+            default_severity=Severity.INFO,
+        ),
+        RULE_RANSOM_NOTE,
+    )
+
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        # A protocol 3.0 StartupMessage: a server answers 'R' (auth request) or 'E' (error).
+        params = b"user\x00perisai\x00database\x00perisai\x00\x00"
+        startup = struct.pack("!ii", 8 + len(params), 196608) + params
+        answer = await exchange(host, port, startup, self.config.timeout)
+        if len(answer) < 5 or answer[:1] not in (b"R", b"E"):
+            return None
+        (length,) = struct.unpack("!i", answer[1:5])
+        if not 4 <= length <= 65536:
+            return None
+        if answer[:1] == b"R":
+            return Fingerprint(self.service, "auth request")
+        if b"SFATAL" in answer or b"VFATAL" in answer:
+            return Fingerprint(self.service, "error")
+        return None
+
+    async def _connect(self, host: str, port: int, login: _Login) -> psycopg.AsyncConnection[Any]:
+        timeout_ms = int(self.config.timeout * 1000)
+        return await asyncio.wait_for(
+            psycopg.AsyncConnection.connect(
+                host=host,
+                port=port,
+                user=login.user,
+                password=login.password or "",
+                dbname=login.dbname,
+                connect_timeout=max(2, int(self.config.timeout + 0.999)),
+                passfile=_NO_PASSFILE,  # never use the scanning user's own saved passwords
+                gssencmode="disable",
+                sslmode="prefer",
+                application_name="perisai",
+                options=f"-c default_transaction_read_only=on -c statement_timeout={timeout_ms}",
+                autocommit=True,
+            ),
+            self.config.timeout * 2,
+        )
+
+    async def _login(self, host: str, port: int) -> tuple[_Login | None, int]:
+        """The first login that works (no password first, then defaults) and defaults tried."""
+        attempts = [_Login(user, None, Auth.NONE, "postgres") for user in _passwordless_users()]
+        if self.config.try_default_credentials:
+            attempts.extend(
+                _Login(user, password, Auth.DEFAULT_CREDENTIALS, "postgres")
+                for user, password in DEFAULT_CREDENTIALS
+            )
+        tried = 0
+        for login in attempts:
+            tried += login.password is not None
+            for dbname in ("postgres", "template1", login.user):
+                candidate = _Login(login.user, login.password, login.auth, dbname)
+                try:
+                    conn = await self._connect(host, port, candidate)
+                except psycopg.OperationalError as error:
+                    if "database" in str(error) and "does not exist" in str(error):
+                        continue  # authenticated, but no such database: try the next one
+                    break
+                await conn.close()
+                return candidate, tried
+        return None, tried
+
+    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+        target = Target(host, port, self.service)
+        login, tried = await self._login(host, port)
+        if login is None:
+            rule = self.rule("postgres.auth-required")
+            return ProbeResult(
+                (
+                    Finding(
+                        rule=rule.id,
+                        severity=rule.default_severity,
+                        title="PostgreSQL requires a password",
+                        target=target,
+                        auth=Auth.REQUIRED,
+                        evidence=(
+                            Evidence(
+                                f"no passwordless login; {tried} vendor default credentials refused"
+                            ),
+                        ),
+                        remediation=rule.remediation,
+                    ),
+                )
+            )
+        conn = await self._connect(host, port, login)
+        async with conn:
+            version = await _scalar(conn, "SHOW server_version")
+            databases = [
+                row[0]
+                for row in await _rows(
+                    conn,
+                    sql.SQL(
+                        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
+                        "ORDER BY datname LIMIT %s"
+                    ),
+                    (self.config.max_databases,),
+                )
+            ]
+        how = "without a password" if login.auth is Auth.NONE else "with a vendor default password"
+        evidence = [
+            Evidence(f"logged in as {login.user!r} {how}"),
+            Evidence(f"PostgreSQL {version}; {len(databases)} databases: {', '.join(databases)}"),
+        ]
+        profile = DataProfile(records_estimated=0)
+        notes: list[RansomNote] = []
+        tables: list[_TableSample] = []
+        for dbname in databases:
+            db_login = _Login(login.user, login.password, login.auth, dbname)
+            try:
+                db_conn = await self._connect(host, port, db_login)
+            except psycopg.OperationalError as error:
+                evidence.append(Evidence(f"{dbname}: not readable ({_first_line(error)})"))
+                continue
+            async with db_conn:
+                db_tables, db_notes = await self._sample_database(db_conn, dbname)
+            tables.extend(db_tables)
+            notes.extend(db_notes)
+        for table in tables:
+            profile.merge(table.profile)
+        interesting = sorted(tables, key=lambda t: (-sum(t.profile.entities.values()), t.name))
+        for table in interesting[:MAX_TABLES_IN_EVIDENCE]:
+            rows = "?" if table.rows_estimated is None else f"~{table.rows_estimated}"
+            summary = profile_evidence(table.profile)[0].text
+            evidence.append(
+                Evidence(f"{table.name}: {rows} rows, {_size(table.size_bytes)}; {summary}")
+            )
+        evidence.extend(profile_evidence(profile)[1:])
+        rule_id = (
+            "postgres.unauthenticated"
+            if login.auth is Auth.NONE
+            else "postgres.default-credentials"
+        )
+        title = (
+            "PostgreSQL readable without a password"
+            if login.auth is Auth.NONE
+            else "PostgreSQL accepts a vendor default password"
+        )
+        exposure = exposure_finding(
+            rule_id=rule_id,
+            title=title,
+            target=target,
+            auth=login.auth,
+            profile=profile,
+            notes=notes,
+            evidence=evidence,
+            remediation=self.rule(rule_id).remediation,
+        )
+        return ProbeResult((exposure, *ransom_findings(target, login.auth, notes)))
+
+    async def _sample_database(
+        self, conn: psycopg.AsyncConnection[Any], dbname: str
+    ) -> tuple[list[_TableSample], list[RansomNote]]:
+        samples: list[_TableSample] = []
+        notes: list[RansomNote] = []
+        for schema, table, oid, reltuples, size in await _rows(
+            conn, sql.SQL(_TABLES), (self.config.max_tables,)
+        ):
+            name = f"{dbname}.{schema}.{table}"
+            records = await self._sample_table(conn, schema, table, oid)
+            profile = profile_records(records, self.config.regions)
+            profile.records_estimated = max(int(reltuples), 0) if reltuples >= 0 else None
+            samples.append(_TableSample(name, profile.records_estimated, int(size), profile))
+            for record in records:
+                for value in record.values():
+                    if isinstance(value, str) and (is_note_name(table) or len(value) >= 80):
+                        note = detect_ransom_note(name, value)
+                        if note:
+                            notes.append(note)
+                            break
+        return samples, notes
+
+    async def _sample_table(
+        self, conn: psycopg.AsyncConnection[Any], schema: str, table: str, oid: int
+    ) -> list[dict[str, Any]]:
+        columns = [row[0] for row in await _rows(conn, sql.SQL(_COLUMNS), (oid, MAX_COLUMNS))]
+        if not columns:
+            return []
+        cap = self.config.max_value_bytes
+        query = sql.SQL("SELECT {} FROM {}.{} LIMIT {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("left(CAST({} AS text), {})").format(sql.Identifier(c), sql.Literal(cap))
+                for c in columns
+            ),
+            sql.Identifier(schema),
+            sql.Identifier(table),
+            sql.Literal(self.config.sample),
+        )
+        try:
+            rows = await _rows(conn, query, ())
+        except psycopg.Error:
+            return []  # no SELECT privilege, a timeout: the table stays counted, unsampled
+        return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
+async def _rows(
+    conn: psycopg.AsyncConnection[Any], query: sql.SQL | sql.Composed, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    async with conn.cursor() as cursor:
+        await cursor.execute(query, params)
+        return list(await cursor.fetchall())
+
+
+async def _scalar(conn: psycopg.AsyncConnection[Any], query: LiteralString) -> str:
+    async with conn.cursor() as cursor:
+        await cursor.execute(sql.SQL(query))
+        row = await cursor.fetchone()
+        return str(row[0]) if row else "?"
+
+
+def _passwordless_users() -> list[str]:
+    users = ["postgres"]
+    with_os = getpass.getuser()
+    if with_os not in users:
+        users.append(with_os)
+    return users
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or ["error"])[0]
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.0f} TB"

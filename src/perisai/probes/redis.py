@@ -1,0 +1,260 @@
+"""Redis: PING without AUTH, INFO keyspace, a bounded SCAN sample read by type.
+
+Only commands that cannot change data are sent: PING, AUTH, INFO, SELECT (per connection),
+SCAN, TYPE, GETRANGE, HSCAN, LRANGE, SSCAN, ZRANGE and XRANGE. KEYS is never used (it blocks
+the server), nor GET (a string may be gigabytes; GETRANGE reads a bounded prefix).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis import exceptions as redis_errors
+
+from perisai.classify import profile_records
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.probes.common import (
+    exchange,
+    exposure_finding,
+    profile_evidence,
+    ransom_findings,
+)
+from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+
+# Passwords shipped in vendor configs and images; tried only when auth is required, never more.
+DEFAULT_PASSWORDS: tuple[str, ...] = ("foobared", "redis", "password", "123456", "admin")
+MAX_SCAN_CALLS = 64  # SCAN round trips per database before giving up on filling the sample
+
+_REMEDIATION = (
+    "Require authentication: set `requirepass` to a long random secret (or define ACL users "
+    "and `user default off`), `bind` Redis to 127.0.0.1 or a private interface only, keep "
+    "`protected-mode yes`, and block port 6379 from the internet."
+)
+
+
+class RedisProbe(Probe):
+    """Finds Redis servers anyone can read, and what their keys hold."""
+
+    service = "redis"
+    default_ports = (6379,)
+    rules = (
+        Rule(
+            id="redis.unauthenticated",
+            name="RedisUnauthenticated",
+            description="Redis answers commands without authentication; anyone who reaches the "
+            "port can read (and wipe) every key.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/306.html",),
+        ),
+        Rule(
+            id="redis.default-credentials",
+            name="RedisDefaultPassword",
+            description="Redis accepts a password shipped in vendor configs or images.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/1392.html",),
+        ),
+        Rule(
+            id="redis.auth-required",
+            name="RedisAuthRequired",
+            description="Redis is reachable and requires authentication.",
+            remediation="Keep the password long and random; restrict who can reach the port.",
+            default_severity=Severity.INFO,
+        ),
+        Rule(
+            id="redis.protected-mode",
+            name="RedisProtectedMode",
+            description="Redis refuses remote clients in protected mode: no password is set, "
+            "and turning protected mode off would expose it.",
+            remediation="Set a password before changing `protected-mode` or `bind`.",
+            default_severity=Severity.INFO,
+        ),
+        RULE_RANSOM_NOTE,
+    )
+
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        answer = await exchange(host, port, b"PING\r\n", self.config.timeout)
+        if answer.startswith(b"+PONG"):
+            return Fingerprint(self.service, "open")
+        if answer.startswith(b"-NOAUTH"):
+            return Fingerprint(self.service, "auth required")
+        if answer.startswith(b"-DENIED") and b"protected mode" in answer:
+            return Fingerprint(self.service, "protected mode")
+        return None
+
+    def _client(self, host: str, port: int, password: str | None, db: int = 0) -> aioredis.Redis:
+        return aioredis.Redis(
+            host=host,
+            port=port,
+            db=db,
+            password=password,
+            socket_timeout=self.config.timeout,
+            socket_connect_timeout=self.config.timeout,
+            single_connection_client=True,
+            lib_name=None,
+            lib_version=None,
+            protocol=2,
+        )
+
+    async def _login(self, host: str, port: int) -> tuple[aioredis.Redis | None, Auth, int]:
+        """A client that is let in, how it got in, and how many default passwords were tried."""
+        client = self._client(host, port, None)
+        try:
+            await client.ping()
+            return client, Auth.NONE, 0
+        except redis_errors.AuthenticationError:
+            await client.aclose()
+        if not self.config.try_default_credentials:
+            return None, Auth.REQUIRED, 0
+        for tried, password in enumerate(DEFAULT_PASSWORDS, start=1):
+            client = self._client(host, port, password)
+            try:
+                await client.ping()
+                return client, Auth.DEFAULT_CREDENTIALS, tried
+            except (redis_errors.AuthenticationError, redis_errors.ResponseError):
+                await client.aclose()
+        return None, Auth.REQUIRED, len(DEFAULT_PASSWORDS)
+
+    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+        target = Target(host, port, self.service)
+        if fingerprint.detail == "protected mode":
+            rule = self.rule("redis.protected-mode")
+            return ProbeResult((_info(rule, target, "PING answered -DENIED (protected mode)"),))
+        client, auth, tried = await self._login(host, port)
+        if client is None:
+            rule = self.rule("redis.auth-required")
+            detail = f"PING answered -NOAUTH; {tried} vendor default passwords refused"
+            return ProbeResult((_info(rule, target, detail),))
+        try:
+            return await self._inspect(client, host, port, target, auth)
+        finally:
+            await client.aclose()
+
+    async def _inspect(
+        self, client: aioredis.Redis, host: str, port: int, target: Target, auth: Auth
+    ) -> ProbeResult:
+        password = client.connection_pool.connection_kwargs.get("password")
+        server = await client.info("server")
+        memory = await client.info("memory")
+        keyspace = await client.info("keyspace")
+        evidence = [
+            Evidence(
+                "PING answered +PONG without AUTH"
+                if auth is Auth.NONE
+                else "a vendor default password was accepted by AUTH"
+            ),
+            Evidence(
+                f"Redis {server.get('redis_version', '?')}, "
+                f"{memory.get('used_memory_human', '?')} memory used"
+            ),
+        ]
+        profile = DataProfile(records_estimated=0)
+        notes: list[RansomNote] = []
+        databases = sorted(
+            (int(name[2:]), int(info.get("keys", 0)))
+            for name, info in keyspace.items()
+            if name.startswith("db") and name[2:].isdigit() and isinstance(info, dict)
+        )
+        for db, keys in databases[: self.config.max_databases]:
+            db_client = client if db == 0 else self._client(host, port, password, db)
+            try:
+                records, db_notes = await self._sample_db(db_client, db)
+            finally:
+                if db_client is not client:
+                    await db_client.aclose()
+            db_profile = profile_records(records, self.config.regions)
+            db_profile.records_estimated = keys
+            evidence.append(Evidence(f"db{db}: {keys} keys"))
+            evidence.extend(profile_evidence(db_profile)[:1])
+            profile.merge(db_profile)
+            notes.extend(db_notes)
+        evidence.extend(profile_evidence(profile)[1:])
+        rule_id = "redis.unauthenticated" if auth is Auth.NONE else "redis.default-credentials"
+        title = (
+            "Redis readable without authentication"
+            if auth is Auth.NONE
+            else "Redis accepts a vendor default password"
+        )
+        exposure = exposure_finding(
+            rule_id=rule_id,
+            title=title,
+            target=target,
+            auth=auth,
+            profile=profile,
+            notes=notes,
+            evidence=evidence,
+            remediation=self.rule(rule_id).remediation,
+        )
+        return ProbeResult((exposure, *ransom_findings(target, auth, notes)))
+
+    async def _sample_db(
+        self, client: aioredis.Redis, db: int
+    ) -> tuple[list[dict[str, Any]], list[RansomNote]]:
+        """Up to ``sample`` keys of one database, each value read by type with a byte cap."""
+        records: list[dict[str, Any]] = []
+        notes: list[RansomNote] = []
+        cursor: int = 0
+        for _ in range(MAX_SCAN_CALLS):
+            cursor, keys = await client.scan(cursor=cursor, count=100)
+            for raw_key in keys:
+                if len(records) >= self.config.sample:
+                    break
+                key = _text(raw_key, self.config.max_value_bytes)
+                value = await self._read_value(client, raw_key)
+                records.append({"key": key, "value": value})
+                if isinstance(value, str) and (is_note_name(key) or len(value) >= 80):
+                    note = detect_ransom_note(f"db{db}/{key}", value)
+                    if note:
+                        notes.append(note)
+            if cursor == 0 or len(records) >= self.config.sample:
+                break
+        return records, notes
+
+    async def _read_value(self, client: aioredis.Redis, key: bytes | str) -> object:
+        """A bounded read of one key's value, or ``None`` for types we do not read."""
+        cap, count = self.config.max_value_bytes, self.config.sample
+        kind = _text(await client.type(key), 32)
+        with contextlib.suppress(redis_errors.ResponseError):
+            if kind == "string":
+                return _text(await client.getrange(key, 0, cap - 1), cap)
+            if kind == "hash":
+                fields: Any
+                _, fields = await client.hscan(key, 0, count=count)
+                return {_text(k, 256): _text(v, cap) for k, v in list(fields.items())[:count]}
+            if kind == "list":
+                return [_text(v, cap) for v in await client.lrange(key, 0, count - 1)]
+            if kind == "set":
+                _, members = await client.sscan(key, 0, count=count)
+                return [_text(v, cap) for v in list(members)[:count]]
+            if kind == "zset":
+                return [_text(v, cap) for v in await client.zrange(key, 0, count - 1)]
+            if kind == "stream":
+                entries: Any = await client.xrange(key, count=count)
+                return [
+                    {_text(k, 256): _text(v, cap) for k, v in fields.items()}
+                    for _, fields in entries
+                ]
+        return None
+
+
+def _text(value: object, cap: int) -> str:
+    if isinstance(value, bytes):
+        return value[:cap].decode("utf-8", "replace")
+    return str(value)[:cap]
+
+
+def _info(rule: Rule, target: Target, detail: str) -> Finding:
+    auth = Auth.REQUIRED
+    return Finding(
+        rule=rule.id,
+        severity=rule.default_severity,
+        title=f"Redis {'requires authentication' if 'NOAUTH' in detail else 'in protected mode'}",
+        target=target,
+        auth=auth,
+        evidence=(Evidence(detail),),
+        remediation=rule.remediation,
+    )

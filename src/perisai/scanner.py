@@ -1,0 +1,247 @@
+"""The scan flow: discover open ports → recognise each service by its answer → probe it.
+
+Everything is bounded: discovery by ``concurrency`` and ``timeout``, each fingerprint by
+``timeout``, each probe by ``probe_deadline``. A probe that fails or runs out of time still
+yields a finding that says so, and the findings of every other service are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from perisai import __version__
+from perisai.findings import Auth, Evidence, Finding, Rule, ScanReport, Severity, Target
+from perisai.probes import Probe, ProbeResult, ScanConfig, probe_classes
+from perisai.probes.interface import Fingerprint
+from perisai.progress import NoProgress, Progress
+from perisai.targets import TargetSpec
+
+BANNER_BYTES = 128
+PROBE_CONCURRENCY = 16  # services probed at once: each holds a few connections to its target
+
+RULE_UNIDENTIFIED = Rule(
+    id="service.unidentified",
+    name="UnidentifiedService",
+    description="An open port whose service no perisai probe recognised.",
+    remediation="Check what listens on this port; close it if nothing should.",
+    default_severity=Severity.INFO,
+)
+RULE_INCOMPLETE = Rule(
+    id="scan.incomplete",
+    name="ProbeIncomplete",
+    description="A recognised service could not be probed to the end (deadline, error or a "
+    "hostile answer); what it holds is unknown.",
+    remediation="Re-run with a longer --timeout, or inspect the service by hand.",
+    default_severity=Severity.INFO,
+)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    host: str
+    port: int
+
+
+class Scanner:
+    """Runs one scan; build one per scan (it holds the probes, configured once)."""
+
+    def __init__(
+        self,
+        config: ScanConfig | None = None,
+        probes: Sequence[Probe] | None = None,
+        progress: Progress | None = None,
+    ) -> None:
+        self.config = config or ScanConfig()
+        self.probes = (
+            list(probes) if probes is not None else [cls(self.config) for cls in probe_classes()]
+        )
+        self.progress = progress or NoProgress()
+
+    @property
+    def default_ports(self) -> tuple[int, ...]:
+        return tuple(sorted({port for probe in self.probes for port in probe.default_ports}))
+
+    async def scan(
+        self, targets: Sequence[TargetSpec], ports: Sequence[int] | None = None
+    ) -> ScanReport:
+        started = _now()
+        port_list = tuple(ports) if ports else self.default_ports
+        total = sum(t.network.num_addresses * (1 if t.port else len(port_list)) for t in targets)
+        self.progress.phase("discover", total)
+        open_endpoints = await self._discover(_endpoints(targets, port_list))
+        self.progress.phase("probe", len(open_endpoints))
+        semaphore = asyncio.Semaphore(PROBE_CONCURRENCY)
+        results = await asyncio.gather(
+            *(self._examine(endpoint, semaphore) for endpoint in open_endpoints)
+        )
+        findings = [finding for group in results for finding in group]
+        rules = {rule.id: rule for probe in self.probes for rule in probe.rules}
+        rules.update({r.id: r for r in (RULE_UNIDENTIFIED, RULE_INCOMPLETE)})
+        notes = [f"{total} address:port pairs checked, {len(open_endpoints)} open"]
+        return ScanReport(
+            version=__version__,
+            started=started,
+            finished=_now(),
+            targets=tuple(t.text for t in targets),
+            ports=_port_spec(port_list),
+            findings=findings,
+            rules={
+                rule_id: rule
+                for rule_id, rule in rules.items()
+                if any(f.rule == rule_id for f in findings)
+            },
+            notes=notes,
+        )
+
+    async def _discover(self, endpoints: Iterator[Endpoint]) -> list[Endpoint]:
+        """TCP-connect every endpoint with at most ``concurrency`` attempts in flight."""
+        found: list[Endpoint] = []
+
+        async def worker() -> None:
+            for endpoint in endpoints:  # a shared iterator: each endpoint is taken once
+                if await self._is_open(endpoint):
+                    found.append(endpoint)
+                self.progress.advance()
+
+        await asyncio.gather(*(worker() for _ in range(max(1, self.config.concurrency))))
+        return sorted(found, key=lambda e: (e.host, e.port))
+
+    async def _is_open(self, endpoint: Endpoint) -> bool:
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(endpoint.host, endpoint.port), self.config.timeout
+            )
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+        return True
+
+    async def _examine(self, endpoint: Endpoint, semaphore: asyncio.Semaphore) -> list[Finding]:
+        async with semaphore:
+            try:
+                return await self._identify_and_probe(endpoint)
+            finally:
+                self.progress.advance()
+
+    async def _identify_and_probe(self, endpoint: Endpoint) -> list[Finding]:
+        started = time.monotonic()
+        identified = await self._identify(endpoint)
+        if identified is None:
+            return [await self._unidentified(endpoint)]
+        probe, fingerprint = identified
+        target = Target(endpoint.host, endpoint.port, probe.service)
+        remaining = max(1.0, self.config.probe_deadline - (time.monotonic() - started))
+        try:
+            result: ProbeResult = await asyncio.wait_for(
+                probe.probe(endpoint.host, endpoint.port, fingerprint), remaining
+            )
+        except TimeoutError:
+            return [
+                _incomplete(
+                    target,
+                    f"probe did not finish within {remaining:.0f}s; "
+                    "stopped (raise --timeout to wait longer)",
+                )
+            ]
+        except Exception as error:  # a hostile or broken server must not end the scan
+            return [
+                _incomplete(target, f"probe stopped: {type(error).__name__}: {_first_line(error)}")
+            ]
+        return list(result.findings)
+
+    async def _identify(self, endpoint: Endpoint) -> tuple[Probe, Fingerprint] | None:
+        """Ask each probe in turn (the port's usual owner first) whether it knows the answer."""
+        ordered = sorted(self.probes, key=lambda p: endpoint.port not in p.default_ports)
+        for probe in ordered:
+            try:
+                fingerprint = await asyncio.wait_for(
+                    probe.fingerprint(endpoint.host, endpoint.port), self.config.timeout * 2
+                )
+            except (OSError, TimeoutError, EOFError, ValueError):
+                continue
+            if fingerprint is not None:
+                return probe, fingerprint
+        return None
+
+    async def _unidentified(self, endpoint: Endpoint) -> Finding:
+        banner = await _banner(endpoint, min(self.config.timeout, 1.5))
+        said = f"banner: {banner!r}" if banner else "no banner, and no probe's request was answered"
+        return Finding(
+            rule=RULE_UNIDENTIFIED.id,
+            severity=RULE_UNIDENTIFIED.default_severity,
+            title=f"Open port {endpoint.port}: service not recognised",
+            target=Target(endpoint.host, endpoint.port, "unknown"),
+            auth=Auth.UNKNOWN,
+            evidence=(
+                Evidence(said),
+                Evidence(f"each fingerprint waited at most {self.config.timeout * 2:.1f}s"),
+            ),
+            remediation=RULE_UNIDENTIFIED.remediation,
+        )
+
+
+def _endpoints(targets: Sequence[TargetSpec], ports: tuple[int, ...]) -> Iterator[Endpoint]:
+    for target in targets:
+        for host in target.addresses():
+            for port in (target.port,) if target.port else ports:
+                yield Endpoint(host, port)
+
+
+async def _banner(endpoint: Endpoint, timeout: float) -> str:
+    """What the service says first, if anything (printable, bounded)."""
+    try:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(endpoint.host, endpoint.port), timeout
+        )
+    except (OSError, TimeoutError):
+        return ""
+    try:
+        data = await asyncio.wait_for(reader.read(BANNER_BYTES), timeout)
+    except (OSError, TimeoutError):
+        data = b""
+    finally:
+        writer.close()
+    return "".join(ch if ch.isprintable() else "." for ch in data.decode("latin-1")).strip()
+
+
+def _incomplete(target: Target, reason: str) -> Finding:
+    return Finding(
+        rule=RULE_INCOMPLETE.id,
+        severity=RULE_INCOMPLETE.default_severity,
+        title=f"{target.service} at {target.host}:{target.port} could not be fully probed",
+        target=target,
+        auth=Auth.UNKNOWN,
+        evidence=(Evidence(reason),),
+        remediation=RULE_INCOMPLETE.remediation,
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or ["no detail"])[0][:200]
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _port_spec(ports: tuple[int, ...]) -> str:
+    """``5432,6379,15000-15100``: the compact, normalised form used for scope keys."""
+    parts: list[str] = []
+    start = previous = None
+    for port in ports:
+        if previous is not None and port == previous + 1:
+            previous = port
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = port
+    if start is not None:
+        parts.append(str(start) if start == previous else f"{start}-{previous}")
+    return ",".join(parts)
