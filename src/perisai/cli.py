@@ -10,7 +10,7 @@ import asyncio
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -56,7 +56,7 @@ app.add_typer(lab_app, name="lab")
 _stderr = Console(stderr=True, highlight=False)
 
 
-class FailOn(str, Enum):
+class FailOn(StrEnum):
     CRITICAL = "critical"
     HIGH = "high"
     MEDIUM = "medium"

@@ -12,6 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis.backoff import NoBackoff
+from redis.asyncio.retry import Retry
 
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
@@ -95,8 +97,8 @@ class RedisProbe(Probe):
             socket_timeout=self.config.timeout,
             socket_connect_timeout=self.config.timeout,
             single_connection_client=True,
-            lib_name=None,
-            lib_version=None,
+            driver_info=None,  # no CLIENT SETINFO: the probe sends only read commands
+            retry=Retry(NoBackoff(), 0),  # one attempt: a refused login is an answer
             protocol=2,
         )
 

@@ -1,0 +1,33 @@
+"""The lab's error types, apart so every lab module can raise them without import cycles."""
+
+from __future__ import annotations
+
+__all__ = ["LabError", "MissingBinary", "ServerStartError"]
+
+
+class LabError(Exception):
+    """A problem the user can fix (lab already up, no root, no package): one clear line."""
+
+
+class MissingBinary(LabError):
+    """A server binary is not installed; the message names the Debian package that has it."""
+
+    def __init__(self, binary: str, package: str) -> None:
+        self.binary = binary
+        self.package = package
+        super().__init__(
+            f"{binary} not found: install the Debian package '{package}' "
+            "(or run `perisai lab up --install` as root)"
+        )
+
+
+class ServerStartError(LabError):
+    """A server did not come up in time; the message ends with the tail of its log."""
+
+    def __init__(self, name: str, reason: str, log_tail: str = "") -> None:
+        self.name = name
+        self.log_tail = log_tail
+        message = f"{name} did not start: {reason}"
+        if log_tail:
+            message += f"\n--- last lines of its log ---\n{log_tail}"
+        super().__init__(message)

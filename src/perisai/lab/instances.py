@@ -1,0 +1,239 @@
+"""A running lab server (:class:`Instance`) and the process plumbing the servers share.
+
+Servers daemonize, so the lab keeps only their pid: stopping signals that pid (after checking it
+is still the server, not a recycled pid) and waits, bounded, before escalating. Daemons are
+reparented to PID 1, which in a container may never reap them, so a zombie counts as stopped.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import time
+from collections.abc import Callable, Mapping
+from contextlib import suppress
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+from urllib.parse import quote
+
+import psycopg
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from perisai.lab.errors import LabError
+
+__all__ = [
+    "HOST",
+    "START_TIMEOUT",
+    "STOP_TIMEOUT",
+    "Instance",
+    "Service",
+    "connect_redis",
+    "free_port",
+    "log_tail",
+    "pid_running",
+    "stop_process",
+    "wait_for",
+]
+
+HOST = "127.0.0.1"  # the lab binds loopback only, never a routable address
+START_TIMEOUT = 30.0
+STOP_TIMEOUT = 15.0
+PROBE_TIMEOUT = 2.0
+
+Service = Literal["redis", "postgres"]
+# The first signal asks for the quickest clean stop: Redis exits on SIGTERM (nothing to save,
+# persistence is off); for the postmaster SIGINT is pg_ctl's "fast" mode.
+_STOP_SIGNAL: dict[Service, signal.Signals] = {
+    "redis": signal.SIGTERM,
+    "postgres": signal.SIGINT,
+}
+_PROCESS_NAME: dict[Service, str] = {"redis": "redis", "postgres": "postgres"}
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A lab server: where it listens, how to log in, and the files :meth:`stop` removes.
+
+    ``password`` is None for an exposed server. ``root`` holds the server's data and log; for a
+    PostgreSQL started by root it is a private temporary directory owned by the postgres user.
+    ``database`` is the default database (``"0"`` for Redis, ``"postgres"`` for PostgreSQL).
+    """
+
+    name: str
+    service: Service
+    host: str
+    port: int
+    exposed: bool
+    user: str | None
+    password: str | None
+    pid: int
+    root: Path
+    log_file: Path
+    database: str
+
+    @property
+    def url(self) -> str:
+        """A client URL for the default database, credentials included."""
+        return self.url_for(self.database)
+
+    def url_for(self, database: str | int) -> str:
+        """A client URL for ``database`` (a Redis db number or a PostgreSQL database name)."""
+        scheme = "redis" if self.service == "redis" else "postgresql"
+        auth = quote(self.user, safe="") if self.user else ""
+        if self.password is not None:
+            auth += ":" + quote(self.password, safe="")
+        at = f"{auth}@" if auth else ""
+        return f"{scheme}://{at}{self.host}:{self.port}/{quote(str(database), safe='')}"
+
+    def answering(self, timeout: float = PROBE_TIMEOUT) -> bool:
+        """Whether the server accepts a login with the lab's own credentials right now."""
+        try:
+            if self.service == "redis":
+                client = connect_redis(self.host, self.port, self.password, timeout=timeout)
+                try:
+                    return bool(client.ping())
+                finally:
+                    client.close()
+            with psycopg.connect(self.url, connect_timeout=max(2, round(timeout))):
+                return True
+        except (redis.RedisError, psycopg.Error, OSError):
+            return False
+
+    def running(self) -> bool:
+        """Whether the server process is still alive (answering or not)."""
+        return _is_server_process(self.pid, self.service)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the server (clean first, then SIGKILL) and remove its files."""
+        stop_process(self.pid, self.service, timeout)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (for the lab's state file)."""
+        data = asdict(self)
+        data["root"] = str(self.root)
+        data["log_file"] = str(self.log_file)
+        return data
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Instance:
+        """The inverse of :meth:`to_json`; ValueError on anything malformed."""
+        try:
+            service = data["service"]
+            if service not in get_args(Service):
+                raise ValueError(f"unknown service {service!r}")
+            return cls(
+                name=str(data["name"]),
+                service=service,
+                host=str(data["host"]),
+                port=int(data["port"]),
+                exposed=bool(data["exposed"]),
+                user=None if data["user"] is None else str(data["user"]),
+                password=None if data["password"] is None else str(data["password"]),
+                pid=int(data["pid"]),
+                root=Path(data["root"]),
+                log_file=Path(data["log_file"]),
+                database=str(data["database"]),
+            )
+        except (KeyError, TypeError) as error:
+            raise ValueError(f"malformed instance record: {error}") from error
+
+
+def connect_redis(
+    host: str, port: int, password: str | None = None, db: int = 0, timeout: float = 5.0
+) -> redis.Redis:
+    """A client that fails at once: redis-py's default retries with backoff would turn every
+    refused login or not-yet-listening port into seconds of waiting."""
+    return redis.Redis(
+        host=host,
+        port=port,
+        password=password,
+        db=db,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+    )
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the kernel picks it; a race stays possible)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; whether it held."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def log_tail(path: Path, lines: int = 20) -> str:
+    """The last ``lines`` lines of a log, for error messages (empty if unreadable)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+def _proc_state(pid: int) -> str | None:
+    """The process state letter from /proc (None when there is no such process)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
+    except OSError:
+        return None
+    # "pid (comm) S …": comm may hold spaces or parentheses, the state follows the last ')'.
+    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] or None
+
+
+def pid_running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not: it has already exited)."""
+    if pid <= 0:
+        return False
+    state = _proc_state(pid)
+    if state is not None:
+        return state not in ("Z", "X")
+    if Path("/proc/self").exists():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _is_server_process(pid: int, service: Service) -> bool:
+    """Live, and still the kind of server we started (guards against a recycled pid)."""
+    if not pid_running(pid):
+        return False
+    try:
+        comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return True  # no /proc to check the name against: trust the pid we recorded
+    return _PROCESS_NAME[service] in comm
+
+
+def stop_process(pid: int, service: Service, timeout: float = STOP_TIMEOUT) -> None:
+    """Signal a lab server to stop and wait, bounded; SIGKILL if it ignores the clean stop."""
+    if not _is_server_process(pid, service):
+        return
+    for sig, wait in ((_STOP_SIGNAL[service], timeout), (signal.SIGKILL, 5.0)):
+        with suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        if wait_for(lambda: not pid_running(pid), wait):
+            return
+    raise LabError(f"{service} server (pid {pid}) did not stop")

@@ -1,0 +1,228 @@
+"""Start a real PostgreSQL cluster on a free loopback port: exposed (trust) or secured (scram).
+
+initdb and postgres refuse to run as root, so under root they run as the ``postgres`` OS user
+(``runuser``), in a private temporary directory that user owns: the caller's directory (say,
+pytest's 0700 tmp dirs) may be unreachable for it. The server listens on TCP 127.0.0.1 only,
+with no unix socket, so it never clashes with the machine's own cluster.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from perisai.lab.binaries import BinarySearch, PostgresBinaries, find_postgres, find_runuser
+from perisai.lab.errors import LabError, ServerStartError
+from perisai.lab.instances import (
+    HOST,
+    START_TIMEOUT,
+    Instance,
+    free_port,
+    log_tail,
+    pid_running,
+    stop_process,
+    wait_for,
+)
+from perisai.lab.redis_server import random_password
+
+__all__ = ["OS_USER", "SUPERUSER", "postgres_os_user", "start_postgres"]
+
+OS_USER = "postgres"  # whom root runs the server as (Debian's package creates this user)
+SUPERUSER = "postgres"  # the cluster's superuser role, as Debian and most images name it
+INITDB_TIMEOUT = 120.0
+_PORT_ATTEMPTS = 3
+_PORT_TAKEN = ("Address already in use", "could not bind")
+# Disposable data: no fsync, small memory, so four clusters start fast on a small machine.
+_SERVER_SETTINGS = "-c fsync=off -c shared_buffers=16MB -c max_connections=40"
+
+
+def start_postgres(
+    name: str,
+    base_dir: Path,
+    *,
+    exposed: bool,
+    password: str | None = None,
+    search: BinarySearch | None = None,
+    timeout: float = START_TIMEOUT,
+) -> Instance:
+    """initdb a cluster, start it, and wait until the superuser can log in.
+
+    Exposed clusters trust every TCP login from 127.0.0.1 (any existing role, no password).
+    Secured ones require scram-sha-256 with ``password`` or, if None, a random one.
+    The data lives in ``base_dir/name``, or under root in a temporary directory owned by the
+    postgres user; either way :attr:`Instance.root` records it and ``stop()`` removes it.
+    """
+    if exposed and password is not None:
+        raise ValueError("an exposed PostgreSQL has no password")
+    binaries = find_postgres(search)
+    if not exposed and password is None:
+        password = random_password()
+    as_root = os.geteuid() == 0
+    prefix: list[str] = []
+    owner: pwd.struct_passwd | None = None
+    if as_root:
+        prefix = [str(find_runuser(search)), "-u", OS_USER, "--"]
+        owner = postgres_os_user()
+        root = Path(tempfile.mkdtemp(prefix=f"perisai-pg-{name}-"))
+        os.chown(root, owner.pw_uid, owner.pw_gid)
+    else:
+        root = base_dir / name
+        root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o700)
+    try:
+        _initdb(name, root, binaries, prefix, owner, password, timeout)
+        for attempt in range(1, _PORT_ATTEMPTS + 1):
+            try:
+                return _start_once(name, root, binaries, prefix, exposed, password, timeout)
+            except ServerStartError as error:
+                if attempt == _PORT_ATTEMPTS or not any(s in error.log_tail for s in _PORT_TAKEN):
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise
+
+
+def postgres_os_user() -> pwd.struct_passwd:
+    """The OS user root runs PostgreSQL as; :class:`LabError` naming the package if absent."""
+    try:
+        return pwd.getpwnam(OS_USER)
+    except KeyError:
+        raise LabError(
+            f"no '{OS_USER}' OS user to run PostgreSQL as (it refuses to run as root): "
+            "install the Debian package 'postgresql', which creates it"
+        ) from None
+
+
+def _clean_env() -> dict[str, str]:
+    """The environment minus PG* variables, which would steer initdb/pg_ctl elsewhere."""
+    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
+
+
+def _run(argv: list[str], root: Path, output: Path, timeout: float) -> int:
+    """Run a server tool with its output in a file (a pipe could be held open by a daemon)."""
+    with output.open("ab") as sink:
+        try:
+            return subprocess.run(
+                argv,
+                cwd=root,
+                env=_clean_env(),
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                timeout=timeout,
+                check=False,
+            ).returncode
+        except subprocess.TimeoutExpired:
+            return -1
+
+
+def _initdb(
+    name: str,
+    root: Path,
+    binaries: PostgresBinaries,
+    prefix: list[str],
+    owner: pwd.struct_passwd | None,
+    password: str | None,
+    timeout: float,
+) -> None:
+    argv = [
+        *prefix,
+        str(binaries.initdb),
+        "-D",
+        str(root / "data"),
+        "-U",
+        SUPERUSER,
+        "-E",
+        "UTF8",
+        "--no-locale",
+        "--no-sync",
+    ]
+    pwfile = root / "pwfile"
+    if password is None:
+        argv.append("--auth=trust")
+    else:
+        pwfile.touch(mode=0o600)
+        pwfile.write_text(password + "\n", encoding="utf-8")
+        if owner is not None:
+            os.chown(pwfile, owner.pw_uid, owner.pw_gid)
+        argv += ["--auth-host=scram-sha-256", "--auth-local=scram-sha-256", f"--pwfile={pwfile}"]
+    output = root / "initdb.log"
+    try:
+        code = _run(argv, root, output, max(timeout, INITDB_TIMEOUT))
+    finally:
+        pwfile.unlink(missing_ok=True)
+    if code != 0:
+        reason = "initdb timed out" if code == -1 else f"initdb exited with {code}"
+        raise ServerStartError(name, reason, log_tail(output))
+
+
+def _start_once(
+    name: str,
+    root: Path,
+    binaries: PostgresBinaries,
+    prefix: list[str],
+    exposed: bool,
+    password: str | None,
+    timeout: float,
+) -> Instance:
+    port = free_port()
+    data = root / "data"
+    log_file = root / "postgres.log"
+    options = (
+        f"-p {port} -c listen_addresses={HOST} -c unix_socket_directories='' {_SERVER_SETTINGS}"
+    )
+    argv = [
+        *prefix,
+        str(binaries.pg_ctl),
+        "start",
+        "-w",
+        "-t",
+        str(max(1, round(timeout))),
+        "-D",
+        str(data),
+        "-l",
+        str(log_file),
+        "-o",
+        options,
+    ]
+    code = _run(argv, root, root / "pg_ctl.log", timeout + 10)
+    pid = _postmaster_pid(data)
+    if code != 0:
+        if pid is not None and pid_running(pid):
+            stop_process(pid, "postgres")
+        tail = log_tail(log_file) or log_tail(root / "pg_ctl.log")
+        raise ServerStartError(name, f"pg_ctl start exited with {code}", tail)
+    if pid is None:
+        raise ServerStartError(name, "no postmaster.pid after pg_ctl start", log_tail(log_file))
+    instance = Instance(
+        name=name,
+        service="postgres",
+        host=HOST,
+        port=port,
+        exposed=exposed,
+        user=SUPERUSER,
+        password=password,
+        pid=pid,
+        root=root,
+        log_file=log_file,
+        database="postgres",
+    )
+    if not wait_for(lambda: instance.answering(timeout=2.0), timeout, interval=0.1):
+        stop_process(pid, "postgres")
+        raise ServerStartError(
+            name, f"no login on {HOST}:{port} after {timeout:.0f} s", log_tail(log_file)
+        )
+    return instance
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    try:
+        first = (data / "postmaster.pid").read_text(encoding="ascii").splitlines()[0]
+        return int(first.strip())
+    except (OSError, ValueError, IndexError):
+        return None

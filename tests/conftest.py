@@ -1,0 +1,73 @@
+"""Session-wide real servers from the lab machinery, each started once and stopped at the end.
+
+Every server binds 127.0.0.1 on a free port; none touches the machine's own Redis/PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from perisai.lab import Instance, Lab, seed_postgres, seed_redis, start_postgres, start_redis
+
+STORE_DATABASE = "perisai_store"
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Instance]]:
+    """The full lab (exposed and secured Redis and PostgreSQL, seeded), by instance name."""
+    the_lab = Lab(tmp_path_factory.mktemp("lab") / "state")
+    instances = the_lab.up()
+    try:
+        yield {instance.name: instance for instance in instances}
+    finally:
+        the_lab.down()
+
+
+@pytest.fixture(scope="session")
+def lab_servers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the extra single servers below keep their files."""
+    return tmp_path_factory.mktemp("lab-servers")
+
+
+@pytest.fixture(scope="session")
+def redis_default_password(lab_servers_dir: Path) -> Iterator[Instance]:
+    """A seeded Redis whose password is redis.conf's example default, ``foobared``."""
+    instance = start_redis(
+        "redis-default-password", lab_servers_dir, exposed=False, password="foobared"
+    )
+    try:
+        seed_redis(instance)
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_default_password(lab_servers_dir: Path) -> Iterator[Instance]:
+    """A seeded PostgreSQL whose ``postgres`` superuser has the common default password."""
+    instance = start_postgres(
+        "postgres-default-password", lab_servers_dir, exposed=False, password="postgres"
+    )
+    try:
+        seed_postgres(instance)
+        yield instance
+    finally:
+        instance.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_store_url(lab_servers_dir: Path) -> Iterator[str]:
+    """A ``postgresql://`` URL to a fresh, empty database on its own exposed PostgreSQL
+    (not the lab's, so a findings store never shows up in scans of the lab)."""
+    instance = start_postgres("postgres-store", lab_servers_dir, exposed=True)
+    try:
+        with psycopg.connect(instance.url, autocommit=True, connect_timeout=5) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(STORE_DATABASE)))
+        yield instance.url_for(STORE_DATABASE)
+    finally:
+        instance.stop()

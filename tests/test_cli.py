@@ -1,0 +1,84 @@
+"""The command line as a user meets it: help, version, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from perisai import __version__
+from tests.clirun import perisai
+
+
+def test_version_and_help_describe_every_command() -> None:
+    assert perisai("--version").stdout.strip() == f"perisai {__version__}"
+    help_text = perisai("--help").stdout
+    for command in ("scan", "report", "lab"):
+        assert command in help_text
+    assert "Exit codes" in help_text
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["scan", "not a target"], "is not a target"),
+        (["scan", "127.0.0.1", "--ports", "0-5"], "bad port range"),
+        (["scan", "8.8.8.8"], "--authorized"),
+        (["scan", "@/nonexistent/targets.txt"], "cannot read target file"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args: list[str], says: str, tmp_path: Path) -> None:
+    result = perisai(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert says in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    assert not (tmp_path / "perisai.db").exists()  # nothing was scanned, nothing saved
+
+
+def test_report_without_a_store_is_a_clear_error(tmp_path: Path) -> None:
+    result = perisai("report", "--db", str(tmp_path / "none.db"))
+    assert result.returncode == 2
+    assert "run `perisai scan` first" in result.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts and never answers: the kernel completes every handshake into
+    the listen backlog, and nobody ever reads."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
+def test_unreachable_port_scans_clean(tmp_path: Path) -> None:
+    port = _free_port()  # bound then released: nothing listens there
+    result = perisai("scan", f"127.0.0.1:{port}", "--timeout", "0.5", cwd=tmp_path)
+    assert result.returncode == 0
+    assert "0 open" in result.stderr
+    assert "No findings" in result.stdout
+
+
+def test_silent_server_ends_within_deadline_and_says_so(silent_server: int, tmp_path: Path) -> None:
+    result = perisai(
+        "scan",
+        f"127.0.0.1:{silent_server}",
+        "--timeout",
+        "0.5",
+        "-f",
+        "json",
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 0  # an unrecognised port is info, below --fail-on high
+    assert "not recognised" in result.stdout
+    assert "no banner" in result.stdout

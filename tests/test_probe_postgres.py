@@ -1,0 +1,59 @@
+"""PostgreSQL probe against real servers: trust auth, scram with a strong password, a default."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from perisai.findings import Auth, Finding, Severity
+from perisai.probes import ScanConfig
+from perisai.scanner import Scanner
+from perisai.targets import parse_targets
+
+pytestmark = pytest.mark.servers
+
+
+async def _scan(port: int) -> list[Finding]:
+    report = await Scanner(ScanConfig(timeout=2.0)).scan(parse_targets([f"127.0.0.1:{port}"]))
+    return report.findings
+
+
+async def test_exposed_postgres_is_critical_with_data_and_the_ransom_note(
+    lab: dict[str, Any],
+) -> None:
+    findings = await _scan(lab["postgres-exposed"].port)
+    [main] = [f for f in findings if f.rule == "postgres.unauthenticated"]
+    assert main.target.service == "postgres"
+    assert main.auth is Auth.NONE
+    assert main.severity is Severity.CRITICAL
+    assert main.ransom_note
+    assert main.data.entities["PHONE"] >= 1 and main.data.entities["EMAIL"] >= 1
+    assert main.data.records_estimated and main.data.records_estimated >= 500
+    assert any("chatlog.public.messages" in e.text for e in main.evidence)
+    [note] = [f for f in findings if f.rule == "compromise.ransom-note"]
+    assert note.severity is Severity.CRITICAL
+    assert "README_TO_RECOVER_YOUR_DATA" in note.object
+    assert any(e.text.startswith("payment address: bc1") for e in note.evidence)
+
+
+async def test_secured_postgres_is_info_never_open(lab: dict[str, Any]) -> None:
+    findings = await _scan(lab["postgres-secured"].port)
+    assert [f.rule for f in findings] == ["postgres.auth-required"]
+    assert findings[0].severity is Severity.INFO
+    assert findings[0].auth is Auth.REQUIRED
+
+
+async def test_default_password_is_found(postgres_default_password: Any) -> None:
+    findings = await _scan(postgres_default_password.port)
+    [main] = [f for f in findings if f.rule == "postgres.default-credentials"]
+    assert main.auth is Auth.DEFAULT_CREDENTIALS
+    assert any("vendor default password" in e.text for e in main.evidence)
+
+
+async def test_redis_port_is_not_taken_for_postgres(lab: dict[str, Any]) -> None:
+    """Both probes ask every open port; each answers only to its own protocol."""
+    ports = [lab["redis-exposed"].port, lab["postgres-exposed"].port]
+    report = await Scanner(ScanConfig(timeout=2.0)).scan(parse_targets(["127.0.0.1"]), ports)
+    services = {f.target.port: f.target.service for f in report.findings}
+    assert services == {ports[0]: "redis", ports[1]: "postgres"}
