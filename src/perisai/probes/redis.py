@@ -12,8 +12,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
-from redis.backoff import NoBackoff
 from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
