@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -82,3 +84,37 @@ def test_silent_server_ends_within_deadline_and_says_so(silent_server: int, tmp_
     assert result.returncode == 0  # an unrecognised port is info, below --fail-on high
     assert "not recognised" in result.stdout
     assert "no banner" in result.stdout
+
+
+@pytest.mark.servers
+def test_scan_store_report_and_diff(lab: dict[str, Any], tmp_path: Path) -> None:
+    redis_port = lab["redis-exposed"].port
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    silent_port = int(listener.getsockname()[1])
+    ports = f"{redis_port},{silent_port}"
+    first = perisai("scan", "127.0.0.1", "--ports", ports, "--timeout", "0.5", cwd=tmp_path)
+    assert first.returncode == 1, first.stderr  # the exposed Redis is critical
+    listener.close()  # the unknown service goes away before the second scan
+    second = perisai("scan", "127.0.0.1", "--ports", ports, "--timeout", "0.5", cwd=tmp_path)
+    assert second.returncode == 1
+
+    diff = perisai("report", "--diff", cwd=tmp_path)
+    assert "New since scan 1: 0" in diff.stdout
+    assert "Resolved since scan 1: 1" in diff.stdout
+    assert diff.returncode == 0  # nothing new at or above --fail-on
+
+    as_json = json.loads(perisai("report", "--diff", "-f", "json", cwd=tmp_path).stdout)
+    assert as_json["scan_id"] == 2 and as_json["diff"]["previous_scan_id"] == 1
+    assert [f["rule"] for f in as_json["diff"]["resolved"]] == ["service.unidentified"]
+
+    sarif_path = tmp_path / "first.sarif"
+    written = perisai("report", "--scan", "1", "-f", "sarif", "-o", str(sarif_path), cwd=tmp_path)
+    assert written.returncode == 1 and written.stdout == ""
+    sarif = json.loads(sarif_path.read_text(encoding="utf-8"))
+    rule_ids = {r["ruleId"] for r in sarif["runs"][0]["results"]}
+    assert rule_ids == {"redis.unauthenticated", "service.unidentified"}
+
+    missing = perisai("report", "--scan", "99", cwd=tmp_path)
+    assert missing.returncode == 2 and "no scan 99" in missing.stderr

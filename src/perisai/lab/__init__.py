@@ -75,7 +75,7 @@ class Lab:
         search: BinarySearch | None = None,
         start_timeout: float = START_TIMEOUT,
     ) -> None:
-        self.state_dir = Path(state_dir)
+        self.state_dir = Path(state_dir).absolute()  # servers chdir; relative paths would break
         self.search = search or BinarySearch()
         self.start_timeout = start_timeout
 
