@@ -119,3 +119,11 @@ def test_probe_sends_only_read_commands(lab: dict[str, Any]) -> None:
     watcher.close()
     assert {"PING", "INFO", "SCAN"} <= set(seen)
     assert set(seen) - READ_ONLY_COMMANDS == set()
+
+
+def test_library_scan_without_the_cli(lab: dict[str, Any]) -> None:
+    import perisai
+
+    scan = perisai.scan(["127.0.0.1"], ports=[lab["redis-secured"].port])
+    assert [f.rule for f in scan.findings] == ["redis.auth-required"]
+    assert scan.to_dict()["tool"] == "perisai"
