@@ -1,0 +1,401 @@
+"""What each entity looks like: a coarse trigger for hyperscan, an exact pattern, a validator.
+
+Stage 1 runs every ``trigger`` in one hyperscan database; stage 2 runs ``extract`` only around
+the trigger hits and keeps what ``validate`` accepts; ``keywords`` (whole words shortly before
+the value, or the record's key) are required where a value has no check digit of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from perisai.classify import validators as check
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One way an entity shows up in text."""
+
+    entity: str
+    name: str  # why a match was made: the validator's name, shown in explanations
+    trigger: str  # hyperscan expression: cheap, literal-anchored where possible
+    extract: re.Pattern[str]  # exact pattern, run only near trigger hits
+    validate: Callable[[str], bool]
+    keywords: tuple[str, ...] = ()  # one must stand within CONTEXT_CHARS before, or in the key
+    before: int = 48  # how far before a trigger's end a match may start
+    after: int = 48  # how far after a trigger's end a match may end
+    group: int = 0  # the regex group that is the value
+    confidence: float = 0.9
+    caseless: bool = False
+
+
+def _jwt(value: str) -> bool:
+    header = value.split(".", 1)[0]
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (ValueError, binascii.Error):
+        return False
+    return isinstance(decoded, dict) and "alg" in decoded
+
+
+def shannon_entropy(value: str) -> float:
+    counts = Counter(value)
+    return -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+
+
+def _high_entropy(value: str) -> bool:
+    return len(value) >= 8 and shannon_entropy(value) >= 3.0 and not value.isalpha()
+
+
+def _geo_pair(value: str) -> bool:
+    lat_text, _, lon_text = value.partition(",")
+    try:
+        lat, lon = float(lat_text), float(lon_text)
+    except ValueError:
+        return False
+    return -90 <= lat <= 90 and -180 <= lon <= 180 and (lat, lon) != (0.0, 0.0)
+
+
+def _always(value: str) -> bool:
+    return True
+
+
+_ID_KEYWORDS_MY = ("ic", "nric", "mykad", "kad pengenalan", "identity card", "no ic", "ic no")
+_ID_KEYWORDS_IN = ("aadhaar", "aadhar", "uidai", "uid")
+_ID_KEYWORDS_ID = ("nik", "ktp", "nomor induk")
+_ID_KEYWORDS_TH = ("thai id", "id card", "citizen id", "บัตรประชาชน")
+_IMEI_KEYWORDS = ("imei",)
+_GEO_KEYWORDS = (
+    "lat",
+    "lng",
+    "lon",
+    "gps",
+    "location",
+    "loc",
+    "coord",
+    "coords",
+    "position",
+    "latlng",
+    "geo",
+)
+
+# Indonesian NIK: the first two digits are a province code (BPS), from 11 (Aceh) to 94 (Papua).
+_NIK_PROVINCES = frozenset(
+    f"{code}"
+    for code in (
+        *range(11, 20),
+        21,
+        31,
+        32,
+        33,
+        34,
+        35,
+        36,
+        51,
+        52,
+        53,
+        *range(61, 66),
+        *range(71, 77),
+        81,
+        82,
+        91,
+        92,
+        94,
+    )
+)
+
+DETECTORS: tuple[Detector, ...] = (
+    Detector(
+        "EMAIL",
+        "email",
+        r"@[A-Za-z0-9-]+\.",
+        re.compile(
+            r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"
+        ),
+        _always,
+        before=80,
+        after=260,
+        confidence=0.95,
+    ),
+    Detector(
+        "CREDIT_CARD",
+        "luhn+issuer",
+        r"\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,4}",
+        re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w.])"),
+        check.credit_card,
+        before=30,
+        after=8,
+    ),
+    Detector(
+        "IBAN",
+        "iban-mod97",
+        r"[A-Z]{2}\d{2}[ ]?[A-Z0-9]{4}",
+        re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
+        check.iban_number,
+        before=12,
+        after=40,
+        confidence=0.95,
+    ),
+    Detector(
+        "IMEI",
+        "imei-luhn",
+        r"\d{15}",
+        re.compile(r"(?<!\d)\d{15}(?!\d)"),
+        check.imei_number,
+        keywords=_IMEI_KEYWORDS,
+        before=16,
+        after=1,
+    ),
+    Detector(
+        "IP_ADDRESS",
+        "ipv4",
+        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+        re.compile(r"(?<![\w.=/-])(?<!v)(?:\d{1,3}\.){3}\d{1,3}(?![\w.-])"),
+        check.ip_address,
+        before=16,
+        after=4,
+        confidence=0.85,
+    ),
+    Detector(
+        "IP_ADDRESS",
+        "ipv6",
+        r"[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}",
+        re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
+        lambda v: v.count(":") >= 2 and len(v) >= 6 and check.ip_address(v),
+        before=40,
+        after=40,
+        confidence=0.85,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "my-mykad",
+        r"\d{6}-?\d{2}-?\d{4}",
+        re.compile(r"(?<![\d-])\d{6}-?\d{2}-?\d{4}(?![\d-])"),
+        check.mykad,
+        keywords=_ID_KEYWORDS_MY,
+        before=16,
+        after=1,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "sg-nric",
+        r"[STFGstfg]\d{7}[A-Za-z]",
+        re.compile(r"\b[STFG]\d{7}[A-Z]\b", re.IGNORECASE),
+        check.sg_nric,
+        before=10,
+        after=1,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "in-aadhaar",
+        r"[2-9]\d{3} ?\d{4} ?\d{4}",
+        re.compile(r"(?<![\d-])[2-9]\d{3} ?\d{4} ?\d{4}(?![\d-])"),
+        check.aadhaar_number,
+        keywords=_ID_KEYWORDS_IN,
+        before=15,
+        after=1,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "us-ssn",
+        r"\d{3}-\d{2}-\d{4}",
+        re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"),
+        check.us_ssn_number,
+        before=12,
+        after=1,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "cn-ric",
+        r"\d{17}[\dXx]",
+        re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"),
+        check.cn_resident_id,
+        before=19,
+        after=1,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "gb-nino",
+        r"[A-Za-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-Da-d]",
+        re.compile(r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
+        check.uk_nino,
+        before=14,
+        after=1,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "th-id",
+        r"\d{13}",
+        re.compile(r"(?<!\d)\d{13}(?!\d)"),
+        check.th_id,
+        keywords=_ID_KEYWORDS_TH,
+        before=14,
+        after=1,
+    ),
+    Detector(
+        "NATIONAL_ID",
+        "id-nik",
+        r"\d{16}",
+        re.compile(r"(?<!\d)\d{16}(?!\d)"),
+        lambda v: v[:2] in _NIK_PROVINCES,
+        keywords=_ID_KEYWORDS_ID,
+        before=17,
+        after=1,
+    ),
+    Detector(
+        "CRYPTO_ADDRESS",
+        "btc-base58",
+        r"[13][1-9A-HJ-NP-Za-km-z]{25,34}",
+        re.compile(r"\b[13][1-9A-HJ-NP-Za-km-z]{25,34}\b"),
+        check.bitcoin_base58,
+        before=36,
+        after=1,
+        confidence=0.95,
+    ),
+    Detector(
+        "CRYPTO_ADDRESS",
+        "btc-bech32",
+        r"bc1[02-9ac-hj-np-z]{11}",
+        re.compile(r"\bbc1[02-9ac-hj-np-z]{11,71}\b", re.IGNORECASE),
+        check.bitcoin_bech32,
+        before=16,
+        after=64,
+        confidence=0.95,
+        caseless=True,
+    ),
+    Detector(
+        "CRYPTO_ADDRESS",
+        "eth-address",
+        r"0x[0-9a-fA-F]{40}",
+        re.compile(r"\b0x[0-9a-fA-F]{40}\b"),
+        check.ethereum,
+        before=43,
+        after=1,
+    ),
+    Detector(
+        "SECRET",
+        "aws-access-key",
+        r"(AKIA|ASIA)[0-9A-Z]{16}",
+        re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
+        _always,
+        before=21,
+        after=1,
+        confidence=0.95,
+    ),
+    Detector(
+        "SECRET",
+        "github-token",
+        r"gh[pousr]_[A-Za-z0-9]{36}",
+        re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36,255}\b"),
+        _always,
+        before=41,
+        after=220,
+        confidence=0.95,
+    ),
+    Detector(
+        "SECRET",
+        "slack-token",
+        r"xox[abprs]-[0-9A-Za-z-]{10}",
+        re.compile(r"\bxox[abprs]-[0-9A-Za-z-]{10,250}"),
+        _always,
+        before=20,
+        after=240,
+    ),
+    Detector(
+        "SECRET",
+        "google-api-key",
+        r"AIza[0-9A-Za-z_-]{35}",
+        re.compile(r"\bAIza[0-9A-Za-z_-]{35}\b"),
+        _always,
+        before=40,
+        after=1,
+    ),
+    Detector(
+        "SECRET",
+        "jwt",
+        r"eyJ[A-Za-z0-9_-]{8,}\.eyJ",
+        re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]{8,}"),
+        _jwt,
+        before=600,
+        after=2000,
+        confidence=0.95,
+    ),
+    Detector(
+        "SECRET",
+        "private-key",
+        r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----",
+        re.compile(r"-----BEGIN [A-Z ]{0,20}PRIVATE KEY-----"),
+        _always,
+        before=48,
+        after=1,
+        confidence=0.99,
+    ),
+    Detector(
+        "SECRET",
+        "keyword+entropy",
+        r"(password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)",
+        re.compile(
+            r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|"
+            r"auth[_-]?token)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{8,200})"
+        ),
+        _high_entropy,
+        group=1,
+        before=24,
+        after=230,
+        confidence=0.7,
+        caseless=True,
+    ),
+    Detector(
+        "OTP_CODE",
+        "otp-context",
+        r"(otp|tac|code|pin|passcode|verification|pengesahan|kod)",
+        re.compile(
+            r"(?i)\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod)\b"
+            r"[^0-9\n]{0,30}?(?<![\d.])(\d{4,8})(?!\d|[.,]\d)"
+        ),
+        _always,
+        group=1,
+        before=16,
+        after=48,
+        confidence=0.8,
+        caseless=True,
+    ),
+    Detector(
+        "GEO_COORDINATE",
+        "lat-lon-pair",
+        r"\d\.\d{4,}\s*,\s*-?\d{1,3}\.\d{4}",
+        re.compile(r"(?<![\d.])-?\d{1,2}\.\d{4,}\s*,\s*-?\d{1,3}\.\d{4,}(?![\d.])"),
+        _geo_pair,
+        keywords=_GEO_KEYWORDS,
+        before=40,
+        after=24,
+        confidence=0.85,
+    ),
+)
+
+# When two detectors claim overlapping text, the more specific one wins.
+PRIORITY = {
+    "SECRET": 0,
+    "CREDIT_CARD": 1,
+    "IBAN": 2,
+    "NATIONAL_ID": 3,
+    "IMEI": 4,
+    "CRYPTO_ADDRESS": 5,
+    "EMAIL": 6,
+    "IP_ADDRESS": 7,
+    "PHONE": 8,
+    "OTP_CODE": 9,
+    "GEO_COORDINATE": 10,
+    "MESSAGE_BODY": 11,
+    "PERSON": 12,
+}
+
+# Phone numbers are found by phonenumbers' own matcher, run only near digit runs like these.
+PHONE_TRIGGER = r"\d[\d \-().]{5,16}\d"
