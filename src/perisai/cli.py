@@ -7,8 +7,12 @@ error (one line on stderr, never a traceback).
 from __future__ import annotations
 
 import asyncio
+import gzip
+import io
+import json
+import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
@@ -26,11 +30,15 @@ from rich.progress import (
 )
 
 from perisai import __version__
+from perisai.classify.files import FileProfile, iter_files, profile_file
+from perisai.classify.profile import classifier_for
 from perisai.findings import ScanDiff, ScanReport, Severity
 from perisai.lab import Lab, LabError, MissingBinary
 from perisai.probes import ScanConfig
 from perisai.progress import NoProgress
+from perisai.redact import RedactionMode, Redactor, RedactorError, redact_lines
 from perisai.report import ReportFormat, get_reporter
+from perisai.report.profiles import render_profiles
 from perisai.scanner import Scanner
 from perisai.store import StoreError, open_store
 from perisai.targets import TargetError, check_scope, parse_ports, parse_targets
@@ -106,6 +114,16 @@ FailOnOption = Annotated[
 ]
 
 
+RegionOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--region",
+        help="Phone regions for national-format numbers (ISO code, repeatable).",
+        show_default="MY",
+    ),
+]
+
+
 @app.command()
 def scan(
     targets: Annotated[
@@ -138,14 +156,7 @@ def scan(
     sample: Annotated[
         int, typer.Option(min=0, max=1000, help="Records sampled per database, table or keyspace.")
     ] = 20,
-    region: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--region",
-            help="Phone regions for national-format numbers (ISO code, repeatable).",
-            show_default="MY",
-        ),
-    ] = None,
+    region: RegionOption = None,
     output_format: FormatOption = ReportFormat.TABLE,
     output: OutputOption = None,
     db: DbOption = DEFAULT_DB,
@@ -160,7 +171,7 @@ def scan(
         port_list = parse_ports(ports) if ports else None
     except TargetError as error:
         fail(str(error))
-    regions = tuple(r.upper() for r in region) if region else ("MY",)
+    regions = _regions(region)
     config = ScanConfig(
         timeout=timeout,
         probe_deadline=max(60.0, timeout * 20),
@@ -231,6 +242,115 @@ def report(
             fail_on,
         )
     )
+
+
+class DataFormat(StrEnum):
+    TABLE = "table"
+    JSON = "json"
+
+
+@app.command()
+def classify(
+    paths: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Files or directories (recursive); .gz, JSON lines, CSV and plain text."
+        ),
+    ],
+    output_format: Annotated[
+        DataFormat, typer.Option("--format", "-f", case_sensitive=False)
+    ] = DataFormat.TABLE,
+    region: RegionOption = None,
+) -> None:
+    """Find personal data in files, dumps and logs: per-file and total entity counts, masked
+    examples, and the share of records holding personal data."""
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        fail(f"no such file or directory: {missing[0]}")
+    classifier = classifier_for(_regions(region))
+    files = list(iter_files(paths))
+    results: list[FileProfile] = []
+    with _progress() as progress:
+        progress.phase("classify", len(files))
+        for path in files:
+            results.append(profile_file(path, classifier))
+            progress.advance()
+    total = FileProfile("TOTAL", kind="")
+    for result in results:
+        total.merge(result)
+    if output_format is DataFormat.JSON:
+        document = {
+            "tool": "perisai",
+            "version": __version__,
+            "files": [r.to_dict() for r in results],
+            "total": total.to_dict(),
+        }
+        print(json.dumps(document, indent=2, ensure_ascii=False))
+    else:
+        print(render_profiles(results, total), end="")
+    for result in results:
+        if result.skipped:
+            _stderr.print(f"perisai: skipped {result.path}: {result.skipped}", markup=False)
+
+
+@app.command()
+def redact(
+    files: Annotated[
+        list[str] | None, typer.Argument(help="Files to redact ('-' or none: standard input).")
+    ] = None,
+    mode: Annotated[
+        RedactionMode,
+        typer.Option(
+            "--mode",
+            case_sensitive=False,
+            help="mask keeps a hint; hash gives a keyed token (joinable across "
+            "records); tag keeps only the type.",
+        ),
+    ] = RedactionMode.MASK,
+    key_env: Annotated[
+        str,
+        typer.Option(
+            "--key-env", help="Environment variable holding the secret key for --mode hash."
+        ),
+    ] = "PERISAI_REDACT_KEY",
+    region: RegionOption = None,
+) -> None:
+    """Redact personal data from logs, streaming to standard output; JSON lines stay valid
+    JSON."""
+    key = os.environ.get(key_env, "").encode() or None
+    try:
+        redactor = Redactor(mode, key=key, regions=_regions(region))
+    except RedactorError as error:
+        fail(str(error))
+    sources = files or ["-"]
+    for source in sources:
+        if source != "-" and not Path(source).is_file():
+            fail(f"no such file: {source}")
+    out = sys.stdout
+    try:
+        for source in sources:
+            with _text_source(source) as lines:
+                for line in redact_lines(lines, redactor):
+                    out.write(line + "\n")
+        out.flush()
+    except BrokenPipeError:
+        sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
+    except OSError as error:
+        fail(f"cannot read {source}: {error.strerror or error}")
+
+
+@contextmanager
+def _text_source(source: str) -> Iterator[Iterable[str]]:
+    if source == "-":
+        yield io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
+        return
+    opener = gzip.open if source.endswith(".gz") else open
+    with opener(source, "rt", encoding="utf-8", errors="replace") as handle:
+        yield handle
+
+
+def _regions(region: list[str] | None) -> tuple[str, ...]:
+    return tuple(r.upper() for r in region) if region else ("MY",)
 
 
 StateDirOption = Annotated[
