@@ -16,7 +16,6 @@ from functools import lru_cache
 
 import hyperscan
 import phonenumbers
-from phonenumbers import Leniency, PhoneNumberMatcher
 
 from perisai.classify.detectors import DETECTORS, PHONE_TRIGGER, PRIORITY, Detector
 from perisai.classify.mask import mask_email, mask_phone, mask_text
@@ -27,6 +26,8 @@ MAX_TEXT_CHARS = 1 << 20  # a single value longer than this is classified on its
 BATCH_BYTES = 1 << 20  # scan_lines hands hyperscan about this much at a time
 _PHONE_ID = len(DETECTORS)
 
+# A phone-number-shaped run not glued to words, decimals, dates, UUIDs or paths.
+_PHONE_CANDIDATE = re.compile(r"(?<![\w.:/@=-])(?:\+|00)?\(?\d[\d \-().]{5,18}\d(?![\w.:/@]|-\d)")
 _PHONE_KEY = re.compile(r"(?i)(msisdn|phone|mobile|tel|telephone|hp|sender|recipient|to|from)$")
 _LAT_KEY = re.compile(r"(?i)^(lat|latitude|gps_lat)$")
 _LON_KEY = re.compile(r"(?i)^(lon|lng|long|longitude|gps_lon|gps_lng)$")
@@ -66,7 +67,7 @@ class Classifier:
             elements=len(triggers),
             flags=flags,
         )
-        self._phone_cache = lru_cache(maxsize=65536)(self._phone_in)
+        self._phone_cache = lru_cache(maxsize=65536)(self._phone_in)  # numbers repeat in logs
 
     # ----- public API -------------------------------------------------------------------
 
@@ -162,21 +163,43 @@ class Classifier:
 
     def _phones(self, text: str, ends: list[int]) -> list[EntityMatch]:
         matches: list[EntityMatch] = []
-        for start, end in _windows(ends, 24, 2, len(text)):
-            for m_start, m_end, masked in self._phone_cache(text[start:end]):
-                matches.append(
-                    EntityMatch(
-                        "PHONE", start + m_start, start + m_end, masked, 0.9, "phonenumbers"
+        for start, end in _windows(ends, 24, 4, len(text)):
+            for found in _PHONE_CANDIDATE.finditer(text, start, end):
+                masked = self._phone_cache(found.group().rstrip(" -.("))
+                if masked:
+                    matches.append(
+                        EntityMatch(
+                            "PHONE",
+                            found.start(),
+                            found.start() + len(found.group().rstrip(" -.(")),
+                            masked,
+                            0.9,
+                            "phonenumbers",
+                        )
                     )
-                )
         return matches
 
-    def _phone_in(self, window: str) -> tuple[tuple[int, int, str], ...]:
-        found: dict[tuple[int, int], str] = {}
+    def _phone_in(self, candidate: str) -> str | None:
+        """The mask of ``candidate`` if it is a valid number in one of the regions.
+
+        Like phonenumbers' VALID leniency, a number written without a country code must carry
+        its national trunk prefix (``012-…`` in Malaysia), or be in parentheses.
+        """
+        if candidate.count("(") != candidate.count(")"):
+            return None
+        international = candidate.startswith(("+", "00"))
+        if not international and not candidate.startswith(("0", "(")):
+            return None
         for region in self.regions:
-            for match in PhoneNumberMatcher(window, region, leniency=Leniency.VALID):
-                found.setdefault((match.start, match.end), mask_phone(match.number))
-        return tuple((s, e, masked) for (s, e), masked in found.items())
+            try:
+                number = phonenumbers.parse(candidate, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return mask_phone(number)
+            if international:
+                return None  # the country code fixed it: other regions will not help
+        return None
 
     def _from_key(self, text: str, key: str | None) -> list[EntityMatch]:
         """Stage 3 for values whose meaning is in the field name alone."""
