@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 LAB_DIR ?= .perisai-lab
 DEMO_DB ?= perisai.db
 
-.PHONY: help setup servers demo test lint typecheck unit clean
+.PHONY: help setup servers demo test lint typecheck unit clean bench-classify
 
 help:
 	@echo "make demo   set up, bring up the local lab, scan it, show the report, bring it down"
@@ -47,5 +47,16 @@ demo: setup servers
 	$(BIN)/perisai report --db $(DEMO_DB) --format sarif --output report.sarif --fail-on never; \
 	echo; echo "wrote report.json and report.sarif"
 
+# Peers live in a venv of their own, so their dependencies never leak into the tests.
+BENCH_VENV ?= .venv-bench
+BENCH_ARGS ?=
+$(BENCH_VENV)/.installed-stamp: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]' presidio-analyzer scrubadub datafog
+	@touch $@
+
+bench-classify: $(BENCH_VENV)/.installed-stamp
+	$(BENCH_VENV)/bin/python benchmarks/classify.py $(BENCH_ARGS)
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache report.json report.sarif
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache report.json report.sarif

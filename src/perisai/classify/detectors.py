@@ -398,4 +398,4 @@ PRIORITY = {
 }
 
 # Phone numbers are found by phonenumbers' own matcher, run only near digit runs like these.
-PHONE_TRIGGER = r"\d[\d \-().]{5,16}\d"
+PHONE_TRIGGER = r"(?:[+(]\d|0\d)[\d \-().]{4,16}\d"  # international, bracketed or trunk-prefixed

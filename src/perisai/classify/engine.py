@@ -77,8 +77,28 @@ class Classifier:
         return self._resolve(self._block(text, key) + self._from_key(text, key))
 
     def scan_record(self, record: object) -> list[tuple[str | None, EntityMatch]]:
-        """Walk a record (dict, list, JSON text, scalars); key names serve as hints."""
-        return [(key, m) for key, text in iter_fields(record) for m in self.scan_text(text, key)]
+        """Walk a record (dict, list, JSON text, scalars); key names serve as hints.
+
+        All fields go through hyperscan in one pass, each as ``key: value`` so that a key is
+        keyword context for its value.
+        """
+        fields = list(iter_fields(record))
+        if not fields:
+            return []
+        lines = [f"{key}: {text}" if key else text for key, text in fields]
+        found: list[tuple[str | None, EntityMatch]] = []
+        for (key, text), line, matches in zip(fields, lines, self._scan_batch(lines), strict=True):
+            offset = len(line) - len(text)
+            in_value = [
+                EntityMatch(
+                    m.entity, m.start - offset, m.end - offset, m.masked, m.confidence, m.why
+                )
+                for m in matches
+                if m.start >= offset
+            ]
+            in_value.extend(self._from_key(text, key))
+            found.extend((key, m) for m in self._resolve(in_value))
+        return found
 
     def scan_lines(self, lines: Iterable[str]) -> Iterator[list[EntityMatch]]:
         """One list of matches per input line, scanning batches of lines in one pass."""
@@ -203,7 +223,7 @@ class Classifier:
 
     def _from_key(self, text: str, key: str | None) -> list[EntityMatch]:
         """Stage 3 for values whose meaning is in the field name alone."""
-        if not key:
+        if not key or not _key_may_tell(key):
             return []
         stripped = text.strip()
         whole = (0, len(text))
@@ -228,6 +248,8 @@ class Classifier:
     @staticmethod
     def _resolve(matches: list[EntityMatch]) -> list[EntityMatch]:
         """Overlapping claims: the more specific entity, then the longer match, wins."""
+        if len(matches) < 2:
+            return matches
         kept: list[EntityMatch] = []
         ordered = sorted(matches, key=lambda m: (PRIORITY[m.entity], m.start - m.end, m.start))
         for match in ordered:
@@ -238,6 +260,15 @@ class Classifier:
             ):
                 kept.append(match)
         return sorted(kept, key=lambda m: (m.start, m.end))
+
+
+@lru_cache(maxsize=4096)
+def _key_may_tell(key: str) -> bool:
+    """Whether a field name alone can make its value personal data (cached: keys repeat)."""
+    return any(
+        pattern.search(key)
+        for pattern in (_PHONE_KEY, _LAT_KEY, _LON_KEY, _MESSAGE_KEY, _PERSON_KEY)
+    )
 
 
 @lru_cache(maxsize=65536)
@@ -279,6 +310,7 @@ def _word_in(keyword: str, text: str) -> bool:
     return bool(_keyword_pattern(keyword).search(text))
 
 
+@lru_cache(maxsize=65536)
 def _parse_msisdn(digits: str) -> phonenumbers.PhoneNumber | None:
     try:
         number = phonenumbers.parse("+" + digits, None)
