@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import Any
+
 from perisai.findings import Auth, DataProfile, Evidence, Finding, ScanReport, Severity, Target
 from perisai.probes.redis import RedisProbe
+
+MASKED_PHONE = "+60 12-*** **89"
 
 
 def redis_exposed(port: int = 6379, phones: int = 3) -> Finding:
@@ -16,9 +21,10 @@ def redis_exposed(port: int = 6379, phones: int = 3) -> Finding:
         data=DataProfile(records_estimated=120, entities={"PHONE": phones, "EMAIL": 1}),
         evidence=(
             Evidence("PING answered +PONG without AUTH"),
-            Evidence("e.g. PHONE: +60 12-*** **89"),
+            Evidence(f"e.g. PHONE: {MASKED_PHONE}"),
         ),
         remediation=RedisProbe.rule("redis.unauthenticated").remediation,
+        object="0",
     )
 
 
@@ -43,6 +49,19 @@ def unknown_rule(port: int = 7000) -> Finding:
         object="db/1",
         remediation="Fix it.",
     )
+
+
+def finding_of(severity: Severity, port: int = 9000, **changes: Any) -> Finding:
+    """A finding of any severity, under a rule of its own, for mapping tests."""
+    base = Finding(
+        rule=f"example.{severity.value}",
+        severity=severity,
+        title=f"An example {severity.value} finding",
+        target=Target("127.0.0.1", port, "example"),
+        auth=Auth.UNKNOWN,
+        remediation=f"Fix the {severity.value} issue.",
+    )
+    return replace(base, **changes)
 
 
 def report(*findings: Finding, targets: tuple[str, ...] = ("127.0.0.1",)) -> ScanReport:

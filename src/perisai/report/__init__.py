@@ -12,6 +12,8 @@ from perisai.report.terminal import TerminalReporter
 
 
 class ReportFormat(StrEnum):
+    """The formats the CLI offers (``--format``); a ``str`` so typer parses it directly."""
+
     TABLE = "table"
     JSON = "json"
     SARIF = "sarif"

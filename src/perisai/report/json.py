@@ -10,6 +10,8 @@ from perisai.report.interface import Reporter
 
 
 class JsonReporter(Reporter):
+    """Exactly ``report.to_dict()``: tools parse it, so nothing is added but the diff."""
+
     def render(self, report: ScanReport, diff: ScanDiff | None = None) -> str:
         document: dict[str, Any] = report.to_dict()
         if diff is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 
 from rich.console import Console
 from rich.table import Table
@@ -20,8 +21,44 @@ _STYLE = {
     Severity.INFO: "dim",
 }
 
+_COLUMNS = (
+    "severity",
+    "service",
+    "target",
+    "auth",
+    "records (est.)",
+    "personal data",
+    "note",
+    "finding",
+)
+
+# Titles, evidence and object names come from the scanned store, i.e. from whoever wrote
+# into it (a ransom note, say). Terminal control characters and bidi overrides in them could
+# rewrite the screen or hide text, so they are shown escaped. Rich strips only a few itself.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def printable(text: str) -> str:
+    """``text`` with control and bidi characters written as escapes (``\\x1b``)."""
+    return _UNSAFE.sub(lambda m: _escape(m.group()), text)
+
+
+def _escape(char: str) -> str:
+    if char in _NAMED:
+        return _NAMED[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+
+def _text(value: str, style: str = "") -> Text:
+    """Plain text, never parsed as rich markup, never a control sequence."""
+    return Text(printable(value), style=style)
+
 
 class TerminalReporter(Reporter):
+    """A rich table as a string; colour only when the caller says the output is a terminal."""
+
     def __init__(self, color: bool = False, width: int = 140) -> None:
         self.color = color
         self.width = width
@@ -31,80 +68,86 @@ class TerminalReporter(Reporter):
         console = Console(
             file=buffer,
             width=self.width,
-            force_terminal=self.color,
+            force_terminal=self.color,  # explicit either way: FORCE_COLOR etc. do not leak in
+            color_system="standard" if self.color else None,
             no_color=not self.color,
             highlight=False,
             emoji=False,
+            markup=False,
         )
         scan = f"scan {report.scan_id}" if report.scan_id is not None else "scan (not saved)"
         console.print(
-            Text(f"perisai {report.version} · {scan} · {report.started} → {report.finished}")
+            _text(f"perisai {report.version} · {scan} · {report.started} → {report.finished}")
         )
-        console.print(Text(f"targets: {' '.join(report.targets)} · ports: {report.ports}"))
-        console.print(Text(_counts(report.findings)))
+        console.print(_text(f"targets: {' '.join(report.targets)} · ports: {report.ports}"))
+        console.print(_text(_counts(report.findings)))
         if diff is None:
             self._findings(console, report.findings)
         elif diff.previous is None:
-            console.print(Text("no previous scan of these targets: everything is new"))
+            console.print(_text("no previous scan of these targets: everything is new"))
             self._findings(console, report.findings)
         else:
-            console.print(Text(f"\nNew since scan {diff.previous.scan_id}: {len(diff.new)}"))
+            since = diff.previous.scan_id
+            console.print()
+            console.print(_text(f"New since scan {since}: {len(diff.new)}"))
             self._findings(console, list(diff.new))
-            console.print(
-                Text(f"\nResolved since scan {diff.previous.scan_id}: {len(diff.resolved)}")
-            )
+            console.print()
+            console.print(_text(f"Resolved since scan {since}: {len(diff.resolved)}"))
             self._findings(console, list(diff.resolved), details=False)
+            console.print()
+            console.print(_text(f"Unchanged since scan {since}: {len(diff.unchanged)}"))
         return buffer.getvalue()
 
     def _findings(self, console: Console, findings: list[Finding], details: bool = True) -> None:
         if not findings:
-            console.print(Text("No findings."))
+            console.print(_text("No findings."))
             return
         table = Table(show_lines=False, expand=False)
-        for column in (
-            "severity",
-            "service",
-            "target",
-            "auth",
-            "records",
-            "personal data",
-            "note",
-            "finding",
-        ):
+        for column in _COLUMNS:
             table.add_column(column, overflow="fold")
         ordered = sort_findings(findings)
         for finding in ordered:
             records = finding.data.records_estimated
             table.add_row(
-                Text(finding.severity.value, style=_STYLE[finding.severity]),
-                Text(finding.target.service),
-                Text(f"{finding.target.host}:{finding.target.port}"),
-                Text(finding.auth.value),
-                Text("" if records is None else f"{records:,}"),
-                Text(entity_summary(finding.data.entities) if finding.data.entities else ""),
-                Text("RANSOM" if finding.ransom_note else ""),
-                Text(finding.title),
+                _text(finding.severity.value, _STYLE[finding.severity]),
+                _text(finding.target.service),
+                _text(_host_port(finding)),
+                _text(finding.auth.value),
+                _text("" if records is None else f"{records:,}"),
+                _text(entity_summary(finding.data.entities) if finding.data.entities else ""),
+                _text("RANSOM NOTE" if finding.ransom_note else "", "bold red"),
+                _text(finding.title),
             )
         console.print(table)
-        if not details:
-            return
-        for finding in ordered:
-            if finding.severity is Severity.INFO and not finding.evidence:
-                continue
-            console.print(
-                Text(
-                    f"\n[{finding.severity.value}] {finding.title} — "
-                    f"{finding.target.uri(finding.object)} ({finding.rule})"
-                )
-            )
-            for line in finding.evidence:
-                console.print(Text(f"    {line.text}"))
-            if finding.remediation and finding.severity is not Severity.INFO:
-                console.print(Text(f"    fix: {finding.remediation}"))
+        if details:
+            for finding in ordered:
+                _details(console, finding)
+
+
+def _details(console: Console, finding: Finding) -> None:
+    """Evidence (already masked) and the fix, under the table, for findings that have them."""
+    if finding.severity is Severity.INFO and not finding.evidence:
+        return
+    console.print()
+    console.print(
+        _text(
+            f"[{finding.severity.value}] {finding.title} — "
+            f"{finding.target.uri(finding.object)} ({finding.rule})"
+        )
+    )
+    for line in finding.evidence:
+        console.print(_text(f"    {line.text}"))
+    if finding.remediation and finding.severity is not Severity.INFO:
+        console.print(_text(f"    fix: {finding.remediation}"))
+
+
+def _host_port(finding: Finding) -> str:
+    host = finding.target.host
+    return f"[{host}]:{finding.target.port}" if ":" in host else f"{host}:{finding.target.port}"
 
 
 def _counts(findings: list[Finding]) -> str:
-    counts = {severity: 0 for severity in Severity}
+    counts = dict.fromkeys(Severity, 0)
     for finding in findings:
         counts[finding.severity] += 1
     return "findings: " + ", ".join(f"{counts[s]} {s.value}" for s in Severity)

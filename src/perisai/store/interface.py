@@ -5,12 +5,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
+from typing import Self
 
 from perisai.findings import ScanReport
 
 
 class StoreError(Exception):
-    """The store cannot be opened or used; the message is one line for the user."""
+    """The store cannot be opened or used; the message is one line for the user.
+
+    E.g. ``cannot open findings store /x/y.db: permission denied``; the CLI prints it as is.
+    """
 
 
 @dataclass(frozen=True)
@@ -21,7 +25,7 @@ class ScanSummary:
     started: str
     finished: str
     scope_key: str
-    counts: dict[str, int]  # findings by severity
+    counts: dict[str, int]  # findings by severity value; severities with none are absent
 
 
 class FindingsStore(ABC):
@@ -51,7 +55,7 @@ class FindingsStore(ABC):
     def close(self) -> None:
         """Release the connection."""
 
-    def __enter__(self) -> FindingsStore:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(
