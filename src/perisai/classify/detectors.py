@@ -29,6 +29,7 @@ class Detector:
     extract: re.Pattern[str]  # exact pattern, run only near trigger hits
     validate: Callable[[str], bool]
     keywords: tuple[str, ...] = ()  # one must stand within CONTEXT_CHARS before, or in the key
+    excluded_by: tuple[str, ...] = ()  # none may stand there: "build 10.0.19041.1" is no IP
     before: int = 48  # how far before a trigger's end a match may start
     after: int = 48  # how far after a trigger's end a match may end
     group: int = 0  # the regex group that is the value
@@ -72,6 +73,7 @@ _ID_KEYWORDS_IN = ("aadhaar", "aadhar", "uidai", "uid")
 _ID_KEYWORDS_ID = ("nik", "ktp", "nomor induk")
 _ID_KEYWORDS_TH = ("thai id", "id card", "citizen id", "บัตรประชาชน")
 _IMEI_KEYWORDS = ("imei",)
+_VERSION_WORDS = ("version", "ver", "build", "release", "firmware", "fw", "sdk", "os", "app")
 _GEO_KEYWORDS = (
     "lat",
     "lng",
@@ -159,6 +161,7 @@ DETECTORS: tuple[Detector, ...] = (
         r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
         re.compile(r"(?<![\w.=/-])(?<!v)(?:\d{1,3}\.){3}\d{1,3}(?![\w.-])"),
         check.ip_address,
+        excluded_by=_VERSION_WORDS,
         before=16,
         after=4,
         confidence=0.85,

@@ -17,7 +17,7 @@ from functools import lru_cache
 import hyperscan
 import phonenumbers
 
-from perisai.classify.detectors import DETECTORS, PHONE_TRIGGER, PRIORITY, Detector
+from perisai.classify.detectors import DETECTORS, PHONE_TRIGGER, PRIORITY
 from perisai.classify.mask import mask_email, mask_phone, mask_text
 from perisai.classify.records import iter_fields
 
@@ -167,7 +167,13 @@ class Classifier:
                     if not _validated(detector.name, value):
                         continue
                     v_start, v_end = found.span(detector.group)
-                    if detector.keywords and not _has_keyword(text, v_start, detector, key):
+                    if detector.keywords and not _has_keyword(
+                        text, v_start, detector.keywords, key
+                    ):
+                        continue
+                    if detector.excluded_by and _has_keyword(
+                        text, v_start, detector.excluded_by, key
+                    ):
                         continue
                     matches.append(
                         EntityMatch(
@@ -294,11 +300,12 @@ def _windows(ends: list[int], before: int, after: int, limit: int) -> Iterator[t
         yield current
 
 
-def _has_keyword(text: str, start: int, detector: Detector, key: str | None) -> bool:
-    if key and any(_word_in(k, key.lower().replace("_", " ")) for k in detector.keywords):
+def _has_keyword(text: str, start: int, keywords: tuple[str, ...], key: str | None) -> bool:
+    """A whole-word keyword in the field name or shortly before the value."""
+    if key and any(_word_in(k, key.lower().replace("_", " ")) for k in keywords):
         return True
     before = text[max(0, start - CONTEXT_CHARS) : start].lower()
-    return any(_word_in(k, before) for k in detector.keywords)
+    return any(_word_in(k, before) for k in keywords)
 
 
 @lru_cache(maxsize=256)

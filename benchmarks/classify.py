@@ -1,0 +1,231 @@
+"""Classifier benchmark: perisai vs Presidio (patterns), scrubadub and datafog, in one run.
+
+Accuracy on the labeled corpus (per-entity F1, micro-F1 over the structured entities), speed in
+MB/s on one core over a JSON-lines log, and peak RSS — each tool measured in a process of its
+own so one tool's memory never counts against another.
+
+    make bench-classify        # or: python benchmarks/classify.py --big-mb 100
+
+The result table is written to docs/benchmarks.md (between the markers for this benchmark).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from benchmarks.corpus import LabeledRecord, generate, write_jsonl  # noqa: E402
+from benchmarks.peers import TOOLS  # noqa: E402
+
+STRUCTURED = (
+    "PHONE",
+    "EMAIL",
+    "NATIONAL_ID",
+    "CREDIT_CARD",
+    "IBAN",
+    "IP_ADDRESS",
+    "GEO_COORDINATE",
+    "IMEI",
+    "CRYPTO_ADDRESS",
+    "OTP_CODE",
+    "SECRET",
+)
+ALL_ENTITIES = (*STRUCTURED, "MESSAGE_BODY", "PERSON")
+BEGIN, END = "<!-- benchmark:classify:begin -->", "<!-- benchmark:classify:end -->"
+
+
+def leaves(record: object, key: str | None = None) -> Iterable[tuple[str | None, str]]:
+    if isinstance(record, dict):
+        for child_key, value in record.items():
+            yield from leaves(value, str(child_key))
+    elif isinstance(record, list):
+        for item in record:
+            yield from leaves(item, key)
+    elif record is not None:
+        yield key, str(record)
+
+
+def score(tool: str, corpus: list[LabeledRecord]) -> dict[str, Counter[str]]:
+    """tp/fp/fn per entity: a prediction counts when type matches and values overlap."""
+    detect = TOOLS[tool]()
+    counts: dict[str, Counter[str]] = {e: Counter() for e in ALL_ENTITIES}
+    for item in corpus:
+        predicted: list[tuple[str, str]] = []
+        for key, text in leaves(item.record):
+            predicted.extend(detect(text, key))
+        unmatched = list(item.labels)
+        for entity, value in predicted:
+            hit = next(
+                (
+                    lab
+                    for lab in unmatched
+                    if lab.entity == entity and (value in lab.value or lab.value in value)
+                ),
+                None,
+            )
+            if hit is None:
+                counts.setdefault(entity, Counter())["fp"] += 1
+            else:
+                unmatched.remove(hit)
+                counts[entity]["tp"] += 1
+        for label in unmatched:
+            counts[label.entity]["fn"] += 1
+    return counts
+
+
+def f1(c: Counter[str]) -> float | None:
+    if not c["tp"] + c["fp"] + c["fn"]:
+        return None
+    precision = c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else 0.0
+    recall = c["tp"] / (c["tp"] + c["fn"]) if c["tp"] + c["fn"] else 0.0
+    return 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def precision(c: Counter[str]) -> float | None:
+    return c["tp"] / (c["tp"] + c["fp"]) if c["tp"] + c["fp"] else None
+
+
+def speed(tool: str, path: Path, limit_bytes: int) -> dict[str, float]:
+    """MB/s over the first ``limit_bytes`` of a JSON-lines file, and this process's peak RSS."""
+    detect = TOOLS[tool]()
+    done = 0
+    began = time.perf_counter()
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            for key, text in leaves(json.loads(line)):
+                detect(text, key)
+            done += len(line.encode())
+            if done >= limit_bytes:
+                break
+    elapsed = time.perf_counter() - began
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {
+        "mb": done / 1e6,
+        "seconds": elapsed,
+        "mb_per_s": done / 1e6 / elapsed,
+        "rss_mb": rss_mb,
+    }
+
+
+def in_subprocess(*args: str) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, __file__, *args], capture_output=True, text=True, check=True, timeout=3600
+    )
+    return dict(json.loads(result.stdout.strip().splitlines()[-1]))
+
+
+def fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--records", type=int, default=4000)
+    parser.add_argument("--big-mb", type=int, default=100, help="size of the JSON-lines log")
+    parser.add_argument(
+        "--peer-mb",
+        type=float,
+        default=2.0,
+        help="MB each peer classifies for speed (they are slow)",
+    )
+    parser.add_argument("--tools", default=",".join(TOOLS))
+    parser.add_argument("--workdir", type=Path, default=ROOT / ".bench-data")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--_speed", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args._speed:  # child process: one tool, one file, one limit
+        tool, path, limit = args._speed
+        print(json.dumps(speed(tool, Path(path), int(float(limit)))))
+        return
+
+    tools = [t for t in args.tools.split(",") if t]
+    corpus = generate(args.records)
+    args.workdir.mkdir(parents=True, exist_ok=True)
+    log = args.workdir / f"log-{args.big_mb}mb.jsonl"
+    if not log.exists():
+        write_jsonl(log, args.big_mb * 1_000_000)
+    rows = []
+    for tool in tools:
+        print(f"accuracy: {tool}", file=sys.stderr)
+        counts = score(tool, corpus)
+        total = sum((counts[e] for e in STRUCTURED), Counter())
+        limit = log.stat().st_size if tool == "perisai" else int(args.peer_mb * 1e6)
+        print(f"speed: {tool} on {limit / 1e6:.0f} MB", file=sys.stderr)
+        measured = in_subprocess("--_speed", tool, str(log), str(limit))
+        rows.append((tool, counts, f1(total), measured))
+
+    perisai_speed = next((m["mb_per_s"] for t, _, _, m in rows if t == "perisai"), None)
+    lines = [
+        BEGIN,
+        "",
+        f"`python benchmarks/classify.py --records {args.records} --big-mb {args.big_mb} "
+        f"--peer-mb {args.peer_mb}` on {platform.machine()}, Python "
+        f"{platform.python_version()}, one core, {time.strftime('%Y-%m-%d')}.",
+        "",
+        f"Accuracy: {args.records} labeled records from `benchmarks/corpus.py` (about 30% "
+        "hard negatives). Every tool sees each field as `key: value` text; perisai also "
+        "gets the key as a hint. Entities a tool does not support count as misses.",
+        "",
+        "| tool | micro-F1 (structured) | " + " | ".join(ALL_ENTITIES) + " |",
+        "|---|---|" + "---|" * len(ALL_ENTITIES),
+    ]
+    for tool, counts, micro, _ in rows:
+        lines.append(
+            f"| {tool} | {fmt(micro)} | "
+            + " | ".join(fmt(f1(counts[e])) for e in ALL_ENTITIES)
+            + " |"
+        )
+    lines += [
+        "",
+        "Precision where it must be high:",
+        "",
+        "| tool | PHONE | NATIONAL_ID | CREDIT_CARD | IBAN |",
+        "|---|---|---|---|---|",
+    ]
+    for tool, counts, _, _ in rows:
+        lines.append(
+            f"| {tool} | "
+            + " | ".join(
+                fmt(precision(counts[e])) for e in ("PHONE", "NATIONAL_ID", "CREDIT_CARD", "IBAN")
+            )
+            + " |"
+        )
+    lines += [
+        "",
+        f"Speed on a JSON-lines log ({args.big_mb} MB written by "
+        "`benchmarks/corpus.py`; peers on its first MBs):",
+        "",
+        "| tool | MB classified | MB/s (one core) | perisai is × faster | peak RSS MB |",
+        "|---|---|---|---|---|",
+    ]
+    for tool, _, _, measured in rows:
+        ratio = perisai_speed / measured["mb_per_s"] if perisai_speed else None
+        lines.append(
+            f"| {tool} | {measured['mb']:.1f} | {measured['mb_per_s']:.2f} | "
+            f"{'—' if ratio is None else f'{ratio:.0f}×'} | {measured['rss_mb']:.0f} |"
+        )
+    lines += ["", END]
+    table = "\n".join(lines)
+    print(table)
+    previous = args.out.read_text(encoding="utf-8") if args.out.exists() else "# Benchmarks\n"
+    if BEGIN in previous and END in previous:
+        head, rest = previous.split(BEGIN, 1)
+        updated = head + table + rest.split(END, 1)[1]
+    else:
+        updated = previous.rstrip() + "\n\n## Classifier\n\n" + table + "\n"
+    args.out.write_text(updated, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
