@@ -27,21 +27,10 @@ sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from benchmarks.corpus import LabeledRecord, generate, write_jsonl  # noqa: E402
 from benchmarks.peers import TOOLS  # noqa: E402
+from perisai.findings import ENTITY_TYPES  # noqa: E402
 
-STRUCTURED = (
-    "PHONE",
-    "EMAIL",
-    "NATIONAL_ID",
-    "CREDIT_CARD",
-    "IBAN",
-    "IP_ADDRESS",
-    "GEO_COORDINATE",
-    "IMEI",
-    "CRYPTO_ADDRESS",
-    "OTP_CODE",
-    "SECRET",
-)
-ALL_ENTITIES = (*STRUCTURED, "MESSAGE_BODY", "PERSON")
+ALL_ENTITIES = ENTITY_TYPES
+STRUCTURED = tuple(e for e in ENTITY_TYPES if e not in ("MESSAGE_BODY", "PERSON"))
 BEGIN, END = "<!-- benchmark:classify:begin -->", "<!-- benchmark:classify:end -->"
 
 
