@@ -57,7 +57,7 @@ def test_save_get_latest_previous(tmp_path: Path) -> None:
 def test_previous_of_an_unsaved_report_is_the_latest_of_its_scope(tmp_path: Path) -> None:
     with open_store(str(tmp_path / "perisai.db")) as store:
         saved_id = store.save(report(redis_exposed()))
-        store.save(report(redis_exposed(), targets=("10.0.0.9",)))
+        store.save(report(redis_exposed(), targets=("127.0.0.9",)))
         fresh = report(redis_exposed())
         previous = store.previous(fresh)
         assert previous is not None and previous.scan_id == saved_id

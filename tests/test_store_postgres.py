@@ -17,13 +17,13 @@ pytestmark = pytest.mark.servers
 
 
 def test_history_and_diff_on_postgres(postgres_store_url: str) -> None:
-    scope = ("10.1.0.1",)
+    scope = ("127.1.0.1",)
     with open_store(postgres_store_url) as store:
         assert isinstance(store, PostgresStore)
         first = report(redis_exposed(), redis_secured(), targets=scope)
         first_id = store.save(first)
         assert first.scan_id == first_id
-        store.save(report(redis_exposed(), targets=("10.1.0.2",)))  # another scope between
+        store.save(report(redis_exposed(), targets=("127.1.0.2",)))  # another scope between
         second_id = store.save(report(redis_exposed(phones=5), targets=scope))
     with open_store(postgres_store_url) as store:  # reopened: schema creation is idempotent
         latest = store.latest(first.scope_key)
@@ -43,13 +43,13 @@ def test_history_and_diff_on_postgres(postgres_store_url: str) -> None:
 
 def test_list_scans_on_postgres(postgres_store_url: str) -> None:
     with open_store(postgres_store_url) as store:
-        scan_id = store.save(report(redis_exposed(), unknown_rule(), targets=("10.2.0.1",)))
+        scan_id = store.save(report(redis_exposed(), unknown_rule(), targets=("127.2.0.1",)))
         latest = store.latest()
         assert latest is not None and latest.scan_id == scan_id
         [summary] = store.list_scans(limit=1)
         assert summary.scan_id == scan_id
         assert summary.counts == {"critical": 1, "medium": 1}
-        assert summary.scope_key == report(targets=("10.2.0.1",)).scope_key
+        assert summary.scope_key == report(targets=("127.2.0.1",)).scope_key
 
 
 @pytest.mark.parametrize(
