@@ -129,7 +129,8 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "CREDIT_CARD",
         "luhn+issuer",
-        r"\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,4}",
+        # 4-4-4-4 (Visa, Mastercard, ...) or 4-6-5 / 4-6-4 (Amex, Diners).
+        r"\d{4}[ -]?(?:\d{4}[ -]?\d{4}[ -]?\d{1,4}|\d{6}[ -]?\d{4,5})",
         re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w.])"),
         check.credit_card,
         before=30,
