@@ -37,21 +37,9 @@ from stdnum.my import nric as my_nric
 from stdnum.th import pin as th_pin
 from stdnum.us import ssn as us_ssn
 
-ENTITIES = (
-    "PHONE",
-    "EMAIL",
-    "NATIONAL_ID",
-    "CREDIT_CARD",
-    "IBAN",
-    "IP_ADDRESS",
-    "GEO_COORDINATE",
-    "IMEI",
-    "CRYPTO_ADDRESS",
-    "OTP_CODE",
-    "SECRET",
-    "MESSAGE_BODY",
-    "PERSON",
-)
+from perisai.findings import ENTITY_TYPES
+
+ENTITIES = ENTITY_TYPES  # the labels are the findings contract's entity names
 REGIONS = ("MY", "SG", "ID", "IN", "GB", "US", "TH")
 _DIGITS = "0123456789"
 _UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
