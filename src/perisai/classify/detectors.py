@@ -14,9 +14,11 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from perisai.classify import validators as check
+
+CONTEXT_CHARS = 32  # how far before a value a keyword may stand
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,30 @@ class Detector:
     group: int = 0  # the regex group that is the value
     confidence: float = 0.9
     caseless: bool = False
+    keyword_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+    excluded_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keyword_pattern", whole_words(self.keywords))
+        object.__setattr__(self, "excluded_pattern", whole_words(self.excluded_by))
+
+    @property
+    def gated_trigger(self) -> str:
+        """The trigger hyperscan runs: a detector that needs a keyword fires only where one
+        stands within CONTEXT_CHARS before the value (a superset of the exact check)."""
+        if not self.keywords:
+            return self.trigger
+        words = "|".join(re.escape(word).replace("\\ ", "[ _]") for word in self.keywords)
+        value = self.trigger.replace("(?:^|", "(?:", 1)  # a keyword stands before it
+        return rf"(?:^|[^a-z0-9])(?:{words})[^\n]{{0,{CONTEXT_CHARS}}}{value}"
+
+
+def whole_words(words: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One pattern for any of ``words`` as a whole word in lower-cased text (None: no words)."""
+    if not words:
+        return None
+    alternatives = "|".join(re.escape(word) for word in words)
+    return re.compile(rf"(?<![a-z0-9])(?:{alternatives})(?![a-z0-9])")
 
 
 def _jwt(value: str) -> bool:
@@ -113,6 +139,18 @@ _NIK_PROVINCES = frozenset(
     )
 )
 
+# Boundaries for triggers, so that one value fires its trigger once (hyperscan reports every
+# end offset at which a pattern matches) and digit runs inside longer runs, UUIDs and hashes do
+# not fire at all. `^`/`$` need HS_FLAG_MULTILINE: every line is its own text.
+_NOT_AFTER_DIGIT = r"(?:^|[^0-9])"
+_NOT_BEFORE_DIGIT = r"(?:[^0-9]|$)"
+_NOT_AFTER_ALNUM = r"(?:^|[^A-Za-z0-9])"
+_NOT_BEFORE_ALNUM = r"(?:[^A-Za-z0-9]|$)"
+_NOT_AFTER_WORD = r"(?:^|[^A-Za-z0-9_.-])"
+_NOT_BEFORE_WORD = r"(?:[^A-Za-z0-9_.]|$)"
+_NOT_AFTER_NUMBER = r"(?:^|[^0-9.])"
+_NOT_BEFORE_NUMBER = r"(?:[^0-9.]|$)"
+
 DETECTORS: tuple[Detector, ...] = (
     Detector(
         "EMAIL",
@@ -130,7 +168,10 @@ DETECTORS: tuple[Detector, ...] = (
         "CREDIT_CARD",
         "luhn+issuer",
         # 4-4-4-4 (Visa, Mastercard, ...) or 4-6-5 / 4-6-4 (Amex, Diners).
-        r"\d{4}[ -]?(?:\d{4}[ -]?\d{4}[ -]?\d{1,4}|\d{6}[ -]?\d{4,5})",
+        # An issuer's first digit, then 4-4-4-x (Visa, Mastercard, ...) or 4-6-5 / 4-6-4
+        # (Amex, Diners), or 13 to 19 digits in one run.
+        rf"{_NOT_AFTER_WORD}[2-6](?:\d{{12,18}}|\d{{3}}[ -]?\d{{4}}[ -]?\d{{4}}[ -]?\d{{1,4}}"
+        rf"|\d{{3}}[ -]?\d{{6}}[ -]?\d{{4,5}}){_NOT_BEFORE_WORD}",
         re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w.])"),
         check.credit_card,
         before=30,
@@ -139,7 +180,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "IBAN",
         "iban-mod97",
-        r"[A-Z]{2}\d{2}[ ]?[A-Z0-9]{4}",
+        rf"{_NOT_AFTER_ALNUM}[A-Z]{{2}}\d{{2}}[ ]?[A-Z0-9]{{4}}",
         re.compile(r"\b[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"),
         check.iban_number,
         before=12,
@@ -149,7 +190,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "IMEI",
         "imei-luhn",
-        r"\d{15}",
+        rf"{_NOT_AFTER_DIGIT}\d{{15}}{_NOT_BEFORE_DIGIT}",
         re.compile(r"(?<!\d)\d{15}(?!\d)"),
         check.imei_number,
         keywords=_IMEI_KEYWORDS,
@@ -159,7 +200,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "IP_ADDRESS",
         "ipv4",
-        r"\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}",
+        rf"{_NOT_AFTER_NUMBER}\d{{1,3}}\.\d{{1,3}}\.\d{{1,3}}\.\d{{1,3}}{_NOT_BEFORE_NUMBER}",
         re.compile(r"(?<![\w.=/-])(?<!v)(?:\d{1,3}\.){3}\d{1,3}(?![\w.-])"),
         check.ip_address,
         excluded_by=_VERSION_WORDS,
@@ -170,7 +211,8 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "IP_ADDRESS",
         "ipv6",
-        r"[0-9A-Fa-f]{1,4}:[0-9A-Fa-f]{0,4}:[0-9A-Fa-f]{0,4}",
+        # Five groups, or "::": three-group times (12:00:07) are no addresses.
+        r"(?:[0-9A-Fa-f]{1,4}:){4}[0-9A-Fa-f]{1,4}|[0-9A-Fa-f]{0,4}::",
         re.compile(r"(?<![\w:])(?:[0-9A-Fa-f]{0,4}:){2,7}[0-9A-Fa-f]{0,4}(?![\w:])"),
         lambda v: v.count(":") >= 2 and len(v) >= 6 and check.ip_address(v),
         before=40,
@@ -180,7 +222,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "my-mykad",
-        r"\d{6}-?\d{2}-?\d{4}",
+        rf"{_NOT_AFTER_DIGIT}\d{{6}}-?\d{{2}}-?\d{{4}}{_NOT_BEFORE_DIGIT}",
         re.compile(r"(?<![\d-])\d{6}-?\d{2}-?\d{4}(?![\d-])"),
         check.mykad,
         keywords=_ID_KEYWORDS_MY,
@@ -190,7 +232,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "sg-nric",
-        r"[STFGstfg]\d{7}[A-Za-z]",
+        rf"{_NOT_AFTER_ALNUM}[STFGstfg]\d{{7}}[A-Za-z]{_NOT_BEFORE_ALNUM}",
         re.compile(r"\b[STFG]\d{7}[A-Z]\b", re.IGNORECASE),
         check.sg_nric,
         before=10,
@@ -199,7 +241,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "in-aadhaar",
-        r"[2-9]\d{3} ?\d{4} ?\d{4}",
+        rf"{_NOT_AFTER_DIGIT}[2-9]\d{{3}} ?\d{{4}} ?\d{{4}}{_NOT_BEFORE_DIGIT}",
         re.compile(r"(?<![\d-])[2-9]\d{3} ?\d{4} ?\d{4}(?![\d-])"),
         check.aadhaar_number,
         keywords=_ID_KEYWORDS_IN,
@@ -209,7 +251,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "us-ssn",
-        r"\d{3}-\d{2}-\d{4}",
+        rf"{_NOT_AFTER_DIGIT}\d{{3}}-\d{{2}}-\d{{4}}{_NOT_BEFORE_DIGIT}",
         re.compile(r"(?<![\d-])\d{3}-\d{2}-\d{4}(?![\d-])"),
         check.us_ssn_number,
         before=12,
@@ -218,7 +260,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "cn-ric",
-        r"\d{17}[\dXx]",
+        rf"{_NOT_AFTER_DIGIT}\d{{17}}[\dXx]{_NOT_BEFORE_ALNUM}",
         re.compile(r"(?<!\d)\d{17}[\dXx](?![\dA-Za-z])"),
         check.cn_resident_id,
         before=19,
@@ -227,7 +269,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "gb-nino",
-        r"[A-Za-z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-Da-d]",
+        rf"{_NOT_AFTER_ALNUM}[A-Za-z]{{2}} ?\d{{2}} ?\d{{2}} ?\d{{2}} ?[A-Da-d]{_NOT_BEFORE_ALNUM}",
         re.compile(r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b"),
         check.uk_nino,
         before=14,
@@ -236,7 +278,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "th-id",
-        r"\d{13}",
+        rf"{_NOT_AFTER_DIGIT}\d{{13}}{_NOT_BEFORE_DIGIT}",
         re.compile(r"(?<!\d)\d{13}(?!\d)"),
         check.th_id,
         keywords=_ID_KEYWORDS_TH,
@@ -246,7 +288,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "id-nik",
-        r"\d{16}",
+        rf"{_NOT_AFTER_DIGIT}\d{{16}}{_NOT_BEFORE_DIGIT}",
         re.compile(r"(?<!\d)\d{16}(?!\d)"),
         lambda v: v[:2] in _NIK_PROVINCES,
         keywords=_ID_KEYWORDS_ID,
@@ -256,7 +298,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "CRYPTO_ADDRESS",
         "btc-base58",
-        r"[13][1-9A-HJ-NP-Za-km-z]{25,34}",
+        rf"{_NOT_AFTER_ALNUM}[13][1-9A-HJ-NP-Za-km-z]{{25,34}}{_NOT_BEFORE_ALNUM}",
         re.compile(r"\b[13][1-9A-HJ-NP-Za-km-z]{25,34}\b"),
         check.bitcoin_base58,
         before=36,
@@ -266,7 +308,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "CRYPTO_ADDRESS",
         "btc-bech32",
-        r"bc1[02-9ac-hj-np-z]{11}",
+        rf"{_NOT_AFTER_ALNUM}bc1[02-9ac-hj-np-z]{{11}}",
         re.compile(r"\bbc1[02-9ac-hj-np-z]{11,71}\b", re.IGNORECASE),
         check.bitcoin_bech32,
         before=16,
@@ -277,7 +319,7 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "CRYPTO_ADDRESS",
         "eth-address",
-        r"0x[0-9a-fA-F]{40}",
+        rf"0x[0-9a-fA-F]{{40}}{_NOT_BEFORE_ALNUM}",
         re.compile(r"\b0x[0-9a-fA-F]{40}\b"),
         check.ethereum,
         before=43,
@@ -344,14 +386,15 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "SECRET",
         "keyword+entropy",
-        r"(password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)",
+        r"(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|auth[_-]?token)"
+        r"[\"']?\s*[:=]",
         re.compile(
             r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|"
             r"auth[_-]?token)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{8,200})"
         ),
         _high_entropy,
         group=1,
-        before=24,
+        before=32,
         after=230,
         confidence=0.7,
         caseless=True,
@@ -359,22 +402,25 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "OTP_CODE",
         "otp-context",
-        r"(otp|tac|code|pin|passcode|verification|pengesahan|kod)",
+        # The code follows its word within its own sentence or field: no quote in between,
+        # and nothing glued to it ("code 5001abc" is no code).
+        rf"\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod)\b[^0-9\n\"]{{0,30}}"
+        rf"\d{{4,8}}{_NOT_BEFORE_ALNUM}",
         re.compile(
             r"(?i)\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod)\b"
-            r"[^0-9\n]{0,30}?(?<![\d.])(\d{4,8})(?!\d|[.,]\d)"
+            r"[^0-9\n\"]{0,30}?(?<![\d.])(\d{4,8})(?![\dA-Za-z]|[.,]\d)"
         ),
         _always,
         group=1,
-        before=16,
-        after=48,
+        before=60,
+        after=2,
         confidence=0.8,
         caseless=True,
     ),
     Detector(
         "GEO_COORDINATE",
         "lat-lon-pair",
-        r"\d\.\d{4,}\s*,\s*-?\d{1,3}\.\d{4}",
+        rf"\d\.\d{{4,}}\s*,\s*-?\d{{1,3}}\.\d{{4,}}{_NOT_BEFORE_DIGIT}",
         re.compile(r"(?<![\d.])-?\d{1,2}\.\d{4,}\s*,\s*-?\d{1,3}\.\d{4,}(?![\d.])"),
         _geo_pair,
         keywords=_GEO_KEYWORDS,
@@ -402,4 +448,5 @@ PRIORITY = {
 }
 
 # Phone numbers are found by phonenumbers' own matcher, run only near digit runs like these.
-PHONE_TRIGGER = r"(?:[+(]\d|0\d)[\d \-().]{4,16}\d"  # international, bracketed or trunk-prefixed
+# International, bracketed or trunk-prefixed, not glued to a word, decimal, path or address.
+PHONE_TRIGGER = r"(?:^|[^\w.:/@=-])(?:[+(]\d|0\d)[\d \-().]{4,16}\d(?:[^\w.:/@]|$)"

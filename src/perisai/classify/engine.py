@@ -1,55 +1,60 @@
 """The classifier: hyperscan finds where to look, validators decide, context disambiguates.
 
-Stage 1 scans whole batches of bytes once with every trigger in one hyperscan database
-(compiled once per :class:`Classifier`). Stage 2 runs each exact pattern only in windows around
-its trigger hits and keeps values its validator accepts (results cached). Stage 3 requires a
-keyword shortly before a value, or a telling record key, where the value has no checksum.
+Stage 1 scans whole batches of lines at once with every trigger in one hyperscan database
+(compiled once per :class:`Classifier`); triggers carry their own boundaries, so a value fires
+its trigger once and most look-alikes (digit runs in UUIDs, hashes, timestamps) never do.
+Stage 2 runs each exact pattern only in windows around its trigger hits and keeps values its
+validator accepts (results cached). Stage 3 requires a keyword shortly before a value, or a
+telling record key, where the value has no checksum.
+
+Three ways in, one engine: ``scan_text`` (one text, optional key), ``scan_record`` (a record's
+fields, each as ``key: value``) and ``scan_json_lines`` (raw JSON lines, the fast path: no JSON
+parsing; keys that tell are found by hyperscan too).
 """
 
 from __future__ import annotations
 
 import bisect
+import itertools
+import json
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from functools import lru_cache
+from operator import itemgetter
 
 import hyperscan
 import phonenumbers
 
-from perisai.classify.detectors import DETECTORS, PHONE_TRIGGER, PRIORITY
+from perisai.classify.detectors import (
+    CONTEXT_CHARS,
+    DETECTORS,
+    PHONE_TRIGGER,
+    PRIORITY,
+    Detector,
+)
+from perisai.classify.keyhints import JSON_KEY_TRIGGER, from_key, key_may_tell
 from perisai.classify.mask import mask_email, mask_phone, mask_text
+from perisai.classify.match import EntityMatch
 from perisai.classify.records import iter_fields
 
-CONTEXT_CHARS = 32  # how far before a value a keyword may stand
-MAX_TEXT_CHARS = 1 << 20  # a single value longer than this is classified on its head only
-BATCH_BYTES = 1 << 20  # scan_lines hands hyperscan about this much at a time
+MAX_TEXT_CHARS = 1 << 20  # a single text longer than this is classified on its head only
+BATCH_BYTES = 1 << 20  # the line-oriented paths hand hyperscan about this much at a time
+WINDOW_SLACK = 2  # a trigger's end lies past the boundary character after its value
 _PHONE_ID = len(DETECTORS)
+_KEY_ID = _PHONE_ID + 1
+_WHOLE_VALUE = ("MESSAGE_BODY", "PERSON")  # may overlap other entities: both are kept
 
 # A phone-number-shaped run not glued to words, decimals, dates, UUIDs or paths.
 _PHONE_CANDIDATE = re.compile(r"(?<![\w.:/@=-])(?:\+|00)?\(?\d[\d \-().]{5,18}\d(?![\w.:/@]|-\d)")
-_PHONE_KEY = re.compile(r"(?i)(msisdn|phone|mobile|tel|telephone|hp|sender|recipient|to|from)$")
-_LAT_KEY = re.compile(r"(?i)^(lat|latitude|gps_lat)$")
-_LON_KEY = re.compile(r"(?i)^(lon|lng|long|longitude|gps_lon|gps_lng)$")
-_MESSAGE_KEY = re.compile(r"(?i)^(msg|message|body|text|content|chat|plaintext|message_text)$")
-_PERSON_KEY = re.compile(
-    r"(?i)^(name|full_?name|sender_?name|recipient_?name|display_?name|"
-    r"first_?name|last_?name|customer_?name|nama)$"
-)
-_PERSON_VALUE = re.compile(r"^[A-Z][a-zA-Z'.-]+(?: (?:bin|binti|a/l|a/p|[A-Z][a-zA-Z'.-]*)){1,4}$")
-_WORD = re.compile(r"[A-Za-z\u00C0-\u024F]{2,}")
+# A JSON value right after its key's colon: a string, a number or the start of an array.
+_JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.){0,65536})"|(-?\d[\d.eE+-]{0,40})|(\[))')
+# The same inside JSON that is itself a string value (`\"msisdn\": \"6012…\"`).
+_EMBEDDED_VALUE = re.compile(r'\s*(?:\\"(.{0,65536}?)\\"|(-?\d[\d.eE+-]{0,40}))')
+_DECODER = json.JSONDecoder()
+_NOT_CONTINUATION = bytes(b for b in range(256) if b & 0xC0 != 0x80)  # delete all but 10xxxxxx
 
-
-@dataclass(frozen=True)
-class EntityMatch:
-    """One entity in one text: type, span, masked form, how sure, and why."""
-
-    entity: str
-    start: int
-    end: int
-    masked: str
-    confidence: float = 0.9
-    why: str = ""
+# (start, end, entity, masked, confidence, why) in batch offsets, before lines are assigned.
+_Found = tuple[int, int, str, str, float, str]
 
 
 class Classifier:
@@ -58,14 +63,17 @@ class Classifier:
 
     def __init__(self, regions: tuple[str, ...] = ("MY",)) -> None:
         self.regions = regions or ("MY",)
+        expressions = [d.gated_trigger for d in DETECTORS] + [PHONE_TRIGGER, JSON_KEY_TRIGGER]
+        caseless = [d.caseless or bool(d.keywords) for d in DETECTORS] + [False, True]
         self._database = hyperscan.Database()
-        triggers = [d.trigger.encode() for d in DETECTORS] + [PHONE_TRIGGER.encode()]
-        flags = [hyperscan.HS_FLAG_CASELESS if d.caseless else 0 for d in DETECTORS] + [0]
         self._database.compile(
-            expressions=triggers,
-            ids=list(range(len(triggers))),
-            elements=len(triggers),
-            flags=flags,
+            expressions=[e.encode() for e in expressions],
+            ids=list(range(len(expressions))),
+            elements=len(expressions),
+            flags=[
+                hyperscan.HS_FLAG_MULTILINE | (hyperscan.HS_FLAG_CASELESS if c else 0)
+                for c in caseless
+            ],
         )
         self._phone_cache = lru_cache(maxsize=65536)(self._phone_in)  # numbers repeat in logs
 
@@ -74,13 +82,16 @@ class Classifier:
     def scan_text(self, text: str, key: str | None = None) -> list[EntityMatch]:
         """Every entity in ``text``; ``key`` (a record's field name) adds context."""
         text = text[:MAX_TEXT_CHARS]
-        return self._resolve(self._block(text, key) + self._from_key(text, key))
+        if not key:
+            return self._scan_batch([text])[0]
+        line = f"{key}: {text}"
+        return _in_value(self._scan_batch([line])[0], len(line) - len(text), text, key)
 
     def scan_record(self, record: object) -> list[tuple[str | None, EntityMatch]]:
         """Walk a record (dict, list, JSON text, scalars); key names serve as hints.
 
         All fields go through hyperscan in one pass, each as ``key: value`` so that a key is
-        keyword context for its value.
+        keyword context for its value; spans index the field's value.
         """
         fields = list(iter_fields(record))
         if not fields:
@@ -88,122 +99,79 @@ class Classifier:
         lines = [f"{key}: {text}" if key else text for key, text in fields]
         found: list[tuple[str | None, EntityMatch]] = []
         for (key, text), line, matches in zip(fields, lines, self._scan_batch(lines), strict=True):
-            offset = len(line) - len(text)
-            in_value = [
-                EntityMatch(
-                    m.entity, m.start - offset, m.end - offset, m.masked, m.confidence, m.why
-                )
-                for m in matches
-                if m.start >= offset
-            ]
-            in_value.extend(self._from_key(text, key))
-            found.extend((key, m) for m in self._resolve(in_value))
+            in_value = _in_value(matches, len(line) - len(text), text, key)
+            found.extend((key, match) for match in in_value)
         return found
 
     def scan_lines(self, lines: Iterable[str]) -> Iterator[list[EntityMatch]]:
-        """One list of matches per input line, scanning batches of lines in one pass."""
-        batch: list[str] = []
-        size = 0
-        for line in lines:
-            batch.append(line[:MAX_TEXT_CHARS])
-            size += len(line)
-            if size >= BATCH_BYTES:
-                yield from self._scan_batch(batch)
-                batch, size = [], 0
-        if batch:
+        """One list of matches per line of plain text, scanning batches of lines in one pass."""
+        for batch in _batches(lines):
             yield from self._scan_batch(batch)
+
+    def scan_json_lines(self, lines: Iterable[str]) -> Iterator[list[EntityMatch]]:
+        """One list of matches per JSON line, spans indexing the raw line; the fast path.
+
+        No line is parsed: values are matched as written, a keyword counts only within its own
+        field (``"key": "value"``), and keys that tell (``msisdn``, ``lat``, ``body``, ``name``)
+        are found by hyperscan with the rest, also in JSON escaped inside a string. Lines that
+        are not JSON are classified as plain text.
+        """
+        for batch in _batches(lines):
+            yield from self._scan_batch(batch, json_lines=True)
 
     # ----- stages -----------------------------------------------------------------------
 
-    def _scan_batch(self, lines: list[str]) -> Iterator[list[EntityMatch]]:
+    def _scan_batch(self, lines: list[str], json_lines: bool = False) -> list[list[EntityMatch]]:
+        """Stages 1 to 3 over ``lines`` joined into one block; matches per line."""
         block = "\n".join(lines)
-        starts: list[int] = []
-        offset = 0
-        for line in lines:
-            starts.append(offset)
-            offset += len(line) + 1
+        starts = list(itertools.accumulate((len(line) + 1 for line in lines[:-1]), initial=0))
+        found: list[_Found] = []
+        hits = self._hits(block)
+        for detector_id, group in itertools.groupby(hits, key=itemgetter(0)):
+            ends = [end for _, end in group]
+            if detector_id == _PHONE_ID:
+                self._phones(block, ends, found)
+            elif detector_id == _KEY_ID:
+                if json_lines:
+                    _from_json_keys(block, ends, found)
+            else:
+                _extract(DETECTORS[detector_id], block, ends, json_lines, found)
         per_line: list[list[EntityMatch]] = [[] for _ in lines]
-        for match in self._block(block, None):
-            index = bisect.bisect_right(starts, match.start) - 1
+        for start, end, entity, masked, confidence, why in found:
+            index = bisect.bisect_right(starts, start) - 1
             base = starts[index]
-            if match.end <= base + len(lines[index]):
+            if end <= base + len(lines[index]):
                 per_line[index].append(
-                    EntityMatch(
-                        match.entity,
-                        match.start - base,
-                        match.end - base,
-                        match.masked,
-                        match.confidence,
-                        match.why,
-                    )
+                    EntityMatch(entity, start - base, end - base, masked, confidence, why)
                 )
-        for matches in per_line:
-            yield self._resolve(matches)
+        return [_resolve(matches) for matches in per_line]
 
-    def _hits(self, text: str) -> dict[int, list[int]]:
-        """Stage 1: detector id → end offsets (character offsets) of its trigger hits."""
-        data = text.encode("utf-8", "surrogatepass")
-        hits: dict[int, list[int]] = {}
-
-        def on_match(pattern: int, start: int, end: int, flags: int, context: object) -> None:
-            hits.setdefault(pattern, []).append(end)
-
-        self._database.scan(data, match_event_handler=on_match)
-        if len(data) != len(text):  # non-ASCII: map byte offsets to character offsets
-            for pattern, ends in hits.items():
-                hits[pattern] = [len(data[:end].decode("utf-8", "ignore")) for end in ends]
+    def _hits(self, block: str) -> list[tuple[int, int]]:
+        """Stage 1: ``(trigger id, end offset)`` of every trigger hit, sorted, in characters."""
+        data = block.encode("utf-8", "surrogatepass")
+        hits: list[tuple[int, int]] = []
+        add = hits.append
+        self._database.scan(data, match_event_handler=lambda i, _f, end, _g, _c: add((i, end)))
+        if len(data) != len(block):
+            # Non-ASCII: a byte offset less the UTF-8 continuation bytes before it is the
+            # character offset; one pass over the hits in order of their ends.
+            hits.sort(key=itemgetter(1))
+            continuation = previous = 0
+            for n, (trigger, end) in enumerate(hits):
+                continuation += len(data[previous:end].translate(None, _NOT_CONTINUATION))
+                previous = max(previous, end)
+                hits[n] = (trigger, end - continuation)
+        hits.sort()
         return hits
 
-    def _block(self, text: str, key: str | None) -> list[EntityMatch]:
-        matches: list[EntityMatch] = []
-        for detector_id, ends in self._hits(text).items():
-            if detector_id == _PHONE_ID:
-                matches.extend(self._phones(text, ends))
-                continue
-            detector = DETECTORS[detector_id]
-            for start, end in _windows(ends, detector.before, detector.after, len(text)):
-                for found in detector.extract.finditer(text, start, end):
-                    value = found.group(detector.group)
-                    if not _validated(detector.name, value):
-                        continue
-                    v_start, v_end = found.span(detector.group)
-                    if detector.keywords and not _has_keyword(
-                        text, v_start, detector.keywords, key
-                    ):
-                        continue
-                    if detector.excluded_by and _has_keyword(
-                        text, v_start, detector.excluded_by, key
-                    ):
-                        continue
-                    matches.append(
-                        EntityMatch(
-                            detector.entity,
-                            v_start,
-                            v_end,
-                            mask_value(detector.entity, value),
-                            detector.confidence,
-                            detector.name,
-                        )
-                    )
-        return matches
-
-    def _phones(self, text: str, ends: list[int]) -> list[EntityMatch]:
-        matches: list[EntityMatch] = []
-        for start, end in _windows(ends, 24, 4, len(text)):
-            for found in _PHONE_CANDIDATE.finditer(text, start, end):
-                masked = self._phone_cache(found.group().rstrip(" -.("))
+    def _phones(self, block: str, ends: list[int], found: list[_Found]) -> None:
+        for start, end in _windows(ends, 24, 4, len(block)):
+            for candidate in _PHONE_CANDIDATE.finditer(block, start, end):
+                text = candidate.group().rstrip(" -.(")
+                masked = self._phone_cache(text)
                 if masked:
-                    matches.append(
-                        EntityMatch(
-                            "PHONE",
-                            found.start(),
-                            found.start() + len(found.group().rstrip(" -.(")),
-                            masked,
-                            0.9,
-                            "phonenumbers",
-                        )
-                    )
-        return matches
+                    at = candidate.start()
+                    found.append((at, at + len(text), "PHONE", masked, 0.9, "phonenumbers"))
 
     def _phone_in(self, candidate: str) -> str | None:
         """The mask of ``candidate`` if it is a valid number in one of the regions.
@@ -227,68 +195,158 @@ class Classifier:
                 return None  # the country code fixed it: other regions will not help
         return None
 
-    def _from_key(self, text: str, key: str | None) -> list[EntityMatch]:
-        """Stage 3 for values whose meaning is in the field name alone."""
-        if not key or not _key_may_tell(key):
-            return []
-        stripped = text.strip()
-        whole = (0, len(text))
-        if _PHONE_KEY.search(key) and stripped.isdigit() and 8 <= len(stripped) <= 15:
-            number = _parse_msisdn(stripped)  # an msisdn field holds the number without "+"
-            if number is not None:
-                return [EntityMatch("PHONE", *whole, mask_phone(number), 0.85, "msisdn-key")]
-        if (_LAT_KEY.match(key) and _float_within(stripped, 90.0)) or (
-            _LON_KEY.match(key) and _float_within(stripped, 180.0)
-        ):
-            return [EntityMatch("GEO_COORDINATE", *whole, mask_text(stripped), 0.85, "geo-key")]
-        if _MESSAGE_KEY.match(key) and len(_WORD.findall(text)) >= 3:
-            return [
-                EntityMatch(
-                    "MESSAGE_BODY", *whole, f"<message, {len(text)} chars>", 0.85, "message-key"
-                )
-            ]
-        if _PERSON_KEY.match(key) and _PERSON_VALUE.match(stripped):
-            return [EntityMatch("PERSON", *whole, mask_text(stripped, keep=1), 0.7, "name-key")]
-        return []
 
-    @staticmethod
-    def _resolve(matches: list[EntityMatch]) -> list[EntityMatch]:
-        """Overlapping claims: the more specific entity, then the longer match, wins."""
-        if len(matches) < 2:
-            return matches
-        kept: list[EntityMatch] = []
-        ordered = sorted(matches, key=lambda m: (PRIORITY[m.entity], m.start - m.end, m.start))
-        for match in ordered:
-            if match.entity in ("MESSAGE_BODY", "PERSON") or not any(
-                match.start < k.end and k.start < match.end
-                for k in kept
-                if k.entity not in ("MESSAGE_BODY", "PERSON")
-            ):
-                kept.append(match)
-        return sorted(kept, key=lambda m: (m.start, m.end))
+def _extract(
+    detector: Detector,
+    block: str,
+    ends: list[int],
+    json_lines: bool,
+    found: list[_Found],
+) -> None:
+    """Stage 2 and 3 for one detector: exact matches near its hits, validated, in context."""
+    limit = len(block)
+    for start, end in _windows(ends, detector.before + WINDOW_SLACK, detector.after, limit):
+        for match in detector.extract.finditer(block, start, end):
+            value = match.group(detector.group)
+            if not _validated(detector.name, value):
+                continue
+            v_start, v_end = match.span(detector.group)
+            if detector.keyword_pattern or detector.excluded_pattern:
+                context = _context(block, v_start, json_lines)
+                if detector.keyword_pattern and not detector.keyword_pattern.search(context):
+                    continue
+                if detector.excluded_pattern and detector.excluded_pattern.search(context):
+                    continue
+            masked = mask_value(detector.entity, value)
+            found.append(
+                (v_start, v_end, detector.entity, masked, detector.confidence, detector.name)
+            )
 
 
-@lru_cache(maxsize=4096)
-def _key_may_tell(key: str) -> bool:
-    """Whether a field name alone can make its value personal data (cached: keys repeat)."""
-    return any(
-        pattern.search(key)
-        for pattern in (_PHONE_KEY, _LAT_KEY, _LON_KEY, _MESSAGE_KEY, _PERSON_KEY)
-    )
+def _context(block: str, start: int, json_lines: bool) -> str:
+    """Lower-cased words that may tell what the value at ``start`` is: the text shortly before
+    it on its line (a record's field starts with its key; in a JSON line, from its own key on)."""
+    before = block[max(0, start - CONTEXT_CHARS) : start]
+    before = before[before.rfind("\n") + 1 :]
+    if json_lines:
+        before = before[max(before.rfind(', "'), before.rfind('{"'), 0) :]
+    return before.lower().replace("_", " ")
+
+
+def _in_value(
+    matches: list[EntityMatch], offset: int, text: str, key: str | None
+) -> list[EntityMatch]:
+    """Matches in a ``key: value`` line moved onto the value, plus what the key alone tells."""
+    in_value = [
+        match._replace(start=match.start - offset, end=match.end - offset)
+        for match in matches
+        if match.start >= offset
+    ]
+    if key and key_may_tell(key):
+        in_value = _resolve(in_value + from_key(text, key))
+    return in_value
+
+
+def _from_json_keys(block: str, ends: list[int], found: list[_Found]) -> None:
+    """Stage 3 on raw JSON: the value after each telling key, judged by the key alone."""
+    for end in ends:
+        close = block.rfind('"', 0, end)
+        escaped = block[close - 1] == "\\"
+        key_end = close - 1 if escaped else close
+        open_ = block.rfind('"', 0, key_end)
+        key = block[open_ + 1 : key_end]
+        if "\n" in key or "\\" in key or not key_may_tell(key):
+            continue
+        pattern = _EMBEDDED_VALUE if escaped else _JSON_VALUE
+        value = pattern.match(block, end)
+        if value is None:
+            continue
+        if value.lastindex == 3:  # an array: its scalar items under the same key
+            _from_json_array(block, value.start(3), key, found)
+            continue
+        group = value.lastindex or 1
+        raw = value.group(group)
+        text = _unescape(raw) if group == 1 and "\\" in raw else raw
+        v_start, v_end = value.span(group)
+        for match in from_key(text, key):
+            found.append(_whole(match, v_start, v_end))
+
+
+def _whole(match: EntityMatch, start: int, end: int) -> _Found:
+    return (start, end, match.entity, match.masked, match.confidence, match.why)
+
+
+def _from_json_array(block: str, at: int, key: str, found: list[_Found]) -> None:
+    line_end = block.find("\n", at)
+    try:
+        items, stop = _DECODER.raw_decode(block[: len(block) if line_end < 0 else line_end], at)
+    except (ValueError, RecursionError):
+        return
+    if not isinstance(items, list):
+        return
+    for item_key, text in iter_fields([i for i in items if not isinstance(i, dict)], key):
+        for match in from_key(text, item_key):
+            found.append(_whole(match, at, stop))
+
+
+def _unescape(raw: str) -> str:
+    try:
+        text = json.loads(f'"{raw}"')
+    except ValueError:
+        return raw
+    return text if isinstance(text, str) else raw
+
+
+def _batches(lines: Iterable[str]) -> Iterator[list[str]]:
+    """Lines grouped into batches of about BATCH_BYTES, each line cut at MAX_TEXT_CHARS."""
+    batch: list[str] = []
+    size = 0
+    for line in lines:
+        batch.append(line[:MAX_TEXT_CHARS])
+        size += len(line)
+        if size >= BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _resolve(matches: list[EntityMatch]) -> list[EntityMatch]:
+    """Overlapping claims: the more specific entity, then the longer match, wins.
+
+    Kept spans never overlap, so they stay sorted in two parallel lists and each claim is
+    checked against its neighbours only (a 1 MiB line with 40,000 numbers stays fast).
+    """
+    if len(matches) < 2:
+        return matches
+    kept: list[EntityMatch] = []
+    starts: list[int] = []
+    ends: list[int] = []
+    for match in sorted(matches, key=lambda m: (PRIORITY[m.entity], m.start - m.end, m.start)):
+        if match.entity in _WHOLE_VALUE:
+            kept.append(match)
+            continue
+        at = bisect.bisect_left(starts, match.start)
+        if (at < len(starts) and starts[at] < match.end) or (at > 0 and ends[at - 1] > match.start):
+            continue
+        starts.insert(at, match.start)
+        ends.insert(at, match.end)
+        kept.append(match)
+    return sorted(kept, key=lambda m: (m.start, m.end))
 
 
 @lru_cache(maxsize=65536)
 def _validated(name: str, value: str) -> bool:
-    for detector in DETECTORS:
-        if detector.name == name:
-            return detector.validate(value)
-    return False
+    return _BY_NAME[name].validate(value)
+
+
+_BY_NAME = {detector.name: detector for detector in DETECTORS}
 
 
 def _windows(ends: list[int], before: int, after: int, limit: int) -> Iterator[tuple[int, int]]:
     """Merged ``[end-before, end+after)`` windows around sorted trigger hits."""
     current: tuple[int, int] | None = None
-    for end in sorted(ends):
+    for end in ends:
         start, stop = max(0, end - before), min(limit, end + after)
         if current and start <= current[1]:
             current = (current[0], max(current[1], stop))
@@ -300,40 +358,7 @@ def _windows(ends: list[int], before: int, after: int, limit: int) -> Iterator[t
         yield current
 
 
-def _has_keyword(text: str, start: int, keywords: tuple[str, ...], key: str | None) -> bool:
-    """A whole-word keyword in the field name or shortly before the value."""
-    if key and any(_word_in(k, key.lower().replace("_", " ")) for k in keywords):
-        return True
-    before = text[max(0, start - CONTEXT_CHARS) : start].lower()
-    return any(_word_in(k, before) for k in keywords)
-
-
-@lru_cache(maxsize=256)
-def _keyword_pattern(keyword: str) -> re.Pattern[str]:
-    return re.compile(rf"(?<![a-z0-9]){re.escape(keyword)}(?![a-z0-9])")
-
-
-def _word_in(keyword: str, text: str) -> bool:
-    return bool(_keyword_pattern(keyword).search(text))
-
-
 @lru_cache(maxsize=65536)
-def _parse_msisdn(digits: str) -> phonenumbers.PhoneNumber | None:
-    try:
-        number = phonenumbers.parse("+" + digits, None)
-    except phonenumbers.NumberParseException:
-        return None
-    return number if phonenumbers.is_valid_number(number) else None
-
-
-def _float_within(text: str, bound: float) -> bool:
-    try:
-        value = float(text)
-    except ValueError:
-        return False
-    return "." in text and -bound <= value <= bound
-
-
 def mask_value(entity: str, value: str) -> str:
     """A mask that keeps a hint of the value and nothing that identifies anyone."""
     if entity == "EMAIL":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import gzip
 import io
-import json
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,14 +173,10 @@ def _profile_text(lines: Iterable[str], classifier: Classifier, profile: FilePro
 
 
 def _profile_jsonl(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:
-    for line in lines:
-        if not line.strip():
-            continue
-        try:
-            record: object = json.loads(line)
-        except (ValueError, RecursionError):
-            record = line  # not JSON after all: classify the line as text
-        _count(profile, ((m.entity, m.masked) for _, m in classifier.scan_record(record)))
+    """The fast path: raw lines through hyperscan, no JSON parsing (see ``scan_json_lines``)."""
+    records = (line for line in lines if line.strip())
+    for matches in classifier.scan_json_lines(records):
+        _count(profile, ((m.entity, m.masked) for m in matches))
 
 
 def _profile_csv(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:

@@ -8,7 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from functools import lru_cache
 
-from perisai.classify.engine import Classifier, EntityMatch
+from perisai.classify.engine import Classifier
+from perisai.classify.match import EntityMatch
 from perisai.findings import DataProfile
 
 DEFAULT_REGIONS: tuple[str, ...] = ("MY",)

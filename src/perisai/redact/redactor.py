@@ -7,7 +7,8 @@ import hmac
 import re
 from enum import StrEnum
 
-from perisai.classify.engine import Classifier, EntityMatch
+from perisai.classify.engine import Classifier
+from perisai.classify.match import EntityMatch
 from perisai.classify.profile import classifier_for
 
 TOKEN_HEX_CHARS = 16

@@ -1,0 +1,20 @@
+"""What the classifier reports for each entity it finds."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class EntityMatch(NamedTuple):
+    """One entity in one text: type, span, masked form, how sure, and why.
+
+    A named tuple rather than a dataclass: the classifier makes one per value found, and
+    building tuples costs a fraction of a frozen dataclass.
+    """
+
+    entity: str
+    start: int
+    end: int
+    masked: str
+    confidence: float = 0.9
+    why: str = ""
