@@ -32,7 +32,7 @@ from perisai.classify.detectors import (
     PRIORITY,
     Detector,
 )
-from perisai.classify.keyhints import JSON_KEY_TRIGGER, from_key, key_may_tell
+from perisai.classify.keyhints import JSON_KEY_TRIGGERS, from_key, from_kind, key_may_tell
 from perisai.classify.mask import mask_email, mask_phone, mask_text
 from perisai.classify.match import EntityMatch
 from perisai.classify.records import iter_fields
@@ -41,7 +41,7 @@ MAX_TEXT_CHARS = 1 << 20  # a single text longer than this is classified on its 
 BATCH_BYTES = 1 << 20  # the line-oriented paths hand hyperscan about this much at a time
 WINDOW_SLACK = 2  # a trigger's end lies past the boundary character after its value
 _PHONE_ID = len(DETECTORS)
-_KEY_ID = _PHONE_ID + 1
+_FIRST_KEY_ID = _PHONE_ID + 1  # then one trigger per kind of telling JSON key
 _WHOLE_VALUE = ("MESSAGE_BODY", "PERSON")  # may overlap other entities: both are kept
 
 # A phone-number-shaped run not glued to words, decimals, dates, UUIDs or paths.
@@ -51,6 +51,7 @@ _JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.){0,65536})"|(-?\d[\d.eE+-]{0,
 # The same inside JSON that is itself a string value (`\"msisdn\": \"6012…\"`).
 _EMBEDDED_VALUE = re.compile(r'\s*(?:\\"(.{0,65536}?)\\"|(-?\d[\d.eE+-]{0,40}))')
 _DECODER = json.JSONDecoder()
+_POSITION = itemgetter(1, 2)  # an EntityMatch's (start, end)
 _NOT_CONTINUATION = bytes(b for b in range(256) if b & 0xC0 != 0x80)  # delete all but 10xxxxxx
 
 # (start, end, entity, masked, confidence, why) in batch offsets, before lines are assigned.
@@ -63,8 +64,10 @@ class Classifier:
 
     def __init__(self, regions: tuple[str, ...] = ("MY",)) -> None:
         self.regions = regions or ("MY",)
-        expressions = [d.gated_trigger for d in DETECTORS] + [PHONE_TRIGGER, JSON_KEY_TRIGGER]
-        caseless = [d.caseless or bool(d.keywords) for d in DETECTORS] + [False, True]
+        expressions = [d.gated_trigger for d in DETECTORS] + [PHONE_TRIGGER]
+        expressions += [expression for _, expression in JSON_KEY_TRIGGERS]
+        caseless = [d.caseless or bool(d.keywords) for d in DETECTORS] + [False]
+        caseless += [True] * len(JSON_KEY_TRIGGERS)
         self._database = hyperscan.Database()
         self._database.compile(
             expressions=[e.encode() for e in expressions],
@@ -131,9 +134,10 @@ class Classifier:
             ends = [end for _, end in group]
             if detector_id == _PHONE_ID:
                 self._phones(block, ends, found)
-            elif detector_id == _KEY_ID:
+            elif detector_id >= _FIRST_KEY_ID:
                 if json_lines:
-                    _from_json_keys(block, ends, found)
+                    kind = JSON_KEY_TRIGGERS[detector_id - _FIRST_KEY_ID][0]
+                    _from_json_keys(block, ends, kind, found)
             else:
                 _extract(DETECTORS[detector_id], block, ends, json_lines, found)
         per_line: list[list[EntityMatch]] = [[] for _ in lines]
@@ -247,46 +251,37 @@ def _in_value(
     return in_value
 
 
-def _from_json_keys(block: str, ends: list[int], found: list[_Found]) -> None:
-    """Stage 3 on raw JSON: the value after each telling key, judged by the key alone."""
+def _from_json_keys(block: str, ends: list[int], kind: str, found: list[_Found]) -> None:
+    """Stage 3 on raw JSON: the value after each key of one telling kind, judged by the key."""
     for end in ends:
-        close = block.rfind('"', 0, end)
-        escaped = block[close - 1] == "\\"
-        key_end = close - 1 if escaped else close
-        open_ = block.rfind('"', 0, key_end)
-        key = block[open_ + 1 : key_end]
-        if "\n" in key or "\\" in key or not key_may_tell(key):
-            continue
-        pattern = _EMBEDDED_VALUE if escaped else _JSON_VALUE
-        value = pattern.match(block, end)
+        escaped = block[block.rfind('"', 0, end) - 1] == "\\"
+        value = (_EMBEDDED_VALUE if escaped else _JSON_VALUE).match(block, end)
         if value is None:
             continue
-        if value.lastindex == 3:  # an array: its scalar items under the same key
-            _from_json_array(block, value.start(3), key, found)
+        if value.lastindex == 3:  # an array: its scalar items count under the same key
+            _from_json_array(block, value.start(3), kind, found)
             continue
         group = value.lastindex or 1
         raw = value.group(group)
         text = _unescape(raw) if group == 1 and "\\" in raw else raw
         v_start, v_end = value.span(group)
-        for match in from_key(text, key):
-            found.append(_whole(match, v_start, v_end))
+        for match in from_kind(text, kind):
+            found.append((v_start, v_end, match.entity, match.masked, match.confidence, match.why))
 
 
-def _whole(match: EntityMatch, start: int, end: int) -> _Found:
-    return (start, end, match.entity, match.masked, match.confidence, match.why)
-
-
-def _from_json_array(block: str, at: int, key: str, found: list[_Found]) -> None:
+def _from_json_array(block: str, at: int, kind: str, found: list[_Found]) -> None:
     line_end = block.find("\n", at)
+    text = block[at : len(block) if line_end < 0 else line_end]
     try:
-        items, stop = _DECODER.raw_decode(block[: len(block) if line_end < 0 else line_end], at)
+        items, length = _DECODER.raw_decode(text)
     except (ValueError, RecursionError):
         return
     if not isinstance(items, list):
         return
-    for item_key, text in iter_fields([i for i in items if not isinstance(i, dict)], key):
-        for match in from_key(text, item_key):
-            found.append(_whole(match, at, stop))
+    scalars = [item for item in items if not isinstance(item, dict)]  # dicts: their own keys
+    for _, value in iter_fields(scalars):
+        for match in from_kind(value, kind):
+            found.append((at, at + length, match.entity, match.masked, match.confidence, match.why))
 
 
 def _unescape(raw: str) -> str:
@@ -319,6 +314,9 @@ def _resolve(matches: list[EntityMatch]) -> list[EntityMatch]:
     """
     if len(matches) < 2:
         return matches
+    by_position = sorted(matches, key=_POSITION)
+    if all(a.end <= b.start for a, b in itertools.pairwise(by_position)):
+        return by_position
     kept: list[EntityMatch] = []
     starts: list[int] = []
     ends: list[int] = []
@@ -332,7 +330,7 @@ def _resolve(matches: list[EntityMatch]) -> list[EntityMatch]:
         starts.insert(at, match.start)
         ends.insert(at, match.end)
         kept.append(match)
-    return sorted(kept, key=lambda m: (m.start, m.end))
+    return sorted(kept, key=_POSITION)
 
 
 @lru_cache(maxsize=65536)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from perisai.classify.engine import Classifier
+from perisai.classify.match import EntityMatch
 
 SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 1 << 20
@@ -39,15 +40,19 @@ class FileProfile:
     def share_with_personal_data(self) -> float:
         return self.records_with_personal_data / self.records if self.records else 0.0
 
+    _shown: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
     def add(self, entity: str, masked: str) -> None:
+        """Count one entity; keep its mask as an example while the type has few (hot path)."""
         self.entities[entity] = self.entities.get(entity, 0) + 1
-        self._example(f"{entity}: {masked}")
+        if self._shown.get(entity, 0) < EXAMPLES_PER_ENTITY:
+            self._example(f"{entity}: {masked}")
 
     def _example(self, example: str) -> None:
         entity = example.split(": ", 1)[0]
-        shown = sum(1 for e in self.examples if e.startswith(entity + ": "))
-        if shown < EXAMPLES_PER_ENTITY and example not in self.examples:
+        if self._shown.get(entity, 0) < EXAMPLES_PER_ENTITY and example not in self.examples:
             self.examples.append(example)
+            self._shown[entity] = self._shown.get(entity, 0) + 1
 
     def merge(self, other: FileProfile) -> None:
         self.records += other.records
@@ -157,28 +162,28 @@ class _CountingLines:
                 return skipped
 
 
-def _count(profile: FileProfile, matches: Iterable[tuple[str, str]]) -> None:
+def _count(profile: FileProfile, matches: Iterable[EntityMatch]) -> None:
     profile.records += 1
     found = False
-    for entity, masked in matches:
+    for match in matches:
         found = True
-        profile.add(entity, masked)
+        profile.add(match.entity, match.masked)
     if found:
         profile.records_with_personal_data += 1
 
 
 def _profile_text(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:
-    for matches in classifier.scan_lines(line for line in lines):
-        _count(profile, ((m.entity, m.masked) for m in matches))
+    for matches in classifier.scan_lines(lines):
+        _count(profile, matches)
 
 
 def _profile_jsonl(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:
     """The fast path: raw lines through hyperscan, no JSON parsing (see ``scan_json_lines``)."""
     records = (line for line in lines if line.strip())
     for matches in classifier.scan_json_lines(records):
-        _count(profile, ((m.entity, m.masked) for m in matches))
+        _count(profile, matches)
 
 
 def _profile_csv(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:
     for row in csv.DictReader(lines):
-        _count(profile, ((m.entity, m.masked) for _, m in classifier.scan_record(dict(row))))
+        _count(profile, (m for _, m in classifier.scan_record(dict(row))))
