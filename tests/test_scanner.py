@@ -53,7 +53,7 @@ async def test_silent_server_ends_within_deadline_and_says_so(silent_port: int) 
     began = time.monotonic()
     report = await Scanner(config).scan(parse_targets([f"127.0.0.1:{silent_port}"]))
     elapsed = time.monotonic() - began
-    # two probes x 2 x timeout for fingerprints, plus one banner read: bounded by the config
+    # all fingerprints at once (2 x timeout), then one banner read: bounded by the config
     assert elapsed < config.probe_deadline
     [finding] = report.findings
     assert finding.rule == "service.unidentified"

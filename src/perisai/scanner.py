@@ -157,18 +157,27 @@ class Scanner:
         return list(result.findings)
 
     async def _identify(self, endpoint: Endpoint) -> tuple[Probe, Fingerprint] | None:
-        """Ask each probe in turn (the port's usual owner first) whether it knows the answer."""
+        """Ask every probe at once whether it knows the answer; the port's usual owner wins.
+
+        Each probe asks on its own connection, so a silent port costs one fingerprint timeout,
+        not one per probe; a probe that fails or times out just does not claim the port.
+        """
         ordered = sorted(self.probes, key=lambda p: endpoint.port not in p.default_ports)
-        for probe in ordered:
-            try:
-                fingerprint = await asyncio.wait_for(
-                    probe.fingerprint(endpoint.host, endpoint.port), self.config.timeout * 2
-                )
-            except (OSError, TimeoutError, EOFError, ValueError):
-                continue
+        answers = await asyncio.gather(*(self._fingerprint(probe, endpoint) for probe in ordered))
+        for probe, fingerprint in zip(ordered, answers, strict=True):
             if fingerprint is not None:
                 return probe, fingerprint
         return None
+
+    async def _fingerprint(self, probe: Probe, endpoint: Endpoint) -> Fingerprint | None:
+        try:
+            return await asyncio.wait_for(
+                probe.fingerprint(endpoint.host, endpoint.port), self.config.timeout * 2
+            )
+        except (OSError, TimeoutError, EOFError, ValueError):
+            return None
+        except Exception:  # a probe's bug on a strange answer must not end the scan
+            return None
 
     async def _unidentified(self, endpoint: Endpoint) -> Finding:
         banner = await _banner(endpoint, min(self.config.timeout, 1.5))
