@@ -153,6 +153,14 @@ def scan(
     timeout: Annotated[
         float, typer.Option(min=0.1, max=120, help="Seconds per connection attempt and per read.")
     ] = 3.0,
+    deadline: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            max=3600,
+            help="Seconds one service's probe may take in all [default: 60, or 20 × --timeout].",
+        ),
+    ] = None,
     sample: Annotated[
         int, typer.Option(min=0, max=1000, help="Records sampled per database, table or keyspace.")
     ] = 20,
@@ -174,7 +182,7 @@ def scan(
     regions = _regions(region)
     config = ScanConfig(
         timeout=timeout,
-        probe_deadline=max(60.0, timeout * 20),
+        probe_deadline=deadline or max(60.0, timeout * 20),
         sample=sample,
         concurrency=concurrency,
         regions=regions,

@@ -9,6 +9,49 @@ from perisai.compromise import RULE_RANSOM_NOTE, RansomNote
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Target, exposure_severity
 
 MAX_EXAMPLES_IN_EVIDENCE = 6
+LARGEST_REPLY_BYTES = 1 << 20  # one reply (a value, a page) over this is refused, not read
+CONNECTION_BUDGET_BYTES = 32 << 20  # all a probe reads on one connection
+
+
+class ReplyTooLarge(Exception):
+    """A server announced or sent more than perisai reads. Not an OSError on purpose: client
+    libraries then drop the connection and pass this on unchanged, message and all."""
+
+
+def bound_stream(
+    reader: asyncio.StreamReader,
+    largest: int = LARGEST_REPLY_BYTES,
+    budget: int = CONNECTION_BUDGET_BYTES,
+) -> None:
+    """Make a client library's ``reader`` refuse replies over ``largest`` bytes and stop after
+    ``budget`` bytes in all, so a hostile server's "1 GB follows" costs nothing to believe.
+
+    Wraps ``readexactly``, ``readline`` and ``read`` in place (libraries keep the object).
+    """
+    spent = 0
+    read_exactly, read_line, read_some = reader.readexactly, reader.readline, reader.read
+
+    def spend(data: bytes) -> bytes:
+        nonlocal spent
+        spent += len(data)
+        if spent > budget:
+            raise ReplyTooLarge(f"the server sent over {budget >> 20} MiB on one connection")
+        return data
+
+    async def readexactly(n: int) -> bytes:
+        if n > largest:
+            raise ReplyTooLarge(f"the server announced a {n:,}-byte reply (cap {largest:,})")
+        return spend(await read_exactly(n))
+
+    async def readline() -> bytes:
+        return spend(await read_line())
+
+    async def read(n: int = -1) -> bytes:
+        return spend(await read_some(largest if n < 0 or n > largest else n))
+
+    reader.readexactly = readexactly  # type: ignore[method-assign]
+    reader.readline = readline  # type: ignore[method-assign]
+    reader.read = read  # type: ignore[method-assign]
 
 
 async def exchange(host: str, port: int, request: bytes, timeout: float, limit: int = 512) -> bytes:

@@ -19,6 +19,8 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    ReplyTooLarge,
+    bound_stream,
     exchange,
     exposure_finding,
     profile_evidence,
@@ -28,6 +30,17 @@ from perisai.probes.interface import Fingerprint, Probe, ProbeResult
 
 # Passwords shipped in vendor configs and images; tried only when auth is required, never more.
 DEFAULT_PASSWORDS: tuple[str, ...] = ("foobared", "redis", "password", "123456", "admin")
+
+
+class _BoundedConnection(aioredis.Connection):
+    """A redis-py connection that refuses replies over LARGEST_REPLY_BYTES (see bound_stream)."""
+
+    async def _connect(self) -> None:
+        await super()._connect()  # type: ignore[no-untyped-call]
+        if self._reader is not None:
+            bound_stream(self._reader)
+
+
 MAX_SCAN_CALLS = 64  # SCAN round trips per database before giving up on filling the sample
 
 _REMEDIATION = (
@@ -89,18 +102,20 @@ class RedisProbe(Probe):
         return None
 
     def _client(self, host: str, port: int, password: str | None, db: int = 0) -> aioredis.Redis:
-        return aioredis.Redis(
+        pool = aioredis.ConnectionPool(
+            connection_class=_BoundedConnection,
+            max_connections=1,
             host=host,
             port=port,
             db=db,
             password=password,
             socket_timeout=self.config.timeout,
             socket_connect_timeout=self.config.timeout,
-            single_connection_client=True,
             driver_info=None,  # no CLIENT SETINFO: the probe sends only read commands
             retry=Retry(NoBackoff(), 0),  # one attempt: a refused login is an answer
             protocol=2,
         )
+        return aioredis.Redis.from_pool(pool)
 
     async def _login(self, host: str, port: int) -> tuple[aioredis.Redis | None, Auth, int]:
         """A client that is let in, how it got in, and how many default passwords were tried."""
@@ -164,13 +179,14 @@ class RedisProbe(Probe):
         for db, keys in databases[: self.config.max_databases]:
             db_client = client if db == 0 else self._client(host, port, password, db)
             try:
-                records, db_notes = await self._sample_db(db_client, db)
+                records, db_notes, unread = await self._sample_db(db_client, db)
             finally:
                 if db_client is not client:
                     await db_client.aclose()
             db_profile = profile_records(records, self.config.regions)
             db_profile.records_estimated = keys
             evidence.append(Evidence(f"db{db}: {keys} keys"))
+            evidence.extend(Evidence(problem) for problem in unread[:3])
             evidence.extend(profile_evidence(db_profile)[:1])
             profile.merge(db_profile)
             notes.extend(db_notes)
@@ -195,10 +211,12 @@ class RedisProbe(Probe):
 
     async def _sample_db(
         self, client: aioredis.Redis, db: int
-    ) -> tuple[list[dict[str, Any]], list[RansomNote]]:
-        """Up to ``sample`` keys of one database, each value read by type with a byte cap."""
+    ) -> tuple[list[dict[str, Any]], list[RansomNote], list[str]]:
+        """Up to ``sample`` keys of one database, each value read by type with a byte cap;
+        also what could not be read, and why."""
         records: list[dict[str, Any]] = []
         notes: list[RansomNote] = []
+        unread: list[str] = []
         cursor: int = 0
         for _ in range(MAX_SCAN_CALLS):
             cursor, keys = await client.scan(cursor=cursor, count=100)
@@ -206,7 +224,11 @@ class RedisProbe(Probe):
                 if len(records) >= self.config.sample:
                     break
                 key = _text(raw_key, self.config.max_value_bytes)
-                value = await self._read_value(client, raw_key)
+                try:
+                    value = await self._read_value(client, raw_key)
+                except ReplyTooLarge as error:
+                    unread.append(f"db{db}/{key[:64]!r} not read: {error}")
+                    continue
                 records.append({"key": key, "value": value})
                 if isinstance(value, str) and (is_note_name(key) or len(value) >= 80):
                     note = detect_ransom_note(f"db{db}/{key}", value)
@@ -214,7 +236,7 @@ class RedisProbe(Probe):
                         notes.append(note)
             if cursor == 0 or len(records) >= self.config.sample:
                 break
-        return records, notes
+        return records, notes, unread
 
     async def _read_value(self, client: aioredis.Redis, key: bytes | str) -> object:
         """A bounded read of one key's value, or ``None`` for types we do not read."""
