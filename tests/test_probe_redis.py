@@ -55,6 +55,14 @@ async def test_exposed_redis_is_critical_with_personal_data(lab: dict[str, Any])
     assert any("+PONG without AUTH" in e.text for e in main.evidence)
 
 
+async def test_planted_cron_job_is_found_among_hundreds_of_keys(lab: dict[str, Any]) -> None:
+    findings = await _scan(lab["redis-exposed"].port)
+    [planted] = [f for f in findings if f.rule == "compromise.planted-payload"]
+    assert planted.severity is Severity.CRITICAL
+    assert planted.object == "db0/backup1"
+    assert "cron job" in planted.evidence[0].text and "curl" in planted.evidence[0].text
+
+
 async def test_secured_redis_is_info_never_open(lab: dict[str, Any]) -> None:
     findings = await _scan(lab["redis-secured"].port)
     assert [f.rule for f in findings] == ["redis.auth-required"]

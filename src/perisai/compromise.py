@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from perisai.classify import redact_text
+from perisai.classify import redact_text, validators
 from perisai.findings import Rule, Severity
 
 NOTE_PREVIEW_CHARS = 240
@@ -43,7 +43,34 @@ _DEMAND_PHRASES = (
     re.compile(r"(?i)\b(deleted|leaked|publish|sell|gdpr|authorities)\b"),
     re.compile(r"(?i)\b(contact|e-?mail)\b.{0,40}@"),
 )
-_BTC_ADDRESS = re.compile(r"\b(bc1[02-9ac-hj-np-z]{11,71}|[13][1-9A-HJ-NP-Za-km-z]{25,34})\b")
+
+# Payment addresses a note may name: Bitcoin (base58check, bech32), Monero, Ethereum; each kept
+# only when its checksum holds, so a random token is never shown as the attacker's wallet.
+_ADDRESSES = (
+    (re.compile(r"\b[13][1-9A-HJ-NP-Za-km-z]{25,34}\b"), validators.bitcoin_base58),
+    (re.compile(r"(?i)\bbc1[02-9ac-hj-np-z]{11,71}\b"), validators.bitcoin_bech32),
+    (re.compile(r"\b[48][1-9A-HJ-NP-Za-km-z]{94}\b"), validators.monero),
+    (re.compile(r"\b0x[0-9a-fA-F]{40}\b"), validators.ethereum),
+)
+
+RULE_PLANTED_PAYLOAD = Rule(
+    id="compromise.planted-payload",
+    name="PlantedPayload",
+    description=(
+        "The store holds a cron line or an SSH public key written as a value: the trace of an "
+        "attack that turns an open Redis into a shell on its host (CONFIG SET dir to a cron "
+        "or .ssh directory, then SAVE)."
+    ),
+    remediation=(
+        "Treat the host as compromised: check crontabs and authorized_keys of the account the "
+        "store runs as, rebuild the host, then require authentication, bind to a private "
+        "interface and rename or disable CONFIG."
+    ),
+    default_severity=Severity.CRITICAL,
+    references=("https://cwe.mitre.org/data/definitions/306.html",),
+)
+_CRON_LINE = re.compile(r"(?m)^\s*(?:[*\d/,-]+\s+){4}[*\d/,-]+\s+\S.*$")
+_SSH_KEY = re.compile(r"\b(?:ssh-(?:rsa|ed25519|dss)|ecdsa-sha2-nistp\d+) AAAA[0-9A-Za-z+/=]{20,}")
 
 
 @dataclass(frozen=True)
@@ -72,9 +99,44 @@ def detect_ransom_note(location: str, text: str) -> RansomNote | None:
     """
     score = demand_score(text)
     if score >= 3 or (score >= 2 and is_note_name(location)):
-        addresses = tuple(dict.fromkeys(_BTC_ADDRESS.findall(text)))
+        addresses = payment_addresses(text)
         preview = " ".join(redact_text(text[: NOTE_PREVIEW_CHARS * 4]).split())
         if len(preview) > NOTE_PREVIEW_CHARS:
             preview = preview[:NOTE_PREVIEW_CHARS] + "…"
         return RansomNote(location=location, preview=preview, payment_addresses=addresses)
+    return None
+
+
+def payment_addresses(text: str) -> tuple[str, ...]:
+    """Cryptocurrency addresses in ``text`` whose checksums hold, in order, each once."""
+    found = [
+        match.group()
+        for pattern, valid in _ADDRESSES
+        for match in pattern.finditer(text)
+        if valid(match.group())
+    ]
+    return tuple(dict.fromkeys(sorted(found, key=text.find)))
+
+
+@dataclass(frozen=True)
+class PlantedPayload:
+    """A value that is a cron job or an SSH key: where it is and what kind (masked preview)."""
+
+    location: str
+    kind: str  # "cron job" | "SSH public key"
+    preview: str
+
+
+def detect_planted_payload(location: str, text: str) -> PlantedPayload | None:
+    """A :class:`PlantedPayload` when ``text`` carries a cron line or an SSH public key.
+
+    The attack writes the payload between blank lines so that cron or sshd skip the rest of
+    the dump file around it; the value is usually under keys like ``backup1``…``backup4``.
+    """
+    ssh = _SSH_KEY.search(text)
+    if ssh:
+        return PlantedPayload(location, "SSH public key", f"{ssh.group()[:24]}…")
+    cron = _CRON_LINE.search(text)
+    if cron and re.search(r"(?i)\b(curl|wget|sh|bash|python|perl|nc|base64)\b", cron.group()):
+        return PlantedPayload(location, "cron job", redact_text(cron.group().strip())[:160])
     return None

@@ -318,6 +318,16 @@ DETECTORS: tuple[Detector, ...] = (
     ),
     Detector(
         "CRYPTO_ADDRESS",
+        "xmr-base58",
+        rf"{_NOT_AFTER_ALNUM}[48][1-9A-HJ-NP-Za-km-z]{{94}}{_NOT_BEFORE_ALNUM}",
+        re.compile(r"\b[48][1-9A-HJ-NP-Za-km-z]{94}\b"),
+        check.monero,
+        before=97,
+        after=1,
+        confidence=0.95,
+    ),
+    Detector(
+        "CRYPTO_ADDRESS",
         "eth-address",
         rf"0x[0-9a-fA-F]{{40}}{_NOT_BEFORE_ALNUM}",
         re.compile(r"\b0x[0-9a-fA-F]{40}\b"),

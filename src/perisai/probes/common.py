@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote
+from perisai.compromise import RULE_PLANTED_PAYLOAD, RULE_RANSOM_NOTE, PlantedPayload, RansomNote
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Target, exposure_severity
 
 MAX_EXAMPLES_IN_EVIDENCE = 6
@@ -138,3 +138,20 @@ def ransom_findings(target: Target, auth: Auth, notes: list[RansomNote]) -> list
             )
         )
     return findings
+
+
+def payload_findings(target: Target, auth: Auth, payloads: list[PlantedPayload]) -> list[Finding]:
+    """One ``compromise.planted-payload`` finding per cron job or SSH key found as a value."""
+    return [
+        Finding(
+            rule=RULE_PLANTED_PAYLOAD.id,
+            severity=RULE_PLANTED_PAYLOAD.default_severity,
+            title=f"{payload.kind.capitalize()} planted in {target.service} at {payload.location}",
+            target=target,
+            auth=auth,
+            evidence=(Evidence(f"{payload.kind} at {payload.location}: {payload.preview}"),),
+            remediation=RULE_PLANTED_PAYLOAD.remediation,
+            object=payload.location,
+        )
+        for payload in payloads
+    ]

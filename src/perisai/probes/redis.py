@@ -8,6 +8,7 @@ the server), nor GET (a string may be gigabytes; GETRANGE reads a bounded prefix
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -16,13 +17,22 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.compromise import (
+    RULE_PLANTED_PAYLOAD,
+    RULE_RANSOM_NOTE,
+    PlantedPayload,
+    RansomNote,
+    detect_planted_payload,
+    detect_ransom_note,
+    is_note_name,
+)
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     ReplyTooLarge,
     bound_stream,
     exchange,
     exposure_finding,
+    payload_findings,
     profile_evidence,
     ransom_findings,
 )
@@ -41,7 +51,9 @@ class _BoundedConnection(aioredis.Connection):
             bound_stream(self._reader)
 
 
-MAX_SCAN_CALLS = 64  # SCAN round trips per database before giving up on filling the sample
+MAX_SCAN_CALLS = 64  # SCAN pages (of about 100 key names) per database
+MAX_TELLING_KEYS = 8  # note-like or backup-like keys read in each database, before the sample
+_BACKUP_KEY = re.compile(r"(?i)backup\d{0,2}")
 
 _REMEDIATION = (
     "Require authentication: set `requirepass` to a long random secret (or define ACL users "
@@ -89,6 +101,7 @@ class RedisProbe(Probe):
             default_severity=Severity.INFO,
         ),
         RULE_RANSOM_NOTE,
+        RULE_PLANTED_PAYLOAD,
     )
 
     async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
@@ -171,6 +184,7 @@ class RedisProbe(Probe):
         ]
         profile = DataProfile(records_estimated=0)
         notes: list[RansomNote] = []
+        payloads: list[PlantedPayload] = []
         databases = sorted(
             (int(name[2:]), int(info.get("keys", 0)))
             for name, info in keyspace.items()
@@ -180,6 +194,7 @@ class RedisProbe(Probe):
             db_client = client if db == 0 else self._client(host, port, password, db)
             try:
                 records, db_notes, unread = await self._sample_db(db_client, db)
+                payloads.extend(_planted(records, db))
             finally:
                 if db_client is not client:
                     await db_client.aclose()
@@ -207,35 +222,46 @@ class RedisProbe(Probe):
             evidence=evidence,
             remediation=self.rule(rule_id).remediation,
         )
-        return ProbeResult((exposure, *ransom_findings(target, auth, notes)))
+        planted = payload_findings(target, auth, payloads)
+        return ProbeResult((exposure, *ransom_findings(target, auth, notes), *planted))
 
     async def _sample_db(
         self, client: aioredis.Redis, db: int
     ) -> tuple[list[dict[str, Any]], list[RansomNote], list[str]]:
         """Up to ``sample`` keys of one database, each value read by type with a byte cap;
-        also what could not be read, and why."""
-        records: list[dict[str, Any]] = []
-        notes: list[RansomNote] = []
-        unread: list[str] = []
+        also what could not be read, and why.
+
+        Key names go on being scanned after the sample is full (names only, MAX_SCAN_CALLS
+        pages at most) so that a note or a planted ``backup1`` key among millions is still read.
+        """
+        picked: list[bytes | str] = []
+        telling: list[bytes | str] = []
         cursor: int = 0
         for _ in range(MAX_SCAN_CALLS):
             cursor, keys = await client.scan(cursor=cursor, count=100)
             for raw_key in keys:
-                if len(records) >= self.config.sample:
-                    break
-                key = _text(raw_key, self.config.max_value_bytes)
-                try:
-                    value = await self._read_value(client, raw_key)
-                except ReplyTooLarge as error:
-                    unread.append(f"db{db}/{key[:64]!r} not read: {error}")
-                    continue
-                records.append({"key": key, "value": value})
-                if isinstance(value, str) and (is_note_name(key) or len(value) >= 80):
-                    note = detect_ransom_note(f"db{db}/{key}", value)
-                    if note:
-                        notes.append(note)
-            if cursor == 0 or len(records) >= self.config.sample:
+                if _telling_name(_text(raw_key, 256)):
+                    if len(telling) < MAX_TELLING_KEYS:
+                        telling.append(raw_key)
+                elif len(picked) < self.config.sample:
+                    picked.append(raw_key)
+            if cursor == 0:
                 break
+        records: list[dict[str, Any]] = []
+        notes: list[RansomNote] = []
+        unread: list[str] = []
+        for raw_key in telling + picked[: max(0, self.config.sample - len(telling))]:
+            key = _text(raw_key, self.config.max_value_bytes)
+            try:
+                value = await self._read_value(client, raw_key)
+            except ReplyTooLarge as error:
+                unread.append(f"db{db}/{key[:64]!r} not read: {error}")
+                continue
+            records.append({"key": key, "value": value})
+            if isinstance(value, str) and (is_note_name(key) or len(value) >= 80):
+                note = detect_ransom_note(f"db{db}/{key}", value)
+                if note:
+                    notes.append(note)
         return records, notes, unread
 
     async def _read_value(self, client: aioredis.Redis, key: bytes | str) -> object:
@@ -263,6 +289,23 @@ class RedisProbe(Probe):
                     for _, fields in entries
                 ]
         return None
+
+
+def _telling_name(key: str) -> bool:
+    """A key an extortion bot or a Redis-to-shell attack would leave (README, backup1…)."""
+    return is_note_name(key) or bool(_BACKUP_KEY.fullmatch(key))
+
+
+def _planted(records: list[dict[str, Any]], db: int) -> list[PlantedPayload]:
+    """Cron jobs and SSH keys stored as string values (the Redis-to-shell attack's trace)."""
+    found = []
+    for record in records:
+        value = record["value"]
+        if isinstance(value, str):
+            payload = detect_planted_payload(f"db{db}/{record['key']}", value)
+            if payload:
+                found.append(payload)
+    return found
 
 
 def _text(value: object, cap: int) -> str:
