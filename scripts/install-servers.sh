@@ -7,6 +7,7 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 getent passwd postgres >/dev/null 2>&1 || missing+=(postgresql)
+command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

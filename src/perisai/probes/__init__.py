@@ -15,7 +15,11 @@ from perisai.probes.interface import (
 
 # The probes shipped with perisai, used when the package's entry points are not installed
 # (running from a source tree); third-party probes arrive only through entry points.
-BUILTIN_PROBES = ("perisai.probes.redis:RedisProbe", "perisai.probes.postgres:PostgresProbe")
+BUILTIN_PROBES = (
+    "perisai.probes.redis:RedisProbe",
+    "perisai.probes.postgres:PostgresProbe",
+    "perisai.probes.mysql:MySQLProbe",
+)
 
 
 def probe_classes() -> list[type[Probe]]:

@@ -70,6 +70,10 @@ class _TableSample:
     profile: DataProfile
 
 
+# AuthenticationRequest codes: ok, Kerberos, cleartext, MD5, GSS, GSS-continue, SSPI, SASL(…).
+_AUTH_METHODS = frozenset({0, 2, 3, 5, 7, 8, 9, 10, 11, 12})
+
+
 class PostgresProbe(Probe):
     """Finds PostgreSQL servers that let anyone in, and the personal data in their tables."""
 
@@ -117,6 +121,10 @@ class PostgresProbe(Probe):
         if not 4 <= length <= 65536:
             return None
         if answer[:1] == b"R":
+            # A real auth request names a method PostgreSQL has; a MySQL greeting that happens
+            # to start with "R" does not.
+            if len(answer) < 9 or struct.unpack("!i", answer[5:9])[0] not in _AUTH_METHODS:
+                return None
             return Fingerprint(self.service, "auth request")
         if b"SFATAL" in answer or b"VFATAL" in answer:
             return Fingerprint(self.service, "error")
