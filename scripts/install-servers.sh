@@ -7,7 +7,11 @@ missing=()
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 getent passwd postgres >/dev/null 2>&1 || missing+=(postgresql)
-command -v mariadbd >/dev/null 2>&1 || missing+=(mariadb-server)
+has() { command -v "$1" >/dev/null 2>&1 || [ -x "/usr/sbin/$1" ] || [ -x "/usr/lib/rabbitmq/bin/$1" ]; }
+has mariadbd || missing+=(mariadb-server)
+has rabbitmq-server || missing+=(rabbitmq-server)
+has mosquitto || missing+=(mosquitto)
+has nats-server || missing+=(nats-server)
 
 if [ ${#missing[@]} -eq 0 ]; then
   exit 0

@@ -164,6 +164,14 @@ def scan(
     sample: Annotated[
         int, typer.Option(min=0, max=1000, help="Records sampled per database, table or keyspace.")
     ] = 20,
+    deep: Annotated[
+        bool,
+        typer.Option(
+            "--deep",
+            help="Also read queued message bodies where the broker can only hand them out and "
+            "take them back (RabbitMQ: they come back flagged redelivered). Off: counts only.",
+        ),
+    ] = False,
     region: RegionOption = None,
     output_format: FormatOption = ReportFormat.TABLE,
     output: OutputOption = None,
@@ -184,6 +192,7 @@ def scan(
         timeout=timeout,
         probe_deadline=deadline or max(60.0, timeout * 20),
         sample=sample,
+        deep=deep,
         concurrency=concurrency,
         regions=regions,
     )

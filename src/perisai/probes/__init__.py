@@ -19,6 +19,9 @@ BUILTIN_PROBES = (
     "perisai.probes.redis:RedisProbe",
     "perisai.probes.postgres:PostgresProbe",
     "perisai.probes.mysql:MySQLProbe",
+    "perisai.probes.rabbitmq:RabbitMQProbe",
+    "perisai.probes.mqtt:MQTTProbe",
+    "perisai.probes.nats:NATSProbe",
 )
 
 

@@ -26,6 +26,7 @@ class ScanConfig:
     concurrency: int = 256  # simultaneous connections in discovery
     regions: tuple[str, ...] = ("MY",)  # phone-number regions for national formats
     try_default_credentials: bool = True
+    deep: bool = False  # read message bodies where that is only safe-ish (see each probe)
 
 
 @dataclass(frozen=True)

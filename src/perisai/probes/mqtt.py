@@ -1,0 +1,430 @@
+"""MQTT: an anonymous CONNECT, then a bounded listen on ``#`` and ``$SYS/#``.
+
+Recognised on any port by a valid CONNACK to a clean-session MQTT 3.1.1 CONNECT. The probe
+then connects with aiomqtt (MQTT 5, clean start, no session kept, a Maximum Packet Size so an
+honest broker sends nothing huge; MQTT 3.1.1 when the broker refuses version 5), anonymously
+first, then with the short vendor list in ``defaults/mqtt.txt``.
+
+Reading is one SUBSCRIBE to ``#`` (every topic) and ``$SYS/#`` (the broker's own statistics)
+at QoS 0: the broker replays its retained messages, then forwards live ones, for at most
+``ScanConfig.timeout`` seconds and at most ``sample x max_tables`` messages, payloads cut to
+``max_value_bytes``. A subscription stores nothing (no session outlives the connection) and
+QoS 0 needs no acknowledgement; the probe never publishes and sets no will message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from perisai.classify import profile_records
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.probes.common import exchange, exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+
+__all__ = ["DEFAULT_CREDENTIALS", "MQTTProbe", "load_credentials"]
+
+MAX_PACKET_BYTES = 256 * 1024  # MQTT 5 Maximum Packet Size we announce: bigger ones never come
+MAX_SYS_TOPICS = 400
+MAX_TOPIC_CHARS = 512
+MAX_GROUPS_IN_EVIDENCE = 8
+# CONNACK return codes (3.1.1) and reason codes (5) that mean "who are you?"
+_AUTH_CODES = frozenset({4, 5, 0x86, 0x87, 0x8C})
+_VERSION_CODES = frozenset({1, 0x84})  # unacceptable protocol version
+_LOGGER = logging.getLogger("perisai.probes.mqtt")
+
+_REMEDIATION = (
+    "Set `allow_anonymous false` (Mosquitto; the equivalent elsewhere), give every client its "
+    "own user with a long random password or a client certificate, restrict topics with ACLs, "
+    "listen on TLS (8883) only, and block port 1883 from the internet."
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One vendor-default login from the defaults file."""
+
+    user: str
+    password: str
+
+
+def load_credentials(name: str = "mqtt.txt") -> tuple[Credential, ...]:
+    """``user:password`` lines of ``probes/defaults/<name>``; ``#`` lines are comments."""
+    text = resources.files("perisai.probes").joinpath("defaults", name).read_text("utf-8")
+    found: list[Credential] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            user, _, password = line.partition(":")
+            found.append(Credential(user, password))
+    return tuple(found)
+
+
+DEFAULT_CREDENTIALS = load_credentials()
+
+
+@dataclass
+class _TopicGroup:
+    """Messages under one first topic level (``chat/#``), the unit samples are counted in."""
+
+    root: str
+    messages: int = 0
+    retained: int = 0
+    records: list[dict[str, Any]] = field(default_factory=list)
+    profile: DataProfile = field(default_factory=DataProfile)
+
+
+@dataclass
+class _Capture:
+    """What one bounded listen saw."""
+
+    granted: list[str] = field(default_factory=list)
+    groups: dict[str, _TopicGroup] = field(default_factory=dict)
+    system: dict[str, str] = field(default_factory=dict)
+    topics: set[str] = field(default_factory=set)
+    messages: int = 0
+    retained: int = 0
+    bytes: int = 0
+    notes: list[RansomNote] = field(default_factory=list)
+    stopped: str = ""
+
+
+class _Refused(Exception):
+    """The broker answered CONNACK with a non-zero code."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(f"CONNACK {code}")
+        self.code = code
+
+
+class MQTTProbe(Probe):
+    """Finds MQTT brokers anyone can subscribe to, and what flows through their topics."""
+
+    service = "mqtt"
+    default_ports = (1883,)
+    rules = (
+        Rule(
+            id="mqtt.unauthenticated",
+            name="MQTTAnonymousAccess",
+            description="The MQTT broker accepts clients without credentials: anyone who "
+            "reaches the port can subscribe to every topic (and publish to them).",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/306.html",),
+        ),
+        Rule(
+            id="mqtt.default-credentials",
+            name="MQTTDefaultCredentials",
+            description="The MQTT broker accepts a login shipped with popular brokers/images.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/1392.html",),
+        ),
+        Rule(
+            id="mqtt.auth-required",
+            name="MQTTAuthRequired",
+            description="The MQTT broker is reachable and refuses anonymous and default logins.",
+            remediation="Keep passwords long and random, prefer TLS client certificates, and "
+            "restrict who can reach the port.",
+            default_severity=Severity.INFO,
+        ),
+        RULE_RANSOM_NOTE,
+    )
+
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        client_id = f"perisai-{secrets.token_hex(4)}"
+        # CONNECT alone: a DISCONNECT sent behind it would be unread when a broker closes on a
+        # refusal, and the kernel's reset would then discard the CONNACK before we read it.
+        try:
+            answer = await exchange(host, port, _connect_packet(client_id), self.config.timeout, 16)
+        except (OSError, TimeoutError, EOFError):
+            return None  # silent (e.g. waiting for a line end), closed or reset: not a broker
+        if len(answer) < 4 or answer[0] != 0x20 or answer[1] != 0x02:
+            return None
+        session_present, code = answer[2], answer[3]
+        if session_present > 1 or code > 5 or (code and session_present):
+            return None
+        if code == 0:
+            return Fingerprint(self.service, "anonymous CONNECT accepted")
+        if code in _AUTH_CODES:
+            return Fingerprint(self.service, f"auth required (CONNACK {code})")
+        return Fingerprint(self.service, f"CONNECT refused (CONNACK {code})")
+
+    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+        target = Target(host, port, self.service)
+        attempts: list[Credential | None] = [None]
+        if self.config.try_default_credentials:
+            attempts.extend(DEFAULT_CREDENTIALS)
+        refusals: list[int] = []
+        for credential in attempts:
+            try:
+                capture, version = await self._session(host, port, credential)
+            except _Refused as refused:
+                if refused.code not in _AUTH_CODES:
+                    return ProbeResult(
+                        (self._auth_required(target, f"CONNECT refused: {refused}"),)
+                    )
+                refusals.append(refused.code)
+                continue
+            auth = Auth.NONE if credential is None else Auth.DEFAULT_CREDENTIALS
+            return self._report(target, auth, credential, capture, version)
+        detail = (
+            f"anonymous CONNECT refused (CONNACK {refusals[0] if refusals else '?'}); "
+            f"{len(attempts) - 1} vendor default logins refused"
+        )
+        return ProbeResult((self._auth_required(target, detail),))
+
+    async def _session(
+        self, host: str, port: int, credential: Credential | None
+    ) -> tuple[_Capture, str]:
+        """Log in (MQTT 5, else 3.1.1), listen, disconnect; ``_Refused`` on a negative CONNACK."""
+        try:
+            return await self._listen(host, port, credential, aiomqtt.ProtocolVersion.V5), "5"
+        except _Refused as refused:
+            if refused.code not in _VERSION_CODES:
+                raise
+        return await self._listen(host, port, credential, aiomqtt.ProtocolVersion.V311), "3.1.1"
+
+    async def _listen(
+        self,
+        host: str,
+        port: int,
+        credential: Credential | None,
+        version: aiomqtt.ProtocolVersion,
+    ) -> _Capture:
+        budget = max(1, self.config.sample * self.config.max_tables)
+        v5 = version is aiomqtt.ProtocolVersion.V5
+        properties: Properties | None = None
+        if v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.MaximumPacketSize = MAX_PACKET_BYTES
+            properties.SessionExpiryInterval = 0  # the broker forgets us on disconnect
+        client = aiomqtt.Client(
+            host,
+            port,
+            username=None if credential is None else credential.user,
+            password=None if credential is None else credential.password,
+            identifier=f"perisai-{secrets.token_hex(6)}",
+            protocol=version,
+            clean_session=None if v5 else True,
+            timeout=self.config.timeout,
+            keepalive=max(10, int(self.config.timeout * 4)),
+            max_queued_incoming_messages=budget + MAX_SYS_TOPICS,
+            properties=properties,
+            logger=_LOGGER,
+        )
+        capture = _Capture()
+        try:
+            await asyncio.wait_for(client.__aenter__(), self.config.timeout * 2)
+        except aiomqtt.MqttCodeError as error:
+            raise _Refused(_code(error.rc)) from None
+        # Logged in: from here on a failure ends the listen, not the finding.
+        try:
+            filters = ["#", "$SYS/#"]
+            topics: Any = (
+                [(topic, SubscribeOptions(qos=0)) for topic in filters]
+                if v5
+                else [(topic, 0) for topic in filters]
+            )
+            granted = await asyncio.wait_for(client.subscribe(topics), self.config.timeout * 2)
+            capture.granted = [
+                f"{topic} {'granted' if _code(code) < 0x80 else 'refused'}"
+                for topic, code in zip(filters, granted, strict=False)
+            ]
+            await self._collect(client, capture, budget)
+        except (aiomqtt.MqttError, OSError, TimeoutError) as error:
+            capture.stopped = f"listening stopped: {type(error).__name__}: {_first_line(error)}"
+        finally:
+            with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
+                await asyncio.wait_for(client.__aexit__(None, None, None), self.config.timeout)
+        return capture
+
+    async def _collect(self, client: aiomqtt.Client, capture: _Capture, budget: int) -> None:
+        """Retained messages, then live ones, until time, count or bytes run out."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout
+        byte_budget = budget * self.config.max_value_bytes
+        messages = client.messages.__aiter__()
+        while capture.messages < budget and capture.bytes < byte_budget:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            try:
+                message = await asyncio.wait_for(messages.__anext__(), remaining)
+            except TimeoutError:
+                break
+            except aiomqtt.MqttError as error:
+                capture.stopped = f"broker closed the subscription: {error}"
+                break
+            self._take(capture, message)
+
+    def _take(self, capture: _Capture, message: aiomqtt.Message) -> None:
+        topic = message.topic.value[:MAX_TOPIC_CHARS]
+        cap = self.config.max_value_bytes
+        text = _payload_text(message.payload, cap)
+        if topic.startswith("$SYS/"):
+            if len(capture.system) < MAX_SYS_TOPICS:
+                capture.system[topic] = text[:200]
+            return
+        capture.messages += 1
+        capture.bytes += min(len(text.encode("utf-8", "replace")), cap)
+        capture.retained += bool(message.retain)
+        capture.topics.add(topic)
+        root = topic.split("/", 1)[0] or "/"
+        group = capture.groups.get(root)
+        if group is None:
+            if len(capture.groups) >= self.config.max_tables:
+                return  # counted, not sampled: enough topic trees for one broker
+            group = capture.groups[root] = _TopicGroup(root)
+        group.messages += 1
+        group.retained += bool(message.retain)
+        if len(group.records) < self.config.sample:
+            group.records.append({"topic": topic, "payload": _decoded(text)})
+        if is_note_name(topic) or len(text) >= 80:
+            note = detect_ransom_note(f"topic {topic}", text)
+            if note and all(n.location != note.location for n in capture.notes):
+                capture.notes.append(note)
+
+    def _report(
+        self,
+        target: Target,
+        auth: Auth,
+        credential: Credential | None,
+        capture: _Capture,
+        version: str,
+    ) -> ProbeResult:
+        profile = DataProfile()
+        for group in capture.groups.values():
+            group.profile = profile_records(group.records, self.config.regions)
+            profile.merge(group.profile)
+        system = capture.system
+        # $SYS is refreshed every sys_interval (10 s in Mosquitto): it may lag what we saw.
+        stored = _int(system.get("$SYS/broker/retained messages/count")) or 0
+        profile.records_estimated = max(stored, capture.messages)
+        how = (
+            f"MQTT {version} CONNECT without username accepted (CONNACK 0)"
+            if credential is None
+            else f"MQTT {version} CONNECT as {credential.user}/{_mask(credential.password)} "
+            "accepted"
+        )
+        evidence = [Evidence(how)]
+        if system:
+            evidence.append(
+                Evidence(
+                    f"{system.get('$SYS/broker/version', 'broker version not published')}; "
+                    f"retained messages: {system.get('$SYS/broker/retained messages/count', '?')}"
+                    f", clients connected: {system.get('$SYS/broker/clients/connected', '?')}"
+                    f", subscriptions: {system.get('$SYS/broker/subscriptions/count', '?')}"
+                )
+            )
+        evidence.append(
+            Evidence(
+                f"SUBSCRIBE QoS 0 ({', '.join(capture.granted)}); listened "
+                f"{self.config.timeout:g}s: {capture.messages} messages ({capture.retained} "
+                f"retained, {capture.messages - capture.retained} live) on {len(capture.topics)} "
+                "topics; nothing published"
+            )
+        )
+        ranked = sorted(
+            capture.groups.values(),
+            key=lambda g: (-sum(g.profile.entities.values()), -g.messages, g.root),
+        )
+        for group in ranked[:MAX_GROUPS_IN_EVIDENCE]:
+            evidence.append(
+                Evidence(
+                    f"{group.root}/#: {group.messages} messages ({group.retained} retained); "
+                    f"{profile_evidence(group.profile)[0].text}"
+                )
+            )
+        if capture.stopped:
+            evidence.append(Evidence(capture.stopped))
+        evidence.extend(profile_evidence(profile)[1:])
+        rule_id = "mqtt.unauthenticated" if auth is Auth.NONE else "mqtt.default-credentials"
+        title = (
+            "MQTT broker readable without credentials"
+            if auth is Auth.NONE
+            else "MQTT broker accepts a vendor default login"
+        )
+        exposure = exposure_finding(
+            rule_id=rule_id,
+            title=title,
+            target=target,
+            auth=auth,
+            profile=profile,
+            notes=capture.notes,
+            evidence=evidence,
+            remediation=self.rule(rule_id).remediation,
+        )
+        return ProbeResult((exposure, *ransom_findings(target, auth, capture.notes)))
+
+    def _auth_required(self, target: Target, detail: str) -> Finding:
+        rule = self.rule("mqtt.auth-required")
+        return Finding(
+            rule=rule.id,
+            severity=rule.default_severity,
+            title="MQTT broker requires authentication",
+            target=target,
+            auth=Auth.REQUIRED,
+            evidence=(Evidence(detail),),
+            remediation=rule.remediation,
+        )
+
+
+def _connect_packet(client_id: str) -> bytes:
+    """A minimal MQTT 3.1.1 CONNECT: clean session, no credentials, no will, keepalive 10 s."""
+    ident = client_id.encode()
+    variable = b"\x00\x04MQTT\x04\x02\x00\x0a"
+    payload = len(ident).to_bytes(2, "big") + ident
+    remaining = len(variable) + len(payload)  # < 128: one length byte
+    return bytes((0x10, remaining)) + variable + payload
+
+
+def _code(rc: object) -> int:
+    value = getattr(rc, "value", rc)
+    return value if isinstance(value, int) else 0x80
+
+
+def _payload_text(payload: object, cap: int) -> str:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload[:cap]).decode("utf-8", "replace")
+    if payload is None:
+        return ""
+    return str(payload)[:cap]
+
+
+def _decoded(text: str) -> object:
+    """JSON payloads as structures (so field names help the classifier), others as text."""
+    if text[:1] in ("{", "["):
+        with contextlib.suppress(ValueError):
+            decoded: object = json.loads(text)
+            return decoded
+    return text
+
+
+def _int(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _mask(secret: str) -> str:
+    return (secret[:2] + "***") if len(secret) > 3 else "***"

@@ -1,0 +1,457 @@
+"""NATS: the INFO banner, a login, JetStream streams read by sequence, a bounded core listen.
+
+Recognised on any port by the ``INFO {json}`` line a NATS server sends first (a JSON object with
+``server_id``); no request is needed. Logins: none at all first, then the short list in
+``defaults/nats.txt`` (``user:password`` lines, bare lines are tokens).
+
+Reads, all with nats-py and each bounded by ``ScanConfig.timeout``:
+
+- ``$JS.API.INFO`` and one page of ``$JS.API.STREAM.LIST``: streams with their message and byte
+  counts (key-value buckets are streams named ``KV_<bucket>``).
+- Up to ``sample`` messages per stream with ``$JS.API.STREAM.MSG.GET`` (``seq`` +
+  ``next_by_subj``). This leaves the stream exactly as it was: it is a read of the stream's
+  store answered by the stream itself, not a delivery. No consumer is created (the consumer count
+  and every existing consumer's delivered/ack-floor/pending state stay as they were), nothing is
+  acknowledged, so even work-queue and interest-retention streams, which drop a message only
+  when a consumer acks it, keep every message; and nothing is published into the stream, so its
+  messages, bytes, first and last sequence do not move. The one trace it leaves is the server's
+  JetStream API audit advisory (``$JS.EVENT.ADVISORY.API``) that every API call emits.
+- A core subscription to ``>`` for ``ScanConfig.timeout`` seconds, at most ``sample x
+  max_tables`` messages: core NATS keeps nothing, so listening changes nothing.
+
+Payloads are cut to ``max_value_bytes`` once received; the server bounds each message by its
+``max_payload`` (1 MiB by default). The probe never publishes except JetStream API requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import nats
+from nats.aio.client import Client as NATSClient
+from nats.errors import Error as NATSError
+from nats.js import JetStreamManager
+from nats.js import api as js_api
+from nats.js.errors import APIError, NotFoundError
+
+from perisai.classify import profile_records
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+
+__all__ = ["DEFAULT_CREDENTIALS", "NATSProbe", "load_credentials"]
+
+MAX_INFO_BYTES = 65536
+MAX_STREAMS_IN_EVIDENCE = 8
+MAX_SUBJECT_CHARS = 512
+CORE_GROUP = "core subjects (>)"
+
+_REMEDIATION = (
+    "Require authentication for every client (`authorization` users with long random passwords, "
+    "nkeys or JWT accounts; no `no_auth_user`), restrict subjects with permissions, enable TLS, "
+    "and block port 4222 from the internet."
+)
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One default login from the defaults file: a user and password, or a token alone."""
+
+    user: str | None
+    password: str
+
+    def describe(self) -> str:
+        secret = _mask(self.password)
+        return f"token {secret}" if self.user is None else f"{self.user}/{secret}"
+
+
+def load_credentials(name: str = "nats.txt") -> tuple[Credential, ...]:
+    """``user:password`` (or bare token) lines of ``probes/defaults/<name>``; ``#`` comments."""
+    text = resources.files("perisai.probes").joinpath("defaults", name).read_text("utf-8")
+    found: list[Credential] = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line and not line.startswith("#"):
+            user, sep, password = line.partition(":")
+            found.append(Credential(user, password) if sep else Credential(None, line))
+    return tuple(found)
+
+
+DEFAULT_CREDENTIALS = load_credentials()
+
+
+@dataclass
+class _Group:
+    """One stream (or the core listen): counts, the sampled records and their profile."""
+
+    name: str
+    subjects: str
+    messages: int
+    size: int
+    consumers: int
+    records: list[dict[str, Any]] = field(default_factory=list)
+    profile: DataProfile = field(default_factory=DataProfile)
+    note: str = ""
+
+
+class NATSProbe(Probe):
+    """Finds NATS servers anyone can join, and what their streams and subjects carry."""
+
+    service = "nats"
+    default_ports = (4222,)
+    rules = (
+        Rule(
+            id="nats.unauthenticated",
+            name="NATSUnauthenticated",
+            description="The NATS server accepts clients without credentials: anyone who "
+            "reaches the port can read every subject and JetStream stream (and publish).",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/306.html",),
+        ),
+        Rule(
+            id="nats.default-credentials",
+            name="NATSDefaultCredentials",
+            description="The NATS server accepts a login or token copied from NATS's official "
+            "examples.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/1392.html",),
+        ),
+        Rule(
+            id="nats.auth-required",
+            name="NATSAuthRequired",
+            description="The NATS server is reachable and requires credentials.",
+            remediation="Keep credentials long and random (or use nkeys/JWT); restrict who can "
+            "reach the port.",
+            default_severity=Severity.INFO,
+        ),
+        RULE_RANSOM_NOTE,
+    )
+
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        try:
+            info = await _read_info(host, port, self.config.timeout)
+        except (OSError, TimeoutError, EOFError):
+            return None  # a NATS server speaks first: silence or a reset is someone else
+        if info is None:
+            return None
+        parts = [f"NATS {_text(info.get('version'), 32)}"]
+        if info.get("auth_required"):
+            parts.append("auth required")
+        if info.get("jetstream"):
+            parts.append("JetStream")
+        return Fingerprint(self.service, ", ".join(parts))
+
+    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+        target = Target(host, port, self.service)
+        client, credential, tried, refusal = await self._login(host, port)
+        if client is None:
+            rule = self.rule("nats.auth-required")
+            detail = f"{fingerprint.detail}; CONNECT without credentials refused"
+            if tried:
+                detail += f", {tried} default logins refused"
+            if refusal:
+                detail += f" ({refusal})"
+            return ProbeResult(
+                (
+                    Finding(
+                        rule=rule.id,
+                        severity=rule.default_severity,
+                        title="NATS requires authentication",
+                        target=target,
+                        auth=Auth.REQUIRED,
+                        evidence=(Evidence(detail),),
+                        remediation=rule.remediation,
+                    ),
+                )
+            )
+        try:
+            return await self._inspect(client, target, fingerprint, credential)
+        finally:
+            with contextlib.suppress(NATSError, OSError, TimeoutError):
+                await asyncio.wait_for(client.close(), self.config.timeout)
+
+    async def _login(
+        self, host: str, port: int
+    ) -> tuple[NATSClient | None, Credential | None, int, str]:
+        """A connected client (None if refused), the credential used, defaults tried, refusal."""
+        attempts: list[Credential | None] = [None]
+        if self.config.try_default_credentials:
+            attempts.extend(DEFAULT_CREDENTIALS)
+        refusal = ""
+        for credential in attempts:
+            client = NATSClient()
+            try:
+                await asyncio.wait_for(
+                    self._connect(client, host, port, credential), self.config.timeout * 2
+                )
+            except (NATSError, OSError, TimeoutError) as error:
+                refusal = _first_line(error)
+                await _discard(client, self.config.timeout)
+                continue
+            return client, credential, attempts.index(credential), ""
+        return None, None, len(attempts) - 1, refusal
+
+    async def _connect(
+        self, client: NATSClient, host: str, port: int, credential: Credential | None
+    ) -> None:
+        async def quiet(_: Exception) -> None:  # errors surface as exceptions where we await
+            return None
+
+        netloc = f"[{host}]" if ":" in host else host
+        user = credential.user if credential else None
+        secret = credential.password if credential else None
+        await client.connect(
+            servers=[f"nats://{netloc}:{port}"],
+            name="perisai",
+            user=user,
+            password=secret if user is not None else None,
+            token=secret if credential is not None and user is None else None,
+            connect_timeout=max(1, round(self.config.timeout)),
+            allow_reconnect=False,
+            max_reconnect_attempts=0,
+            no_echo=True,
+            error_cb=quiet,
+        )
+
+    async def _inspect(
+        self,
+        client: NATSClient,
+        target: Target,
+        fingerprint: Fingerprint,
+        credential: Credential | None,
+    ) -> ProbeResult:
+        auth = Auth.NONE if credential is None else Auth.DEFAULT_CREDENTIALS
+        evidence = [
+            Evidence(
+                "CONNECT without credentials accepted"
+                if credential is None
+                else f"CONNECT with {credential.describe()} accepted"
+            )
+        ]
+        groups: list[_Group] = []
+        notes: list[RansomNote] = []
+        stopped = ""
+        jsm = client.jsm(timeout=self.config.timeout)
+        try:
+            streams, summary = await self._streams(jsm)
+            evidence.append(Evidence(f"{fingerprint.detail}; {summary}"))
+            for stream in streams:
+                groups.append(await self._sample_stream(jsm, stream))
+        except (NATSError, OSError, TimeoutError) as error:
+            stopped = f"JetStream reads stopped: {type(error).__name__}: {_first_line(error)}"
+        try:
+            groups.append(await self._listen(client))
+        except (NATSError, OSError, TimeoutError) as error:
+            stopped = f"core listen stopped: {type(error).__name__}: {_first_line(error)}"
+        profile = DataProfile(records_estimated=0)
+        for group in groups:
+            group.profile = profile_records(group.records, self.config.regions)
+            group.profile.records_estimated = group.messages
+            profile.merge(group.profile)
+            notes.extend(self._notes(group))
+        stream_groups = [g for g in groups if g.name != CORE_GROUP]
+        if stream_groups:
+            evidence.append(
+                Evidence(
+                    "stream messages read with $JS.API.STREAM.MSG.GET (seq, next_by_subj): no "
+                    "consumer created, nothing acknowledged, stream state unchanged"
+                )
+            )
+        ranked = sorted(
+            groups, key=lambda g: (-sum(g.profile.entities.values()), -g.messages, g.name)
+        )
+        for group in ranked[:MAX_STREAMS_IN_EVIDENCE]:
+            if group.name == CORE_GROUP:
+                head = f"{CORE_GROUP} for {self.config.timeout:g}s: {group.messages} messages"
+            else:
+                head = (
+                    f"stream {group.name} ({group.subjects}): {group.messages} messages, "
+                    f"{_size(group.size)}, {group.consumers} consumers"
+                )
+            tail = group.note or profile_evidence(group.profile)[0].text
+            evidence.append(Evidence(f"{head}; {tail}"))
+        if stopped:
+            evidence.append(Evidence(stopped))
+        evidence.extend(profile_evidence(profile)[1:])
+        rule_id = "nats.unauthenticated" if auth is Auth.NONE else "nats.default-credentials"
+        title = (
+            "NATS readable without credentials"
+            if auth is Auth.NONE
+            else "NATS accepts a default login from its examples"
+        )
+        exposure = exposure_finding(
+            rule_id=rule_id,
+            title=title,
+            target=target,
+            auth=auth,
+            profile=profile,
+            notes=notes,
+            evidence=evidence,
+            remediation=self.rule(rule_id).remediation,
+        )
+        return ProbeResult((exposure, *ransom_findings(target, auth, notes)))
+
+    async def _streams(self, jsm: JetStreamManager) -> tuple[list[js_api.StreamInfo], str]:
+        """The streams to sample (note-like names first, then the largest) and a summary."""
+        try:
+            account = await jsm.account_info()
+        except (APIError, NATSError) as error:
+            return [], f"JetStream not available to this client ({_first_line(error)})"
+        streams = await jsm.streams_info()  # one page of $JS.API.STREAM.LIST (256 at most)
+        total_messages = sum(s.state.messages for s in streams)
+        total_bytes = sum(s.state.bytes for s in streams)
+        summary = (
+            f"JetStream: {account.streams} streams, {account.consumers} consumers, "
+            f"{total_messages} messages, {_size(total_bytes)}"
+        )
+        streams.sort(key=lambda s: (not is_note_name(s.config.name or ""), -s.state.messages))
+        return streams[: self.config.max_tables], summary
+
+    async def _sample_stream(self, jsm: JetStreamManager, stream: js_api.StreamInfo) -> _Group:
+        name = stream.config.name or "?"
+        state = stream.state
+        group = _Group(
+            name=name,
+            subjects=", ".join(stream.config.subjects or [])[:120] or "-",
+            messages=state.messages,
+            size=state.bytes,
+            consumers=state.consumer_count,
+        )
+        seq = max(1, state.first_seq)
+        misses = 0
+        while len(group.records) < self.config.sample and seq <= state.last_seq:
+            try:
+                message = await jsm.get_msg(name, seq=seq, subject=">", next=True)
+            except NotFoundError:
+                break  # nothing at or after seq
+            except APIError as error:
+                # A server without next_by_subj: ask for exact sequences, skipping deleted ones.
+                if misses > self.config.sample:
+                    group.note = f"not read ({_first_line(error)})"
+                    break
+                misses += 1
+                try:
+                    message = await jsm.get_msg(name, seq=seq)
+                except NotFoundError:
+                    seq += 1
+                    continue
+            group.records.append(self._record(message.subject, message.data))
+            seq = (message.seq or seq) + 1
+        return group
+
+    async def _listen(self, client: NATSClient) -> _Group:
+        """Core messages on ``>`` for at most ``timeout`` seconds and ``sample x max_tables``."""
+        budget = max(1, self.config.sample * self.config.max_tables)
+        cap = self.config.max_value_bytes
+        group = _Group(name=CORE_GROUP, subjects=">", messages=0, size=0, consumers=0)
+        subscription = await client.subscribe(
+            ">", pending_msgs_limit=budget, pending_bytes_limit=budget * max(cap, 1024)
+        )
+        subjects: set[str] = set()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + self.config.timeout
+            while group.messages < budget:
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    message = await subscription.next_msg(timeout=remaining)
+                except (TimeoutError, nats.errors.TimeoutError):
+                    break
+                group.messages += 1
+                group.size += len(message.data)
+                subjects.add(message.subject)
+                if len(group.records) < self.config.sample * 4:
+                    group.records.append(self._record(message.subject, message.data))
+        finally:
+            with contextlib.suppress(NATSError, OSError, TimeoutError):
+                await subscription.unsubscribe()
+        group.subjects = f"{len(subjects)} subjects"
+        return group
+
+    def _record(self, subject: str | None, data: bytes | None) -> dict[str, Any]:
+        text = (data or b"")[: self.config.max_value_bytes].decode("utf-8", "replace")
+        payload: object = text
+        if text[:1] in ("{", "["):
+            with contextlib.suppress(ValueError):
+                payload = json.loads(text)
+        return {"subject": (subject or "")[:MAX_SUBJECT_CHARS], "payload": payload}
+
+    def _notes(self, group: _Group) -> list[RansomNote]:
+        notes: list[RansomNote] = []
+        for record in group.records:
+            payload = record["payload"]
+            text = payload if isinstance(payload, str) else json.dumps(payload)
+            where = f"stream {group.name}" if group.name != CORE_GROUP else "subject"
+            location = f"{where} {record['subject']}"
+            if is_note_name(group.name) or is_note_name(record["subject"]) or len(text) >= 80:
+                note = detect_ransom_note(location, text)
+                if note and all(n.location != note.location for n in notes):
+                    notes.append(note)
+        return notes
+
+
+async def _discard(client: NATSClient, timeout: float) -> None:
+    """Close a client whose connect failed: nats-py leaves its socket open otherwise."""
+    with contextlib.suppress(NATSError, OSError, TimeoutError, AttributeError):
+        await asyncio.wait_for(client.close(), timeout)
+    transport = getattr(client, "_transport", None)
+    if transport is not None:
+        with contextlib.suppress(OSError, AttributeError):
+            transport.close()
+            await asyncio.wait_for(transport.wait_closed(), timeout)
+
+
+async def _read_info(host: str, port: int, timeout: float) -> dict[str, Any] | None:
+    """The server's INFO object, or None when the first line is not a NATS INFO."""
+    reader, writer = await asyncio.wait_for(
+        asyncio.open_connection(host, port, limit=MAX_INFO_BYTES), timeout
+    )
+    try:
+        try:
+            line = await asyncio.wait_for(reader.readuntil(b"\r\n"), timeout)
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            return None
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+    if not line.startswith(b"INFO "):
+        return None
+    try:
+        info = json.loads(line[5:])
+    except ValueError:
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("server_id"), str):
+        return None
+    return info
+
+
+def _mask(secret: str) -> str:
+    return (secret[:2] + "***") if len(secret) > 3 else "***"
+
+
+def _text(value: object, cap: int) -> str:
+    return "?" if value is None else str(value)[:cap]
+
+
+def _first_line(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.0f} TB"
