@@ -12,16 +12,30 @@ has mariadbd || missing+=(mariadb-server)
 has rabbitmq-server || missing+=(rabbitmq-server)
 has mosquitto || missing+=(mosquitto)
 has nats-server || missing+=(nats-server)
+has node || missing+=(nodejs)
+has npm || missing+=(npm)
 
-if [ ${#missing[@]} -eq 0 ]; then
-  exit 0
-fi
-mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
-if [ "$(id -u)" -ne 0 ]; then
-  echo "missing server packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
-  exit 1
-fi
-echo "installing server packages: ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+install_apt() {
+  [ ${#missing[@]} -eq 0 ] && return 0
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "missing server packages: ${missing[*]}; install them with: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+  echo "installing server packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+# CouchDB has no Debian package: npm's pouchdb-server speaks its HTTP API. It goes to a cache
+# outside the repository (where perisai.lab.couchdb_server looks for it), never into the tests.
+install_pouchdb() {
+  local prefix="${PERISAI_NPM_PREFIX:-${XDG_CACHE_HOME:-$HOME/.cache}/perisai/npm}"
+  [ -x "$prefix/node_modules/.bin/pouchdb-server" ] && return 0
+  echo "installing pouchdb-server into $prefix"
+  npm install --prefix "$prefix" --no-audit --no-fund --loglevel=error pouchdb-server@4.2.0 >/dev/null
+}
+
+install_apt
+install_pouchdb

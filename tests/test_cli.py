@@ -114,7 +114,11 @@ def test_scan_store_report_and_diff(lab: dict[str, Any], tmp_path: Path) -> None
     assert written.returncode == 1 and written.stdout == ""
     sarif = json.loads(sarif_path.read_text(encoding="utf-8"))
     rule_ids = {r["ruleId"] for r in sarif["runs"][0]["results"]}
-    assert rule_ids == {"redis.unauthenticated", "service.unidentified"}
+    assert rule_ids == {
+        "redis.unauthenticated",
+        "compromise.planted-payload",
+        "service.unidentified",
+    }
 
     missing = perisai("report", "--scan", "99", cwd=tmp_path)
     assert missing.returncode == 2 and "no scan 99" in missing.stderr

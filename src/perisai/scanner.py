@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 
 from perisai import __version__
 from perisai.findings import Auth, Evidence, Finding, Rule, ScanReport, Severity, Target
-from perisai.probes import Probe, ProbeResult, ScanConfig, probe_classes
+from perisai.probes import Probe, ProbeSkipped, ScanConfig, probe_classes
 from perisai.probes.interface import Fingerprint
 from perisai.progress import NoProgress, Progress
 from perisai.targets import TargetSpec
@@ -139,7 +139,7 @@ class Scanner:
         target = Target(endpoint.host, endpoint.port, probe.service)
         remaining = max(1.0, self.config.probe_deadline - (time.monotonic() - started))
         try:
-            result: ProbeResult = await asyncio.wait_for(
+            result = await asyncio.wait_for(
                 probe.probe(endpoint.host, endpoint.port, fingerprint), remaining
             )
         except TimeoutError:
@@ -154,6 +154,8 @@ class Scanner:
             return [
                 _incomplete(target, f"probe stopped: {type(error).__name__}: {_first_line(error)}")
             ]
+        if isinstance(result, ProbeSkipped):
+            return [*result.findings, _incomplete(target, result.reason)]
         return list(result.findings)
 
     async def _identify(self, endpoint: Endpoint) -> tuple[Probe, Fingerprint] | None:

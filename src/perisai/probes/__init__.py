@@ -22,6 +22,9 @@ BUILTIN_PROBES = (
     "perisai.probes.rabbitmq:RabbitMQProbe",
     "perisai.probes.mqtt:MQTTProbe",
     "perisai.probes.nats:NATSProbe",
+    "perisai.probes.elasticsearch:ElasticsearchProbe",
+    "perisai.probes.kibana:KibanaProbe",
+    "perisai.probes.couchdb:CouchDBProbe",
 )
 
 

@@ -67,8 +67,11 @@ class Probe(ABC):
         """Recognise the service from its answer to a harmless request; ``None`` if not ours."""
 
     @abstractmethod
-    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
-        """Auth check, enumeration, bounded sample, classification: findings for one service."""
+    async def probe(
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
+        """Auth check, enumeration, bounded sample, classification: findings for one service;
+        :class:`ProbeSkipped` with what was proven so far when it cannot finish."""
 
     @classmethod
     def rule(cls, rule_id: str) -> Rule:

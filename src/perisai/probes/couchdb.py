@@ -1,0 +1,453 @@
+"""CouchDB (and PouchDB Server, which speaks its API) over HTTP: GET only, every answer bounded.
+
+Requests sent, and nothing else: ``GET /`` (fingerprint), ``GET /_session`` (who the server
+takes us for: in an "admin party" anonymous holds the ``_admin`` role; with HTTP Basic auth,
+whether a vendor default is accepted — never ``POST /_session``, which would mint a cookie),
+``GET /_all_dbs``, ``GET /<db>`` (``doc_count`` and sizes) and
+``GET /<db>/_all_docs?limit=N&include_docs=true`` (a bounded sample). Each answer is read
+through :func:`perisai.probes.http.bounded_get`: capped in bytes, one deadline per request, all
+of it within the probe's own deadline. System databases (``_users``, ``_replicator``…) are
+counted, never sampled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from perisai.classify import profile_records
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.http import (
+    Deadline,
+    HttpAnswer,
+    HttpProbeError,
+    bounded_get,
+    clip_json,
+    default_credentials,
+    get_any_scheme,
+    http_client,
+    human_bytes,
+    json_array_items,
+    json_strings,
+)
+from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+
+FINGERPRINT_BYTES = 16 * 1024
+SMALL_BYTES = 64 * 1024  # /, /_session, /<db>
+LISTING_BYTES = 1024 * 1024  # _all_dbs: ~20 bytes a name
+MAX_LISTED = 5000
+DOCS_OVERHEAD_BYTES = 64 * 1024
+MAX_DOCS_BYTES = 8 * 1024 * 1024
+MAX_DATABASES_IN_EVIDENCE = 8
+MAX_NAMES_IN_EVIDENCE = 8
+DEFAULT_USER = "admin"  # for a password-only line in the defaults file
+
+_REMEDIATION = (
+    "End the admin party: create a server admin with a long random password ([admins] in "
+    "local.ini, or COUCHDB_USER/COUCHDB_PASSWORD), set `require_valid_user = true`, give every "
+    "database a _security object with members, bind `chttpd.bind_address` to a private "
+    "interface, and block ports 5984/6984 from the internet."
+)
+
+
+@dataclass(frozen=True)
+class _Session:
+    name: str | None
+    roles: tuple[str, ...]
+
+    @property
+    def admin(self) -> bool:
+        return "_admin" in self.roles
+
+
+@dataclass
+class _DatabaseSample:
+    name: str
+    docs: int | None
+    size: int | None
+    profile: DataProfile
+
+
+@dataclass
+class _Inventory:
+    """What the probe learnt so far; findings are built from it even when it stops early."""
+
+    names: list[str] = field(default_factory=list)
+    listing_complete: bool = True
+    samples: list[_DatabaseSample] = field(default_factory=list)
+    refused: list[str] = field(default_factory=list)
+    notes: list[RansomNote] = field(default_factory=list)
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+class CouchDBProbe(Probe):
+    """Finds CouchDB servers anyone can read (admin party, open databases, vendor defaults)."""
+
+    service = "couchdb"
+    default_ports = (5984,)
+    rules = (
+        Rule(
+            id="couchdb.unauthenticated",
+            name="CouchDBUnauthenticated",
+            description='CouchDB serves databases without credentials (an "admin party", or '
+            "databases with no _security members); anyone who reaches the port can read them, "
+            "and in an admin party also delete them and run code in design documents.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=(
+                "https://cwe.mitre.org/data/definitions/306.html",
+                "https://docs.couchdb.org/en/stable/intro/security.html",
+            ),
+        ),
+        Rule(
+            id="couchdb.default-credentials",
+            name="CouchDBDefaultPassword",
+            description="CouchDB accepts a user and password shipped as a vendor or image "
+            "default (admin:admin, admin:password, Bitnami's admin:couchdb).",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/1392.html",),
+        ),
+        Rule(
+            id="couchdb.auth-required",
+            name="CouchDBAuthRequired",
+            description="CouchDB is reachable and its databases require credentials.",
+            remediation="Keep passwords long and random; restrict who can reach the port.",
+            default_severity=Severity.INFO,
+        ),
+        RULE_RANSOM_NOTE,
+    )
+
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        try:
+            scheme, answer = await get_any_scheme(
+                host, port, "/", timeout=self.config.timeout, max_bytes=FINGERPRINT_BYTES
+            )
+        except HttpProbeError:
+            return None
+        product = _product(answer)
+        if product is None:
+            return None
+        suffix = " over TLS" if scheme == "https" else ""
+        if answer.status == 200:
+            return Fingerprint(self.service, f"{product}{suffix}")
+        if answer.status in (401, 403):
+            return Fingerprint(self.service, f"auth required: {product}{suffix}")
+        return None
+
+    async def probe(  # ProbeSkipped: see perisai.probes.http
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
+        target = Target(host, port, self.service)
+        deadline = Deadline.for_probe(self.config)
+        try:
+            scheme, root = await get_any_scheme(
+                host, port, "/", timeout=deadline.cap(self.config.timeout), max_bytes=SMALL_BYTES
+            )
+        except HttpProbeError as error:
+            return ProbeSkipped(f"{error}; stopped")
+        product = _product(root)
+        if product is None:
+            if root.truncated:
+                return ProbeSkipped(
+                    "GET /: the answer was cut short (over the byte cap or too slow); stopped"
+                )
+            return ProbeSkipped(f"GET / answered HTTP {root.status}, not CouchDB; stopped")
+        async with http_client(host, port, timeout=self.config.timeout, scheme=scheme) as client:
+            try:
+                return await self._examine(client, target, product, deadline)
+            except HttpProbeError as error:  # before anything was proven
+                return ProbeSkipped(f"{error}; stopped")
+
+    async def _examine(
+        self, client: httpx.AsyncClient, target: Target, product: str, deadline: Deadline
+    ) -> ProbeResult | ProbeSkipped:
+        anonymous = await self._session(client, deadline, None)
+        auth: Auth | None = None
+        evidence: list[Evidence] = []
+        tried = 0
+        if anonymous is not None and anonymous.admin:
+            auth = Auth.NONE
+            evidence.append(
+                Evidence(
+                    f"GET /_session without credentials: roles {list(anonymous.roles)} "
+                    f"(admin party: anyone is server admin); {product}"
+                )
+            )
+        elif self.config.try_default_credentials:
+            for user, password in default_credentials(self.service):
+                tried += 1
+                basic = httpx.BasicAuth(user or DEFAULT_USER, password)
+                session = await self._session(client, deadline, basic)
+                if session is not None and session.name == (user or DEFAULT_USER):
+                    auth, client.auth = Auth.DEFAULT_CREDENTIALS, basic
+                    evidence.append(
+                        Evidence(
+                            f"user {session.name!r} logged in with a vendor default password "
+                            f"(GET /_session with Basic auth), roles {list(session.roles)}; "
+                            f"{product}"
+                        )
+                    )
+                    break
+        inventory = _Inventory(evidence=evidence)
+        stopped = await self._inventory(client, deadline, inventory)
+        if auth is None:
+            if not inventory.samples:
+                return self._auth_required_result(target, product, inventory, tried, stopped)
+            auth = Auth.NONE
+            readable = len(inventory.samples)
+            inventory.evidence.insert(
+                0,
+                Evidence(
+                    f"{readable} of {readable + len(inventory.refused)} databases readable "
+                    f"without credentials (no _security members); {product}"
+                ),
+            )
+        findings = self._findings(target, auth, inventory)
+        if stopped:
+            return ProbeSkipped(stopped, findings)
+        return ProbeResult(findings)
+
+    async def _session(
+        self, client: httpx.AsyncClient, deadline: Deadline, basic: httpx.BasicAuth | None
+    ) -> _Session | None:
+        """Who ``GET /_session`` says we are (``None`` when it refuses or makes no sense)."""
+        answer = await bounded_get(
+            client,
+            "/_session",
+            max_bytes=SMALL_BYTES,
+            timeout=deadline.cap(self.config.timeout),
+            auth=basic,
+        )
+        document = answer.json() if answer.status == 200 else None
+        context = document.get("userCtx") if isinstance(document, dict) else None
+        if not isinstance(context, dict):
+            return None
+        roles = context.get("roles")
+        name = context.get("name")
+        return _Session(
+            name=str(name)[:128] if name is not None else None,
+            roles=tuple(str(r)[:64] for r in roles[:32]) if isinstance(roles, list) else (),
+        )
+
+    async def _inventory(
+        self, client: httpx.AsyncClient, deadline: Deadline, inventory: _Inventory
+    ) -> str:
+        """List and sample databases into ``inventory``; why it stopped early ("" if not)."""
+        try:
+            listing = await bounded_get(
+                client,
+                "/_all_dbs",
+                max_bytes=LISTING_BYTES,
+                timeout=deadline.cap(self.config.timeout),
+            )
+        except HttpProbeError as error:
+            return f"{error}; stopped before listing databases"
+        if listing.status in (401, 403):
+            inventory.evidence.append(Evidence(f"GET /_all_dbs answered {listing.status}"))
+            return ""
+        if listing.status != 200:
+            return f"GET /_all_dbs answered HTTP {listing.status}; stopped"
+        inventory.names = [
+            name[:255]
+            for name in json_array_items(listing.body, limit=MAX_LISTED)
+            if isinstance(name, str)
+        ]
+        inventory.listing_complete = not listing.truncated
+        if listing.timed_out:
+            return f"GET /_all_dbs did not finish within {self.config.timeout:.1f}s; stopped"
+        chosen = _sampling_order(inventory.names)[: self.config.max_databases]
+        for number, name in enumerate(chosen):
+            if deadline.expired:
+                return (
+                    f"probe deadline reached after reading {number} of {len(chosen)} databases; "
+                    "stopped"
+                )
+            try:
+                await self._sample_database(client, deadline, name, inventory)
+            except HttpProbeError as error:
+                return f"{error} (after reading {number} of {len(chosen)} databases); stopped"
+        return ""
+
+    async def _sample_database(
+        self, client: httpx.AsyncClient, deadline: Deadline, name: str, inventory: _Inventory
+    ) -> None:
+        path = "/" + quote(name, safe="")
+        info = await bounded_get(
+            client, path, max_bytes=SMALL_BYTES, timeout=deadline.cap(self.config.timeout)
+        )
+        if info.status in (401, 403):
+            inventory.refused.append(name)
+            return
+        document = info.json()
+        if info.status != 200 or not isinstance(document, dict):
+            inventory.evidence.append(Evidence(f"{name}: GET answered HTTP {info.status}"))
+            return
+        limit = self.config.sample
+        cap = min(
+            MAX_DOCS_BYTES, DOCS_OVERHEAD_BYTES + limit * (2 * self.config.max_value_bytes + 512)
+        )
+        docs = await bounded_get(
+            client,
+            f"{path}/_all_docs",
+            params={"limit": limit, "include_docs": "true"},
+            max_bytes=cap,
+            timeout=deadline.cap(self.config.timeout),
+        )
+        if docs.status in (401, 403):
+            inventory.refused.append(name)
+            return
+        records: list[dict[str, Any]] = []
+        for row in json_array_items(docs.body, "rows", limit=limit):
+            doc = row.get("doc") if isinstance(row, dict) else None
+            if not isinstance(doc, dict) or str(doc.get("_id", "")).startswith("_design/"):
+                continue
+            record = clip_json({k: v for k, v in doc.items() if k != "_rev"}, self._cap)
+            records.append(record)
+            location = f"{name}/{str(doc.get('_id', '?'))[:64]}"
+            for text in json_strings(record):
+                if is_note_name(name) or len(text) >= 80:
+                    note = detect_ransom_note(location, text)
+                    if note:
+                        inventory.notes.append(note)
+                        break
+        if not records and docs.truncated:
+            records.append({"_doc_prefix": docs.text(self._cap)})
+        inventory.samples.append(
+            _DatabaseSample(
+                name=name,
+                docs=_int(document.get("doc_count")),
+                size=_db_size(document),
+                profile=profile_records(records, self.config.regions),
+            )
+        )
+
+    @property
+    def _cap(self) -> int:
+        return self.config.max_value_bytes
+
+    def _auth_required_result(
+        self, target: Target, product: str, inventory: _Inventory, tried: int, stopped: str
+    ) -> ProbeResult | ProbeSkipped:
+        parts = [f"{product}: GET /_session gives anonymous no admin role"]
+        if inventory.names:
+            users = [n for n in inventory.names if not n.startswith("_")]
+            parts.append(f"GET /_all_dbs lists {len(users)} databases, none readable")
+        parts.append(f"{tried} vendor default credentials refused")
+        rule = self.rule("couchdb.auth-required")
+        finding = Finding(
+            rule=rule.id,
+            severity=rule.default_severity,
+            title="CouchDB requires authentication",
+            target=target,
+            auth=Auth.REQUIRED,
+            evidence=(Evidence("; ".join(parts)),),
+            remediation=rule.remediation,
+        )
+        if stopped:
+            return ProbeSkipped(stopped, (finding,))
+        return ProbeResult((finding,))
+
+    def _findings(self, target: Target, auth: Auth, inventory: _Inventory) -> tuple[Finding, ...]:
+        evidence = list(inventory.evidence)
+        users = [n for n in inventory.names if not n.startswith("_")]
+        at_least = "" if inventory.listing_complete else "at least "
+        if inventory.names:
+            shown = ", ".join(users[:MAX_NAMES_IN_EVIDENCE]) or "none"
+            more = "…" if len(users) > MAX_NAMES_IN_EVIDENCE else ""
+            evidence.append(
+                Evidence(
+                    f"{at_least}{len(users)} databases besides the system ones "
+                    f"(GET /_all_dbs): {shown}{more}"
+                )
+            )
+        named = [n for n in users if is_note_name(n)]
+        if named:
+            shown = ", ".join(named[:MAX_NAMES_IN_EVIDENCE])
+            evidence.append(Evidence(f"databases named like a ransom note: {shown}"))
+        if inventory.refused:
+            shown = ", ".join(inventory.refused[:MAX_NAMES_IN_EVIDENCE])
+            evidence.append(Evidence(f"not readable (401/403): {shown}"))
+        profile = DataProfile()
+        for sample in inventory.samples:
+            profile.merge(sample.profile)
+        profile.records_estimated = sum(s.docs or 0 for s in inventory.samples)
+        ranked = sorted(
+            inventory.samples,
+            key=lambda s: (-sum(s.profile.entities.values()), -(s.docs or 0), s.name),
+        )
+        for sample in ranked[:MAX_DATABASES_IN_EVIDENCE]:
+            summary = profile_evidence(sample.profile)[0].text
+            docs = "?" if sample.docs is None else str(sample.docs)
+            evidence.append(
+                Evidence(f"{sample.name}: {docs} docs, {human_bytes(sample.size)}; {summary}")
+            )
+        evidence.extend(profile_evidence(profile)[1:])
+        evidence.append(
+            Evidence(
+                "read-only requests used: GET /, GET /_session, GET /_all_dbs, GET /<db>, "
+                f"GET /<db>/_all_docs?limit={self.config.sample}&include_docs=true "
+                f"({len(inventory.samples)} databases sampled)"
+            )
+        )
+        rule_id = "couchdb.unauthenticated" if auth is Auth.NONE else "couchdb.default-credentials"
+        title = (
+            "CouchDB readable without authentication"
+            if auth is Auth.NONE
+            else "CouchDB accepts a vendor default password"
+        )
+        exposure = exposure_finding(
+            rule_id=rule_id,
+            title=title,
+            target=target,
+            auth=auth,
+            profile=profile,
+            notes=inventory.notes,
+            evidence=evidence,
+            remediation=self.rule(rule_id).remediation,
+        )
+        return (exposure, *ransom_findings(target, auth, inventory.notes))
+
+
+def _product(answer: HttpAnswer) -> str | None:
+    """``CouchDB 3.3.3`` / ``PouchDB Server 4.2.0`` when the answer is CouchDB's API."""
+    document = answer.json()
+    if isinstance(document, dict):
+        version = str(document.get("version", ""))[:32]
+        if document.get("couchdb") == "Welcome":
+            return f"CouchDB {version}".strip()
+        if "express-pouchdb" in document or "pouchdb-server" in document:
+            return f"PouchDB Server {version}".strip()
+    server = str(answer.headers.get("server", ""))
+    if server.startswith("CouchDB/") and answer.status in (401, 403):
+        # require_valid_user: even GET / needs a login, but the Server header still says it.
+        return "CouchDB " + server.split(" ", 1)[0].removeprefix("CouchDB/")[:32]
+    return None
+
+
+def _sampling_order(names: list[str]) -> list[str]:
+    """Databases named like a ransom note first, then the rest; system databases never."""
+    wanted = [n for n in names if not n.startswith("_")]
+    return sorted(wanted, key=lambda n: (not is_note_name(n), n))
+
+
+def _db_size(document: dict[str, Any]) -> int | None:
+    """The on-disk size: ``sizes.file`` (CouchDB 2+), ``disk_size`` (1.x, PouchDB)."""
+    sizes = document.get("sizes")
+    if isinstance(sizes, dict) and _int(sizes.get("file")) is not None:
+        return _int(sizes.get("file"))
+    return _int(document.get("disk_size"))
+
+
+def _int(value: object) -> int | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(str(value))
+    except ValueError:
+        return None
