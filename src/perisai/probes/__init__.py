@@ -25,6 +25,9 @@ BUILTIN_PROBES = (
     "perisai.probes.elasticsearch:ElasticsearchProbe",
     "perisai.probes.kibana:KibanaProbe",
     "perisai.probes.couchdb:CouchDBProbe",
+    "perisai.probes.etcd:EtcdProbe",
+    "perisai.probes.clickhouse:ClickHouseProbe",
+    "perisai.probes.influxdb:InfluxDBProbe",
 )
 
 

@@ -73,9 +73,10 @@ class HttpProbeError(OSError):
     It subclasses ``OSError`` so the scanner's fingerprint step treats it as "not this service".
     """
 
-    def __init__(self, message: str, *, timed_out: bool = False) -> None:
+    def __init__(self, message: str, *, timed_out: bool = False, dropped: bool = False) -> None:
         super().__init__(message)
         self.timed_out = timed_out
+        self.dropped = dropped  # the server hung up without a byte of answer (TLS wanted?)
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "no answer"
@@ -233,7 +234,10 @@ async def _get_once(
     except httpx.TimeoutException:
         raise HttpProbeError(f"GET {shown}: timed out", timed_out=True) from None
     except httpx.HTTPError as error:
-        raise HttpProbeError(f"GET {shown}: {_describe(error)}") from None
+        dropped = isinstance(error, httpx.ReadError) or (
+            isinstance(error, httpx.RemoteProtocolError) and "without sending" in str(error)
+        )
+        raise HttpProbeError(f"GET {shown}: {_describe(error)}", dropped=dropped) from None
     body = bytearray()
     truncated = timed_out = False
     decode = _decoder(response.headers.get("content-encoding", ""))
@@ -299,8 +303,10 @@ async def get_any_scheme(
 ) -> tuple[str, HttpAnswer]:
     """GET ``path`` over plain HTTP, then over TLS if the server dropped the plain request.
 
-    Returns the scheme that answered (``"http"`` or ``"https"``) and its answer. A server that
-    stays silent is not asked again over TLS. Raises :class:`HttpProbeError` when neither works.
+    Returns the scheme that answered (``"http"`` or ``"https"``) and its answer. Only a server
+    that hung up without answering is asked again over TLS: one that stays silent, or answers
+    in another protocol (Redis' ``-ERR``), is not, which keeps a TLS handshake off every port
+    that is not HTTP. Raises :class:`HttpProbeError` when neither works.
     """
     failure: HttpProbeError | None = None
     for scheme in ("http", "https"):
@@ -310,7 +316,7 @@ async def get_any_scheme(
                     client, path, max_bytes=max_bytes, timeout=timeout, auth=auth
                 )
             except HttpProbeError as error:
-                if error.timed_out:
+                if error.timed_out or not error.dropped:
                     raise
                 failure = failure or error
                 continue

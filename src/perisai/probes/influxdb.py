@@ -1,0 +1,516 @@
+"""InfluxDB: ``GET /ping`` for the version; 1.x read with ``GET /query``; 2.x's unclaimed setup.
+
+Recognised on any port by ``GET /ping``: every InfluxDB answers it with an
+``X-Influxdb-Version`` header (1.x ``1.6.7~rc0``, 2.x ``v2.7.4``), whether auth is on or not.
+
+1.x (and 2.x's v1-compatible ``/query``): ``SHOW DATABASES`` with no credentials, then the short
+list in ``defaults/influxdb.txt`` as HTTP Basic auth (never ``u=``/``p=`` in the URL). Every
+query is a GET. InfluxDB 1.x still runs a write statement sent by GET (1.6 only logs "deprecated
+use … in a read only context"), so safety rests on the probe building every statement itself:
+``SHOW DATABASES``, ``SHOW MEASUREMENTS ON "db" LIMIT n``, ``SHOW SERIES CARDINALITY ON "db"``
+and ``SELECT * FROM "m" LIMIT n`` (never ``INTO``, never a second statement). Names that come
+from the server go in double-quoted identifiers with ``\\`` and ``"`` escaped, and a name with
+control characters is skipped. Answers come in chunks (``chunked=true``) and are cut at a byte
+cap; the complete chunks of a cut answer are kept.
+
+2.x: ``GET /api/v2/setup`` answers ``{"allowed": true}`` while nobody has claimed the instance:
+the first visitor can create the operator user, organisation and an all-access token, then read
+whatever the owner's apps write to it. The probe only reads that flag; it never POSTs it.
+
+Every request goes through :func:`perisai.probes.http.bounded_get`, within the probe's deadline.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from perisai.classify import profile_records
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.http import (
+    Deadline,
+    HttpAnswer,
+    HttpProbeError,
+    bounded_get,
+    clip_json,
+    default_credentials,
+    http_client,
+)
+from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+
+__all__ = ["InfluxDBProbe"]
+
+MAX_SMALL_ANSWER = 64 * 1024
+MAX_LIST_ANSWER = 2 * 1024 * 1024
+MAX_MEASUREMENTS_IN_EVIDENCE = 8
+MAX_COLUMNS = 64
+INTERNAL_DATABASE = "_internal"  # the server's own monitoring data: counted, not sampled
+_VERSION = re.compile(r"(\d+)\.(\d+)")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+DEFAULT_USER = "admin"  # for a password-only line in the defaults file
+TLS_SUFFIX = " over TLS"
+_HTTPS_ONLY = b"Client sent an HTTP request to an HTTPS server"
+
+_REMEDIATION = (
+    "Set `auth-enabled = true` in the [http] section and create an admin user with a long "
+    "random password (then per-application users with READ/WRITE grants), bind the HTTP API "
+    "to private interfaces, and block port 8086 from the internet."
+)
+_SETUP_REMEDIATION = (
+    "Claim the instance now (`influx setup` with a strong password) or stop it; until then "
+    "anyone who reaches port 8086 can become its operator. Block port 8086 from the internet."
+)
+
+
+@dataclass(frozen=True)
+class _Login:
+    user: str | None
+    password: str | None
+    auth: Auth
+
+    @property
+    def basic(self) -> httpx.BasicAuth | None:
+        if self.user is None or self.password is None:
+            return None
+        return httpx.BasicAuth(self.user, self.password)
+
+
+@dataclass
+class _Measurement:
+    database: str
+    name: str
+    profile: DataProfile = field(default_factory=DataProfile)
+    sampled: bool = False
+
+    @property
+    def label(self) -> str:
+        return f"{self.database}.{self.name}"
+
+
+class InfluxDBProbe(Probe):
+    """Finds InfluxDB servers anyone can query or claim, and the personal data in them."""
+
+    service = "influxdb"
+    default_ports = (8086,)
+    rules = (
+        Rule(
+            id="influxdb.unauthenticated",
+            name="InfluxDBUnauthenticated",
+            description="InfluxDB answers queries without authentication; anyone who reaches "
+            "the port can read (and write or drop) every database.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=(
+                "https://cwe.mitre.org/data/definitions/306.html",
+                "https://docs.influxdata.com/influxdb/v1/administration/authentication_and_authorization/",
+            ),
+        ),
+        Rule(
+            id="influxdb.default-credentials",
+            name="InfluxDBDefaultPassword",
+            description="InfluxDB accepts a login that compose files and tutorials ship.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/1392.html",),
+        ),
+        Rule(
+            id="influxdb.auth-required",
+            name="InfluxDBAuthRequired",
+            description="InfluxDB is reachable and requires authentication.",
+            remediation="Keep passwords and tokens long and random; restrict who can reach "
+            "port 8086.",
+            default_severity=Severity.INFO,
+        ),
+        Rule(
+            id="influxdb.unclaimed-setup",
+            name="InfluxDBUnclaimedSetup",
+            description="An InfluxDB 2.x instance has never been set up: anyone who reaches it "
+            "can create its operator user and an all-access token and take it over.",
+            remediation=_SETUP_REMEDIATION,
+            default_severity=Severity.CRITICAL,
+            references=(
+                "https://cwe.mitre.org/data/definitions/1188.html",
+                "https://docs.influxdata.com/influxdb/v2/install/#set-up-influxdb",
+            ),
+        ),
+        RULE_RANSOM_NOTE,
+    )
+
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        try:
+            scheme, answer = await _get_plain_or_tls(
+                host, port, "/ping", timeout=self.config.timeout, max_bytes=4096
+            )
+        except HttpProbeError:
+            return None
+        version = answer.headers.get("x-influxdb-version")
+        if not version:
+            return None
+        build = answer.headers.get("x-influxdb-build", "")
+        detail = f"InfluxDB {_one_line(version)[:32]}" + (f" {build[:16]}" if build else "")
+        return Fingerprint(self.service, detail + (TLS_SUFFIX if scheme == "https" else ""))
+
+    async def probe(
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
+        target = Target(host, port, self.service)
+        deadline = Deadline.for_probe(self.config)
+        scheme = "https" if fingerprint.detail.endswith(TLS_SUFFIX) else "http"
+        async with http_client(host, port, timeout=self.config.timeout, scheme=scheme) as client:
+            try:
+                if _major(fingerprint.detail) >= 2:
+                    setup = await bounded_get(
+                        client,
+                        "/api/v2/setup",
+                        max_bytes=MAX_SMALL_ANSWER,
+                        timeout=deadline.cap(self.config.timeout),
+                    )
+                    doc = setup.json()
+                    if setup.status == 200 and isinstance(doc, dict) and doc.get("allowed") is True:
+                        return ProbeResult((self._unclaimed(target, fingerprint),))
+                login, first, tried = await self._login(client, deadline)
+            except HttpProbeError as error:  # before anything was proven
+                return ProbeSkipped(f"{error}; stopped")
+            if login is None:
+                return ProbeResult((self._auth_required(target, fingerprint, first, tried),))
+            return await self._inspect(client, deadline, target, fingerprint, login, first)
+
+    # --- auth -------------------------------------------------------------------------------
+
+    def _defaults(self) -> tuple[tuple[str, str], ...]:
+        if not self.config.try_default_credentials:
+            return ()
+        return tuple(
+            (user or DEFAULT_USER, password) for user, password in default_credentials(self.service)
+        )
+
+    async def _login(
+        self, client: httpx.AsyncClient, deadline: Deadline
+    ) -> tuple[_Login | None, HttpAnswer, int]:
+        """The first login that runs ``SHOW DATABASES`` (none, then the defaults file), its
+        answer (the refusal, when none did) and how many defaults were tried."""
+        anonymous = _Login(None, None, Auth.NONE)
+        first = await self._query(
+            client, deadline, anonymous, "SHOW DATABASES", cap=MAX_LIST_ANSWER
+        )
+        if first.truncated:
+            why = "too slow" if first.timed_out else "too big"
+            raise HttpProbeError(f"GET /query SHOW DATABASES: the answer was cut short ({why})")
+        if _query_ok(first):
+            return anonymous, first, 0
+        if first.status not in (401, 403):
+            raise HttpProbeError(
+                f"GET /query SHOW DATABASES answered HTTP {first.status}: {_message(first)}"
+            )
+        defaults = self._defaults()
+        for tried, (user, password) in enumerate(defaults, start=1):
+            login = _Login(user, password, Auth.DEFAULT_CREDENTIALS)
+            answer = await self._query(
+                client, deadline, login, "SHOW DATABASES", cap=MAX_LIST_ANSWER
+            )
+            if _query_ok(answer):
+                return login, answer, tried
+        return None, first, len(defaults)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    async def _inspect(
+        self,
+        client: httpx.AsyncClient,
+        deadline: Deadline,
+        target: Target,
+        fingerprint: Fingerprint,
+        login: _Login,
+        listing: HttpAnswer,
+    ) -> ProbeResult | ProbeSkipped:
+        how = (
+            "without credentials"
+            if login.auth is Auth.NONE
+            else f"as {login.user!r} with a vendor default password (HTTP Basic auth)"
+        )
+        databases = _first_column(listing)[: self.config.max_databases]
+        evidence = [
+            Evidence(f"GET /query ran SHOW DATABASES {how}"),
+            Evidence(f"{fingerprint.detail}; {len(databases)} databases: {', '.join(databases)}"),
+        ]
+        queries = ["SHOW DATABASES"]
+        measurements: list[_Measurement] = []
+        notes: list[RansomNote] = []
+        stopped = ""
+        series_counts: list[str] = []
+        try:
+            for database in sorted(databases, key=lambda d: not is_note_name(d)):
+                if _CONTROL.search(database):
+                    continue
+                names = _first_column(
+                    await self._query(
+                        client,
+                        deadline,
+                        login,
+                        f"SHOW MEASUREMENTS ON {_ident(database)} LIMIT {self.config.max_tables}",
+                        cap=MAX_LIST_ANSWER,
+                    )
+                )
+                cardinality = _first_column(
+                    await self._query(
+                        client, deadline, login, f"SHOW SERIES CARDINALITY ON {_ident(database)}"
+                    )
+                )
+                if cardinality:
+                    series_counts.append(f"{database}: {cardinality[0]} series")
+                measurements.extend(
+                    _Measurement(database, n) for n in names if not _CONTROL.search(n)
+                )
+            queries += ["SHOW MEASUREMENTS ON <db> LIMIT n", "SHOW SERIES CARDINALITY ON <db>"]
+            order = sorted(
+                (m for m in measurements if m.database != INTERNAL_DATABASE),
+                key=lambda m: (not (is_note_name(m.name) or is_note_name(m.database)), m.label),
+            )
+            for number, measurement in enumerate(order):
+                if deadline.expired:
+                    stopped = f"probe deadline reached after sampling {number} measurements"
+                    break
+                records = await self._sample(client, deadline, login, measurement)
+                measurement.sampled = True
+                measurement.profile = profile_records(records, self.config.regions)
+                _spot_notes(notes, measurement, records)
+        except HttpProbeError as error:
+            stopped = f"{error}; stopped"
+        sampled = [m for m in measurements if m.sampled]
+        if sampled:
+            queries.append(
+                f'{len(sampled)} x SELECT * FROM "<measurement>" LIMIT {self.config.sample}'
+            )
+        profile = DataProfile()
+        for measurement in sampled:
+            profile.merge(measurement.profile)
+        evidence.append(Evidence(f"{len(measurements)} measurements; " + ", ".join(series_counts)))
+        evidence.append(profile_evidence(profile)[0])
+        interesting = sorted(sampled, key=lambda m: (-sum(m.profile.entities.values()), m.label))
+        for measurement in interesting[:MAX_MEASUREMENTS_IN_EVIDENCE]:
+            summary = profile_evidence(measurement.profile)[0].text
+            evidence.append(Evidence(f"{measurement.label}: {summary}"))
+        evidence.extend(profile_evidence(profile)[1:])
+        evidence.append(
+            Evidence("queries (all GET /query, chunked, cut at a byte cap): " + "; ".join(queries))
+        )
+        rule_id = (
+            "influxdb.unauthenticated"
+            if login.auth is Auth.NONE
+            else "influxdb.default-credentials"
+        )
+        title = (
+            "InfluxDB readable without authentication"
+            if login.auth is Auth.NONE
+            else "InfluxDB accepts a vendor default login"
+        )
+        exposure = exposure_finding(
+            rule_id=rule_id,
+            title=title,
+            target=target,
+            auth=login.auth,
+            profile=profile,
+            notes=notes,
+            evidence=evidence,
+            remediation=self.rule(rule_id).remediation,
+        )
+        findings = (exposure, *ransom_findings(target, login.auth, notes))
+        return ProbeSkipped(stopped, findings) if stopped else ProbeResult(findings)
+
+    async def _sample(
+        self,
+        client: httpx.AsyncClient,
+        deadline: Deadline,
+        login: _Login,
+        measurement: _Measurement,
+    ) -> list[dict[str, Any]]:
+        cap = max(256 * 1024, self.config.sample * self.config.max_value_bytes * 8)
+        answer = await self._query(
+            client,
+            deadline,
+            login,
+            f"SELECT * FROM {_ident(measurement.name)} LIMIT {self.config.sample}",
+            database=measurement.database,
+            cap=cap,
+        )
+        series, _ = _series(answer)
+        records: list[dict[str, Any]] = []
+        for one in series:
+            columns = [str(c)[:256] for c in one.get("columns") or []][:MAX_COLUMNS]
+            for values in one.get("values") or []:
+                if len(records) >= self.config.sample or not isinstance(values, list):
+                    break
+                row = dict(zip(columns, values, strict=False))
+                records.append(clip_json(row, self.config.max_value_bytes))
+        return records
+
+    async def _query(
+        self,
+        client: httpx.AsyncClient,
+        deadline: Deadline,
+        login: _Login,
+        statement: str,
+        *,
+        database: str | None = None,
+        cap: int = MAX_SMALL_ANSWER,
+    ) -> HttpAnswer:
+        """``GET /query`` with one statement this probe built (SHOW or SELECT, never INTO)."""
+        if not statement.startswith(("SHOW ", "SELECT ")) or " INTO " in statement.upper():
+            raise ValueError(f"refusing to send a statement that is not a read: {statement!r}")
+        params = {"q": statement, "chunked": "true", "chunk_size": str(self.config.sample)}
+        if database is not None:
+            params["db"] = database
+        return await bounded_get(
+            client,
+            "/query",
+            params=params,
+            max_bytes=cap,
+            timeout=deadline.cap(self.config.timeout),
+            auth=login.basic,
+        )
+
+    # --- findings without data --------------------------------------------------------------
+
+    def _auth_required(
+        self, target: Target, fingerprint: Fingerprint, answer: HttpAnswer, tried: int
+    ) -> Finding:
+        rule = self.rule("influxdb.auth-required")
+        refused = f"; {tried} vendor default logins refused" if tried else ""
+        return Finding(
+            rule=rule.id,
+            severity=rule.default_severity,
+            title="InfluxDB requires authentication",
+            target=target,
+            auth=Auth.REQUIRED,
+            evidence=(
+                Evidence(fingerprint.detail),
+                Evidence(
+                    f"GET /query SHOW DATABASES answered HTTP {answer.status}: "
+                    f"{_message(answer)}{refused}"
+                ),
+            ),
+            remediation=rule.remediation,
+        )
+
+    def _unclaimed(self, target: Target, fingerprint: Fingerprint) -> Finding:
+        rule = self.rule("influxdb.unclaimed-setup")
+        return Finding(
+            rule=rule.id,
+            severity=rule.default_severity,
+            title="InfluxDB 2.x was never set up: anyone can claim it",
+            target=target,
+            auth=Auth.NONE,
+            evidence=(
+                Evidence(fingerprint.detail),
+                Evidence(
+                    'GET /api/v2/setup answered {"allowed": true}: no operator user, '
+                    "organisation or token exists yet"
+                ),
+                Evidence("only the flag was read; the setup was not performed (no POST)"),
+            ),
+            remediation=rule.remediation,
+        )
+
+
+async def _get_plain_or_tls(
+    host: str, port: int, path: str, *, timeout: float, max_bytes: int
+) -> tuple[str, HttpAnswer]:
+    """GET over plain HTTP; over TLS only when the server (Go's net/http, as etcd and InfluxDB
+    are) says the port wants it. Cheaper than trying TLS on every port that is not HTTP."""
+    async with http_client(host, port, timeout=timeout) as client:
+        answer = await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
+    if answer.status != 400 or _HTTPS_ONLY not in answer.body:
+        return "http", answer
+    async with http_client(host, port, timeout=timeout, scheme="https") as client:
+        return "https", await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
+
+
+def _message(answer: HttpAnswer) -> str:
+    doc = answer.json()
+    if isinstance(doc, dict):
+        for key in ("error", "message"):
+            if isinstance(doc.get(key), str):
+                return _one_line(doc[key])
+    return _one_line(answer.text(200)) or f"HTTP {answer.status}"
+
+
+def _series(answer: HttpAnswer) -> tuple[list[dict[str, Any]], str]:
+    """Every series of every complete chunk of a ``chunked=true`` answer, and the first
+    statement error ("" when there is none; "no results" when no chunk had any)."""
+    lines = answer.body.split(b"\n")
+    if answer.truncated:
+        lines = lines[:-1]
+    found: list[dict[str, Any]] = []
+    error = ""
+    answered = False
+    for line in lines:
+        if not line.strip():
+            continue
+        with contextlib.suppress(ValueError, RecursionError):
+            chunk = json.loads(line)
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("error"), str):
+                error = error or chunk["error"]
+            for result in chunk.get("results") or []:
+                if not isinstance(result, dict):
+                    continue
+                answered = True
+                if isinstance(result.get("error"), str):
+                    error = error or result["error"]
+                found.extend(s for s in result.get("series") or [] if isinstance(s, dict))
+    if not answered and not error:
+        error = "no results"
+    return found, _one_line(error)
+
+
+def _query_ok(answer: HttpAnswer) -> bool:
+    if answer.status != 200:
+        return False
+    _, error = _series(answer)
+    return not error
+
+
+def _first_column(answer: HttpAnswer) -> list[str]:
+    """The first column of every row of every series (names of databases, measurements…)."""
+    series, _ = _series(answer)
+    values: list[str] = []
+    for one in series:
+        for row in one.get("values") or []:
+            if isinstance(row, list) and row:
+                values.append(str(row[0])[:256])
+    return values
+
+
+def _spot_notes(
+    notes: list[RansomNote], measurement: _Measurement, records: list[dict[str, Any]]
+) -> None:
+    named = is_note_name(measurement.name) or is_note_name(measurement.database)
+    for record in records:
+        for value in record.values():
+            if isinstance(value, str) and (named or len(value) >= 80):
+                note = detect_ransom_note(measurement.label, value)
+                if note:
+                    notes.append(note)
+                    return
+
+
+def _major(detail: str) -> int:
+    found = _VERSION.search(detail)
+    return int(found.group(1)) if found else 1
+
+
+def _ident(name: str) -> str:
+    """An InfluxQL identifier in double quotes, so no name can end the statement."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:200]
