@@ -28,6 +28,9 @@ BUILTIN_PROBES = (
     "perisai.probes.etcd:EtcdProbe",
     "perisai.probes.clickhouse:ClickHouseProbe",
     "perisai.probes.influxdb:InfluxDBProbe",
+    "perisai.probes.memcached:MemcachedProbe",
+    "perisai.probes.mongodb:MongoDBProbe",
+    "perisai.probes.zookeeper:ZooKeeperProbe",
 )
 
 

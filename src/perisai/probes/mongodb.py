@@ -1,0 +1,541 @@
+"""MongoDB: a hand-framed isMaster fingerprint, then pymongo for read-only commands.
+
+Sent, and nothing else: ``isMaster`` (the fingerprint, an OP_QUERY on ``admin.$cmd``: every
+MongoDB version answers it, including the pre-3.6 servers extortion bots wiped most; 5.1+ keep
+OP_QUERY for exactly this handshake), and through pymongo its handshake (``hello``/``isMaster``,
+SCRAM ``saslStart``/``saslContinue`` when a default credential is tried) and ``buildInfo``,
+``listDatabases`` (``nameOnly: false``, for sizes), ``listCollections``, ``count`` (what
+``estimated_document_count`` sends, from metadata), ``find`` (``limit`` and ``singleBatch``,
+with ``maxTimeMS``) and, on close, ``endSessions``. Never a write, ``aggregate`` or ``getMore``.
+
+Bounds: pymongo refuses any reply longer than the server's ``maxMessageSizeBytes``, so the probe
+first checks that the server does not claim more than MongoDB's own 48 MB (a hostile server
+could otherwise make the driver allocate what it announces); each ``find`` is one batch of at
+most ``ScanConfig.sample`` documents; documents are decoded only while the probe has read less
+than :data:`MAX_SAMPLE_BYTES`, and their strings are cut at ``ScanConfig.max_value_bytes``;
+every call is bounded by ``ScanConfig.timeout`` and the whole probe by its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from importlib import resources
+from typing import Any
+
+import bson
+from bson.codec_options import CodecOptions
+from bson.raw_bson import RawBSONDocument
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import NetworkTimeout, OperationFailure, ProtocolError, PyMongoError
+
+from perisai.classify import profile_records, redact_text
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+
+MONGODB_MAX_MESSAGE_BYTES = 48_000_000  # what every MongoDB announces as maxMessageSizeBytes
+MONGODB_MAX_BSON_BYTES = 16 * 1024 * 1024  # maxBsonObjectSize
+MAX_HELLO_BYTES = 64 * 1024  # an isMaster reply is ~1 kB
+MAX_SAMPLE_BYTES = 32 * 1024 * 1024  # documents decoded per probe, all collections together
+MAX_FIELDS = 200  # leaves kept of one document
+MAX_NESTING = 8
+SKIPPED_DATABASES = ("local", "config")  # replication and sharding metadata, not user data
+MAX_COLLECTIONS_IN_EVIDENCE = 8
+DEADLINE_SHARE = 0.8  # of ScanConfig.probe_deadline: stop (with a reason) before the scanner
+UNAUTHORIZED = 13  # MongoDB's error code for "requires authentication" / "not authorized"
+_OP_QUERY = 2004
+_OP_REPLY = 1
+_OP_MSG = 2013
+
+_REMEDIATION = (
+    "Turn on access control (`security.authorization: enabled`) with a strong password for "
+    "every user, bind mongod to 127.0.0.1 or a private interface (`net.bindIp`), enable TLS, "
+    "and block port 27017 from the internet."
+)
+
+
+class _Violation(Exception):
+    """The server broke the protocol or one of our bounds; the message says which, briefly."""
+
+
+@dataclass(frozen=True)
+class Credential:
+    """One vendor-default login from ``defaults/mongodb.txt``."""
+
+    user: str
+    password: str
+
+
+def default_credentials() -> tuple[Credential, ...]:
+    """The credentials in the package's ``defaults/mongodb.txt`` (``user:password`` lines;
+    a line with no colon is a password for ``admin``; ``#`` starts a comment)."""
+    text = resources.files("perisai.probes").joinpath("defaults/mongodb.txt").read_text("utf-8")
+    found: list[Credential] = []
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        user, sep, password = line.partition(":")
+        found.append(Credential(user, password) if sep else Credential("admin", user))
+    return tuple(found)
+
+
+@dataclass
+class _Collection:
+    name: str  # db.collection
+    documents: int | None
+    profile: DataProfile
+
+
+@dataclass
+class _State:
+    """What the probe has proven so far (kept when it has to stop half-way)."""
+
+    target: Target
+    auth: Auth | None = None
+    user: str | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+    collections: list[_Collection] = field(default_factory=list)
+    notes: list[RansomNote] = field(default_factory=list)
+    sampled_bytes: int = 0
+
+
+class MongoDBProbe(Probe):
+    """Finds MongoDB servers anyone can read, the personal data inside and ransom notes."""
+
+    service = "mongodb"
+    default_ports = (27017,)
+    rules = (
+        Rule(
+            id="mongodb.unauthenticated",
+            name="MongoDBUnauthenticated",
+            description="MongoDB runs without access control; anyone who reaches the port reads "
+            "(and drops) every database — what extortion bots wipe and ransom.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=(
+                "https://cwe.mitre.org/data/definitions/306.html",
+                "https://www.mongodb.com/docs/manual/administration/security-checklist/",
+            ),
+        ),
+        Rule(
+            id="mongodb.default-credentials",
+            name="MongoDBDefaultPassword",
+            description="MongoDB accepts a user and password from vendor documentation or images.",
+            remediation=_REMEDIATION,
+            default_severity=Severity.HIGH,
+            references=("https://cwe.mitre.org/data/definitions/1392.html",),
+        ),
+        Rule(
+            id="mongodb.auth-required",
+            name="MongoDBAuthRequired",
+            description="MongoDB is reachable and requires authentication.",
+            remediation="Keep passwords long and random; restrict who can reach the port.",
+            default_severity=Severity.INFO,
+        ),
+        RULE_RANSOM_NOTE,
+    )
+
+    # --- fingerprint ----------------------------------------------------------------------------
+
+    async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
+        try:
+            hello = await _is_master(host, port, self.config.timeout)
+        except _Violation:
+            return None
+        if hello is None:
+            return None
+        return Fingerprint(self.service, f"wire {hello.get('maxWireVersion')}; {_role(hello)}")
+
+    # --- probe ----------------------------------------------------------------------------------
+
+    async def probe(
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
+        """The probe, bounded: a result, or :class:`ProbeSkipped` saying why it stopped (with
+        whatever it had proven by then)."""
+        state = _State(Target(host, port, self.service))
+        budget = max(1.0, self.config.probe_deadline * DEADLINE_SHARE)
+        try:
+            async with asyncio.timeout(budget):
+                return await self._probe(host, port, state)
+        except TimeoutError:
+            reason = f"no complete answer within the probe's {budget:.0f}s deadline"
+            return ProbeSkipped(
+                f"mongodb probe stopped: {reason} (a slow or dripping server)",
+                self._partial(state),
+            )
+        except _Violation as violation:
+            return ProbeSkipped(f"mongodb probe stopped: {violation}", self._partial(state))
+        except ProtocolError as error:
+            return ProbeSkipped(
+                f"mongodb probe stopped: the server broke the wire protocol ({_first(error)})",
+                self._partial(state),
+            )
+        except NetworkTimeout:
+            return ProbeSkipped(
+                f"mongodb probe stopped: no complete reply within {self.config.timeout:.1f}s "
+                "(a stalled or dripping server)",
+                self._partial(state),
+            )
+        except (PyMongoError, OSError) as error:
+            reason = f"mongodb probe stopped: {type(error).__name__}: {_first(error)}"
+            return ProbeSkipped(reason, self._partial(state))
+
+    async def _probe(self, host: str, port: int, state: _State) -> ProbeResult:
+        hello = await _is_master(host, port, self.config.timeout)
+        if hello is None:
+            raise _Violation("the server no longer answers isMaster like MongoDB")
+        _check_limits(hello)
+        client, databases, tried = await self._login(host, port, state)
+        if client is None or databases is None:
+            rule = self.rule("mongodb.auth-required")
+            detail = (
+                "listDatabases refused without authentication (Unauthorized, code 13); "
+                f"{tried} vendor default credentials refused"
+            )
+            return ProbeResult(
+                (
+                    Finding(
+                        rule=rule.id,
+                        severity=rule.default_severity,
+                        title="MongoDB requires authentication",
+                        target=state.target,
+                        auth=Auth.REQUIRED,
+                        evidence=(Evidence(detail),),
+                        remediation=rule.remediation,
+                    ),
+                )
+            )
+        try:
+            await self._inspect(client, databases, hello, state)
+        finally:
+            await _close(client, self.config.timeout)
+        return ProbeResult(self._partial(state))
+
+    def _client(self, host: str, port: int, login: Credential | None) -> AsyncMongoClient[Any]:
+        ms = max(500, int(self.config.timeout * 1000))
+        options: dict[str, Any] = {
+            "directConnection": True,
+            "serverSelectionTimeoutMS": ms,
+            "connectTimeoutMS": ms,
+            "socketTimeoutMS": ms,
+            "maxPoolSize": 1,
+            "retryReads": False,
+            "retryWrites": False,
+            "appname": "perisai",
+            "serverMonitoringMode": "poll",
+            "connect": False,
+        }
+        if login is not None:
+            options.update(username=login.user, password=login.password, authSource="admin")
+        return AsyncMongoClient(f"[{host}]" if ":" in host else host, port, **options)
+
+    async def _login(
+        self, host: str, port: int, state: _State
+    ) -> tuple[AsyncMongoClient[Any] | None, list[dict[str, Any]] | None, int]:
+        """A client that may list databases, with the list; how it got in is in ``state``."""
+        logins: list[Credential | None] = [None]
+        if self.config.try_default_credentials:
+            logins.extend(default_credentials())
+        tried = 0
+        for login in logins:
+            tried += login is not None
+            client = self._client(host, port, login)
+            try:
+                listing = await client.admin.command({"listDatabases": 1, "nameOnly": False})
+            except OperationFailure as error:
+                await _close(client, self.config.timeout)
+                if error.code == UNAUTHORIZED or "auth" in str(error).lower():
+                    continue
+                raise
+            except BaseException:
+                await _close(client, self.config.timeout)
+                raise
+            state.auth = Auth.NONE if login is None else Auth.DEFAULT_CREDENTIALS
+            state.user = None if login is None else login.user
+            databases = listing.get("databases")
+            if not isinstance(databases, list):
+                await _close(client, self.config.timeout)
+                raise _Violation("listDatabases answered without a databases list")
+            return client, [d for d in databases if isinstance(d, dict)], tried
+        return None, None, tried
+
+    async def _inspect(
+        self,
+        client: AsyncMongoClient[Any],
+        databases: list[dict[str, Any]],
+        hello: Mapping[str, Any],
+        state: _State,
+    ) -> None:
+        how = (
+            "listDatabases answered without authentication"
+            if state.auth is Auth.NONE
+            else f"a vendor default password for {state.user!r} was accepted (SCRAM)"
+        )
+        state.evidence.append(Evidence(how))
+        version = "?"
+        with contextlib.suppress(PyMongoError):
+            info = await client.admin.command("buildInfo")
+            version = str(info.get("version", "?"))[:40]
+        names = [str(d.get("name", "")) for d in databases if d.get("name")]
+        total = sum(int(d.get("sizeOnDisk") or 0) for d in databases)
+        listed = ", ".join(
+            f"{redact_text(str(d.get('name')))} ({_size(int(d.get('sizeOnDisk') or 0))})"
+            for d in sorted(databases, key=lambda d: -int(d.get("sizeOnDisk") or 0))[:10]
+            if d.get("name")
+        )
+        state.evidence.append(
+            Evidence(
+                f"MongoDB {version} ({_role(hello)}): {len(names)} databases, {_size(total)} on "
+                f"disk: {listed}"
+            )
+        )
+        ordered = sorted(
+            (n for n in names if n not in SKIPPED_DATABASES), key=lambda n: (not is_note_name(n), n)
+        )
+        for name in ordered[: self.config.max_databases]:
+            await self._sample_database(client[name], state)
+
+    async def _sample_database(self, db: AsyncDatabase[Any], state: _State) -> None:
+        ms = max(100, int(self.config.timeout * 1000))
+        try:
+            cursor = await db.list_collections()  # no filter: before 3.4 entries have no type
+            entries = []
+            async for entry in cursor:
+                entries.append(entry)
+                if len(entries) >= self.config.max_tables:
+                    break
+            await cursor.close()
+        except OperationFailure as error:
+            state.evidence.append(Evidence(f"{db.name}: not listable ({_first(error)})"))
+            return
+        names = sorted(
+            (
+                str(e.get("name"))
+                for e in entries
+                if not str(e.get("name", "")).startswith("system.")
+            ),
+            key=lambda n: (not is_note_name(n), n),
+        )
+        raw_options = CodecOptions(document_class=RawBSONDocument)
+        for name in names:
+            location = f"{db.name}.{name}"
+            collection = db.get_collection(name, codec_options=raw_options)
+            documents: int | None = None
+            with contextlib.suppress(OperationFailure):
+                documents = int(await collection.estimated_document_count(maxTimeMS=ms))
+            records: list[dict[str, Any]] = []
+            if state.sampled_bytes < MAX_SAMPLE_BYTES:
+                try:
+                    records = await self._sample(collection, state)
+                except OperationFailure as error:
+                    state.evidence.append(Evidence(f"{location}: not readable ({_first(error)})"))
+            profile = profile_records(records, self.config.regions)
+            profile.records_estimated = documents
+            state.collections.append(_Collection(location, documents, profile))
+            note_like = is_note_name(db.name) or is_note_name(name)
+            for record in records:
+                for text in _strings(record):
+                    if note_like or len(text) >= 80:
+                        note = detect_ransom_note(location, text)
+                        if note:
+                            state.notes.append(note)
+                            break
+                else:
+                    continue
+                break
+
+    async def _sample(self, collection: Any, state: _State) -> list[dict[str, Any]]:
+        """One batch of at most ``sample`` documents (``singleBatch``: no getMore, no cursor
+        left open), decoded while the byte budget lasts, strings cut at the cap."""
+        ms = max(100, int(self.config.timeout * 1000))
+        cursor = collection.find({}, limit=-self.config.sample, max_time_ms=ms)
+        records: list[dict[str, Any]] = []
+        try:
+            async for raw in cursor:
+                size = len(raw.raw)
+                if state.sampled_bytes + size > MAX_SAMPLE_BYTES:
+                    break
+                state.sampled_bytes += size
+                decoded = bson.decode(raw.raw)
+                records.append(_bounded(decoded, self.config.max_value_bytes, self.config.sample))
+        finally:
+            await cursor.close()
+        return records
+
+    def _partial(self, state: _State) -> tuple[Finding, ...]:
+        """The findings that what is proven so far supports (none before the auth check)."""
+        if state.auth is None:
+            return ()
+        profile = DataProfile(records_estimated=0)
+        for collection in state.collections:
+            profile.merge(collection.profile)
+        evidence = list(state.evidence)
+        ranked = sorted(
+            state.collections,
+            key=lambda c: (-sum(c.profile.entities.values()), -(c.documents or 0), c.name),
+        )
+        for collection in ranked[:MAX_COLLECTIONS_IN_EVIDENCE]:
+            count = "?" if collection.documents is None else f"~{collection.documents}"
+            summary = profile_evidence(collection.profile)[0].text
+            evidence.append(
+                Evidence(f"{redact_text(collection.name)}: {count} documents; {summary}")
+            )
+        if state.collections:
+            evidence.extend(profile_evidence(profile)[1:])
+        evidence.append(
+            Evidence(
+                "read-only commands only: isMaster, buildInfo, listDatabases, listCollections, "
+                f"count, find (limit {self.config.sample}, single batch, maxTimeMS; strings cut "
+                f"at {self.config.max_value_bytes} bytes)"
+            )
+        )
+        rule_id = (
+            "mongodb.unauthenticated" if state.auth is Auth.NONE else "mongodb.default-credentials"
+        )
+        title = (
+            "MongoDB readable without authentication"
+            if state.auth is Auth.NONE
+            else "MongoDB accepts a vendor default password"
+        )
+        exposure = exposure_finding(
+            rule_id=rule_id,
+            title=title,
+            target=state.target,
+            auth=state.auth,
+            profile=profile,
+            notes=state.notes,
+            evidence=evidence,
+            remediation=self.rule(rule_id).remediation,
+        )
+        return (exposure, *ransom_findings(state.target, state.auth, state.notes))
+
+
+async def _is_master(host: str, port: int, timeout: float) -> dict[str, Any] | None:
+    """``isMaster`` as an OP_QUERY on ``admin.$cmd``; the reply document, or ``None`` when the
+    answer is not MongoDB's. Reads at most :data:`MAX_HELLO_BYTES`."""
+    query = (
+        struct.pack("<i", 0)  # flags
+        + b"admin.$cmd\x00"
+        + struct.pack("<ii", 0, -1)  # numberToSkip, numberToReturn
+        + bson.encode({"isMaster": 1})
+    )
+    request = struct.pack("<iiii", 16 + len(query), 0x7065_7269, 0, _OP_QUERY) + query
+    reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout)
+    try:
+        writer.write(request)
+        await asyncio.wait_for(writer.drain(), timeout)
+        try:
+            header = await asyncio.wait_for(reader.readexactly(16), timeout)
+        except (asyncio.IncompleteReadError, TimeoutError):
+            return None  # closed or silent: not a MongoDB
+        length, _, response_to, op_code = struct.unpack("<iiii", header)
+        if response_to != 0x7065_7269 or op_code not in (_OP_REPLY, _OP_MSG):
+            return None
+        if not 16 < length <= MAX_HELLO_BYTES:
+            raise _Violation(f"an isMaster reply announces {length} bytes")
+        try:
+            body = await asyncio.wait_for(reader.readexactly(length - 16), timeout)
+        except (asyncio.IncompleteReadError, TimeoutError) as error:
+            raise _Violation("an isMaster reply stopped short (a dripping server)") from error
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, TimeoutError):
+            await asyncio.wait_for(writer.wait_closed(), 1.0)
+    document = body[20:] if op_code == _OP_REPLY else body[5:]  # OP_REPLY / OP_MSG section 0
+    try:
+        hello = bson.decode(document[: struct.unpack_from("<i", document)[0]])
+    except (bson.errors.InvalidBSON, struct.error, IndexError, ValueError):
+        return None
+    if "maxWireVersion" not in hello or not ({"ismaster", "isWritablePrimary"} & hello.keys()):
+        return None
+    return hello
+
+
+def _check_limits(hello: Mapping[str, Any]) -> None:
+    """Refuse a server that claims limits no MongoDB has: pymongo would believe them."""
+    message = hello.get("maxMessageSizeBytes", MONGODB_MAX_MESSAGE_BYTES)
+    document = hello.get("maxBsonObjectSize", MONGODB_MAX_BSON_BYTES)
+    if not isinstance(message, int) or not 0 < message <= MONGODB_MAX_MESSAGE_BYTES:
+        raise _Violation(
+            f"isMaster claims maxMessageSizeBytes={message!r}, over MongoDB's "
+            f"{MONGODB_MAX_MESSAGE_BYTES}; not probed further"
+        )
+    if not isinstance(document, int) or not 0 < document <= MONGODB_MAX_BSON_BYTES:
+        raise _Violation(
+            f"isMaster claims maxBsonObjectSize={document!r}, over MongoDB's "
+            f"{MONGODB_MAX_BSON_BYTES}; not probed further"
+        )
+
+
+def _bounded(
+    value: Any, cap: int, items: int, depth: int = 0, budget: list[int] | None = None
+) -> Any:
+    """A copy of a decoded document small enough to classify: strings cut at ``cap``, lists
+    at ``items``, nesting at :data:`MAX_NESTING`, at most :data:`MAX_FIELDS` leaves."""
+    budget = budget if budget is not None else [MAX_FIELDS]
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, child in value.items():
+            if budget[0] <= 0 or depth >= MAX_NESTING:
+                break
+            out[str(key)[:256]] = _bounded(child, cap, items, depth + 1, budget)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_bounded(child, cap, items, depth + 1, budget) for child in value[:items]]
+    budget[0] -= 1
+    if isinstance(value, str):
+        return value[:cap]
+    if isinstance(value, bytes):
+        return value[:cap].decode("utf-8", "replace")
+    if isinstance(value, (bool, int, float)) or value is None:
+        return value
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)[:cap]
+
+
+def _strings(value: Any) -> list[str]:
+    """Every string in a bounded record (for ransom-note detection)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, Mapping):
+        return [s for child in value.values() for s in _strings(child)]
+    if isinstance(value, list):
+        return [s for child in value for s in _strings(child)]
+    return []
+
+
+async def _close(client: AsyncMongoClient[Any], timeout: float) -> None:
+    with contextlib.suppress(PyMongoError, OSError, TimeoutError):
+        await asyncio.wait_for(client.close(), timeout)
+
+
+def _role(hello: Mapping[str, Any]) -> str:
+    if hello.get("msg") == "isdbgrid":
+        return "mongos"
+    if hello.get("setName"):
+        kind = "primary" if hello.get("ismaster") or hello.get("isWritablePrimary") else "member"
+        return f"replica set {redact_text(str(hello['setName'])[:60])}, {kind}"
+    return "standalone"
+
+
+def _first(error: BaseException) -> str:
+    return (str(error).strip().splitlines() or ["error"])[0][:200]
+
+
+def _size(size: int) -> str:
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    return f"{value:.0f} TB"
