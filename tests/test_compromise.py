@@ -11,7 +11,10 @@ from perisai.compromise import (
 )
 
 # The Monero project's published donation address, and the same with one character changed.
-XMR = "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSsaBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A"
+XMR = (
+    "44AFFq5kSiGBoZ4NMDwYtN18obc8AemS33DBLWs3H7otXft3XjrpDtQGv7SqSs"
+    "aBYBb98uNbr2VBBEt7f2wfn3RVGQBEP3A"
+)
 XMR_TYPO = XMR[:50] + ("X" if XMR[50] != "X" else "Y") + XMR[51:]
 
 NOTE = (
