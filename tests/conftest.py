@@ -7,23 +7,33 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import psycopg
 import pytest
 from psycopg import sql
 
-from perisai.lab import Instance, Lab, seed_postgres, seed_redis, start_postgres, start_redis
+from perisai.lab import (
+    CORE_SERVICES,
+    Instance,
+    Lab,
+    seed_postgres,
+    seed_redis,
+    start_postgres,
+    start_redis,
+)
 
 STORE_DATABASE = "perisai_store"
 
 
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Instance]]:
-    """The full lab (exposed and secured Redis and PostgreSQL, seeded), by instance name."""
-    the_lab = Lab(tmp_path_factory.mktemp("lab") / "state")
+    """The core lab (exposed and secured Redis and PostgreSQL, seeded, and the config-only
+    Redis), by instance name; each other service's tests start their own servers."""
+    the_lab = Lab(tmp_path_factory.mktemp("lab") / "state", services=CORE_SERVICES)
     instances = the_lab.up()
     try:
-        yield {instance.name: instance for instance in instances}
+        yield {instance.name: cast(Instance, instance) for instance in instances}
     finally:
         the_lab.down()
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import re
 import stat
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +18,9 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-import perisai.lab
 from perisai.compromise import detect_ransom_note, is_note_name
 from perisai.lab import (
-    INSTANCE_NAMES,
+    CORE_SERVICES,
     STATE_FILE,
     BinarySearch,
     Instance,
@@ -34,6 +33,7 @@ from perisai.lab import (
     missing_packages,
     pid_running,
 )
+from perisai.lab.redis_server import start_redis
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     EMAIL_DOMAINS,
@@ -234,16 +234,20 @@ def test_exactly_one_ransom_note_in_the_lab(lab: dict[str, Instance]) -> None:
 @pytest.mark.servers
 def test_up_status_refuse_second_up_and_down(tmp_path: Path) -> None:
     state = tmp_path / "state"
-    the_lab = Lab(state)
-    began = time.monotonic()
+    the_lab = Lab(state, services=CORE_SERVICES)
     instances = the_lab.up()
-    took = time.monotonic() - began
     try:
-        assert [i.name for i in instances] == list(INSTANCE_NAMES)
-        assert took < 60
+        assert [i.name for i in instances] == list(the_lab.names)
+        assert the_lab.names == (
+            "redis-exposed",
+            "redis-secured",
+            "postgres-exposed",
+            "postgres-secured",
+            "redis-config-only",
+        )
         assert stat.S_IMODE((state / STATE_FILE).stat().st_mode) == 0o600
         assert Lab(state).instances() == instances  # the state file alone describes the lab
-        assert [answering for _, answering in Lab(state).status()] == [True] * 4
+        assert [answering for _, answering in Lab(state).status()] == [True] * 5
         with pytest.raises(LabError, match="already up"):
             Lab(state).up()
         assert all(pid_running(i.pid) for i in instances)
@@ -269,20 +273,27 @@ def test_a_failed_start_stops_the_servers_already_started(
         script.write_text("#!/bin/sh\necho 'initdb: simulated failure' >&2\nexit 1\n")
         script.chmod(0o755)
     started: list[Instance] = []
-    real_start = perisai.lab.start_redis
 
     def recording_start(*args: Any, **kwargs: Any) -> Instance:
-        instance = real_start(*args, **kwargs)
+        instance = start_redis(*args, **kwargs)
         started.append(instance)
         return instance
 
-    monkeypatch.setattr(perisai.lab, "start_redis", recording_start)
     state = tmp_path / "state"
     search = BinarySearch(postgres_root=tmp_path / "postgresql")
+    lab = Lab(state, search=search, services=CORE_SERVICES)
+    lab.servers = tuple(
+        dataclasses.replace(s, start=recording_start) if s.service == "redis" else s
+        for s in lab.servers
+    )
     with pytest.raises(ServerStartError, match="initdb") as caught:
-        Lab(state, search=search).up()
+        lab.up()
     assert "last lines of its log" in str(caught.value)
-    assert sorted(i.name for i in started) == ["redis-exposed", "redis-secured"]
+    assert sorted(i.name for i in started) == [
+        "redis-config-only",
+        "redis-exposed",
+        "redis-secured",
+    ]
     assert not any(pid_running(i.pid) for i in started)
     assert not state.exists()
 
@@ -296,9 +307,14 @@ def test_a_missing_binary_names_its_debian_package(tmp_path: Path) -> None:
     state = tmp_path / "state"
     nothing = BinarySearch(path=str(empty), postgres_root=empty)
     with pytest.raises(MissingBinary) as caught:
-        Lab(state, search=nothing).up()
+        Lab(state, search=nothing, services=["redis"]).up()
     assert str(caught.value).startswith("redis-server not found: install the Debian package")
     assert "'redis-server'" in str(caught.value) and "--install" in str(caught.value)
+    with pytest.raises(MissingBinary) as every:
+        Lab(state, search=nothing).up()  # the whole lab: one message for all that is missing
+    assert "sudo apt-get install -y" in str(every.value)
+    for package in ("redis-server", "postgresql", "mariadb-server", "rabbitmq-server", "nodejs"):
+        assert package in str(every.value)
     with pytest.raises(MissingBinary, match="install the Debian package 'postgresql'"):
         find_postgres(nothing)
     assert missing_packages(nothing)[:2] == ["redis-server", "postgresql"]
@@ -310,6 +326,11 @@ def test_installing_packages_needs_root(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setattr(os, "geteuid", lambda: 1000)
     with pytest.raises(LabError, match=r"needs root.*apt-get install -y redis-server"):
         install_packages(["redis-server"])
+
+
+def test_unknown_service_is_one_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(LabError, match="no lab service oracle: choose from redis, postgres"):
+        Lab(tmp_path, services=["oracle"])
 
 
 def test_up_refuses_a_directory_that_holds_other_files(tmp_path: Path) -> None:

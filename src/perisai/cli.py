@@ -33,7 +33,8 @@ from perisai import __version__
 from perisai.classify.files import FileProfile, iter_files, profile_file
 from perisai.classify.profile import classifier_for
 from perisai.findings import ScanDiff, ScanReport, Severity
-from perisai.lab import Lab, LabError, MissingBinary
+from perisai.lab import SERVICES as LAB_SERVICES
+from perisai.lab import Lab, LabError, MissingBinary, scan_ports
 from perisai.probes import ScanConfig
 from perisai.progress import NoProgress
 from perisai.redact import RedactionMode, Redactor, RedactorError, redact_lines
@@ -56,7 +57,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 lab_app = typer.Typer(
-    help="A deliberately exposed local lab (Redis, PostgreSQL and secured twins) on loopback.",
+    help="A deliberately exposed local lab: every store perisai probes, exposed and secured "
+    "twins, on loopback.",
     no_args_is_help=True,
 )
 app.add_typer(lab_app, name="lab")
@@ -379,23 +381,35 @@ DEFAULT_LAB_DIR = Path(".perisai-lab")
 @lab_app.command("up")
 def lab_up(
     state_dir: StateDirOption = DEFAULT_LAB_DIR,
+    service: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--service",
+            "-s",
+            help=f"Only this service (repeatable): {', '.join(LAB_SERVICES)}.",
+            show_default="all",
+        ),
+    ] = None,
     install: Annotated[
         bool,
         typer.Option(
-            "--install", help="Install missing server packages with apt-get (needs root)."
+            "--install",
+            help="Install missing server packages with apt-get (needs root) and npm.",
         ),
     ] = False,
 ) -> None:
-    """Start exposed and secured Redis and PostgreSQL on loopback, seeded with synthetic data."""
+    """Start exposed and secured twins of every data store perisai probes, on loopback,
+    seeded with synthetic personal data."""
     try:
-        with _stderr.status("starting the lab…"):
-            instances = Lab(state_dir).up(install=install)
+        with _stderr.status("starting the lab… (a minute or two for all services)"):
+            instances = Lab(state_dir, services=service).up(install=install)
     except (LabError, MissingBinary) as error:
         fail(str(error))
     for instance in instances:
         kind = "exposed" if instance.exposed else "secured"
-        print(f"{instance.name:18} {kind:8} {instance.host}:{instance.port}")
-    ports = ",".join(str(i.port) for i in instances)
+        ports = ",".join(str(port) for port in scan_ports(instance))
+        print(f"{instance.name:20} {kind:8} {instance.host}:{ports}")
+    ports = ",".join(str(port) for instance in instances for port in scan_ports(instance))
     print(f"\nscan it:  perisai scan 127.0.0.1 --ports {ports}")
 
 
@@ -418,13 +432,12 @@ def lab_status(
         fail(f"no lab is up in {state_dir}") if ports_only else print("no lab is up")
         return
     if ports_only:
-        print(",".join(str(instance.port) for instance, _ in rows))
+        print(",".join(str(port) for instance, _ in rows for port in scan_ports(instance)))
         return
     for instance, answering in rows:
-        print(
-            f"{instance.name:18} {instance.host}:{instance.port:<6} "
-            f"{'up' if answering else 'NOT ANSWERING'}"
-        )
+        ports = ",".join(str(port) for port in scan_ports(instance))
+        state = "up" if answering else "NOT ANSWERING"
+        print(f"{instance.name:20} {instance.host}:{ports:<12} {state}")
 
 
 @lab_app.command("down")

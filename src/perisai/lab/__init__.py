@@ -1,10 +1,13 @@
-"""A deliberately exposed local lab: real Redis and PostgreSQL servers on loopback.
+"""A deliberately exposed local lab: every data store perisai probes, on loopback.
 
-``Lab(state_dir).up()`` starts four servers from Debian's packages on free 127.0.0.1 ports: an
-exposed (no password) and a secured (random password) twin of each, all seeded with synthetic
-data shaped like a messaging app's logging database, and one ransom note in the exposed
-PostgreSQL. ``state_dir/lab.json`` (0600: it holds the passwords) records them for ``status()``
-and ``down()``. Nothing here ever touches the machine's own Redis or PostgreSQL.
+``Lab(state_dir).up()`` starts the servers of :data:`perisai.lab.catalog.CATALOG` (Debian's
+packages, npm's pouchdb-server for CouchDB) on free 127.0.0.1 ports: an exposed and a secured
+(random password) twin of each, seeded with synthetic data shaped like a messaging app's
+logging database; a few exposed twins carry the marks of a visit (ransom notes, a cron job
+planted through Redis) and one exposed Redis holds no personal data at all. ``services``
+narrows the lab (the tests' own lab is just Redis and PostgreSQL).
+``state_dir/lab.json`` (0600: it holds the passwords) records them for ``status()`` and
+``down()``. Nothing here ever touches the machine's own servers.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import json
 import os
 import shutil
 import threading
-from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -26,19 +29,31 @@ from perisai.lab.binaries import (
     install_packages,
     missing_packages,
 )
-from perisai.lab.errors import LabError, MissingBinary, ServerStartError
-from perisai.lab.instances import START_TIMEOUT, Instance, pid_running
+from perisai.lab.catalog import CATALOG, CORE_SERVICES, SERVICES, LabServer, scan_ports, servers_for
+from perisai.lab.couchdb_server import MissingNpmPackage, install_pouchdb_server
+from perisai.lab.errors import LabError, MissingBinaries, MissingBinary, ServerStartError
+from perisai.lab.instances import (
+    Instance,
+    LabInstance,
+    instance_record,
+    load_instance,
+    pid_running,
+)
 from perisai.lab.postgres_server import postgres_os_user, start_postgres
 from perisai.lab.redis_server import start_redis
 from perisai.lab.seed import seed_postgres, seed_redis
 
 __all__ = [
-    "INSTANCE_NAMES",
+    "CATALOG",
+    "CORE_SERVICES",
+    "SERVICES",
     "STATE_FILE",
     "BinarySearch",
     "Instance",
     "Lab",
     "LabError",
+    "LabInstance",
+    "LabServer",
     "MissingBinary",
     "PostgresBinaries",
     "ServerStartError",
@@ -47,25 +62,24 @@ __all__ = [
     "install_packages",
     "missing_packages",
     "pid_running",
+    "scan_ports",
     "seed_postgres",
     "seed_redis",
     "start_postgres",
     "start_redis",
 ]
 
-Starter = Callable[[str], Instance]
-Seeder = Callable[[Instance], object]
-
 STATE_FILE = "lab.json"
-INSTANCE_NAMES = ("redis-exposed", "redis-secured", "postgres-exposed", "postgres-secured")
-_STATE_VERSION = 1
+START_WORKERS = 6  # servers started at once (initdb, the JVM and Erlang are slow, not busy)
+_STATE_VERSION = 2
 
 
 class Lab:
     """The lab kept in ``state_dir``: ``up()``, ``status()``, ``down()``.
 
     ``search`` says where the server binaries are (tests point it at an empty directory to
-    simulate a machine without them). Construction has no side effects.
+    simulate a machine without them); ``services`` picks services of the catalog (None: all).
+    Construction has no side effects beyond checking the service names.
     """
 
     def __init__(
@@ -73,26 +87,34 @@ class Lab:
         state_dir: Path,
         *,
         search: BinarySearch | None = None,
-        start_timeout: float = START_TIMEOUT,
+        services: Sequence[str] | None = None,
     ) -> None:
         self.state_dir = Path(state_dir).absolute()  # servers chdir; relative paths would break
         self.search = search or BinarySearch()
-        self.start_timeout = start_timeout
+        try:
+            self.servers = servers_for(None if services is None else tuple(services))
+        except ValueError as error:
+            raise LabError(str(error)) from None
 
     @property
     def state_file(self) -> Path:
         return self.state_dir / STATE_FILE
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(server.name for server in self.servers)
+
     def is_up(self) -> bool:
         """Whether this state dir records a lab (its servers may have died since)."""
         return self.state_file.exists()
 
-    def up(self, install: bool = False) -> list[Instance]:
-        """Start, seed and record the four servers; on any failure stop those already started.
+    def up(self, install: bool = False) -> list[LabInstance]:
+        """Start, seed and record the servers; on any failure stop those already started.
 
         Raises :class:`LabError` if a lab is already up here or the state dir holds other
-        files, :class:`MissingBinary` if a server package is missing (``install=True`` installs
-        it with apt-get when root), :class:`ServerStartError` if a server does not come up.
+        files, :class:`MissingBinary` if server packages are missing (``install=True`` installs
+        them with apt-get when root, and pouchdb-server with npm), :class:`ServerStartError`
+        if a server does not come up.
         """
         if self.is_up():
             raise LabError(f"a lab is already up in {self.state_dir}: run `perisai lab down` first")
@@ -100,37 +122,37 @@ class Lab:
             raise LabError(
                 f"{self.state_dir} is not empty and holds no lab: choose a new or empty directory"
             )
-        if install:
-            install_packages(missing_packages(self.search))
-        find_redis_server(self.search)  # fail before starting anything
-        find_postgres(self.search)
-        if os.geteuid() == 0:
+        missing = self._missing()
+        if missing and install:
+            install_packages(sorted({m.package for m in missing if not _npm(m)}))
+            if any(_npm(m) for m in missing):
+                install_pouchdb_server()
+            missing = self._missing()
+        if missing:
+            raise _all_missing(missing)
+        if os.geteuid() == 0 and any(s.service == "postgres" for s in self.servers):
             postgres_os_user()
 
         created = not self.state_dir.exists()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
-        plan: list[tuple[str, Starter, Seeder]] = [
-            ("redis-exposed", self._redis(exposed=True), _seed_with_payload),
-            ("redis-secured", self._redis(exposed=False), seed_redis),
-            ("postgres-exposed", self._postgres(exposed=True), _seed_with_note),
-            ("postgres-secured", self._postgres(exposed=False), seed_postgres),
-        ]
-        started: dict[str, Instance] = {}
+        started: dict[str, LabInstance] = {}
         lock = threading.Lock()
 
-        def bring_up(name: str, start: Starter, seed: Seeder) -> None:
-            instance = start(name)
+        def bring_up(server: LabServer) -> None:
+            instance = server.start(
+                server.name, self.state_dir, exposed=server.exposed, search=self.search
+            )
             with lock:
-                started[name] = instance
+                started[server.name] = instance
                 # Recorded at once, so `down` can clean up even after a crash mid-way.
-                self._save([started[n] for n in INSTANCE_NAMES if n in started])
-            seed(instance)
+                self._save([started[n] for n in self.names if n in started])
+            server.seed(instance, **server.seed_args)
 
-        # In parallel: initdb dominates, and the four servers are independent.
-        pool = ThreadPoolExecutor(max_workers=len(plan), thread_name_prefix="perisai-lab")
+        workers = min(START_WORKERS, len(self.servers))
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="perisai-lab")
         try:
-            futures = [pool.submit(bring_up, *step) for step in plan]
+            futures = [pool.submit(bring_up, server) for server in self.servers]
             for future in futures:
                 future.result()
             pool.shutdown()
@@ -144,26 +166,26 @@ class Lab:
                 shutil.rmtree(self.state_dir, ignore_errors=True)
             else:  # the directory was there before: remove only what this call put in it
                 self.state_file.unlink(missing_ok=True)
-                for name in INSTANCE_NAMES:
+                for name in self.names:
                     shutil.rmtree(self.state_dir / name, ignore_errors=True)
             raise
-        return [started[name] for name in INSTANCE_NAMES]
+        return [started[name] for name in self.names]
 
-    def instances(self) -> list[Instance]:
+    def instances(self) -> list[LabInstance]:
         """The servers this state dir records (empty when no lab is up)."""
         if not self.is_up():
             return []
         try:
             document = json.loads(self.state_file.read_text(encoding="utf-8"))
-            return [Instance.from_json(item) for item in document["instances"]]
+            return [load_instance(item) for item in document["instances"]]
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise LabError(f"{self.state_file} is unreadable ({error}): remove it") from error
 
-    def status(self) -> list[tuple[Instance, bool]]:
+    def status(self) -> list[tuple[LabInstance, bool]]:
         """Each recorded server and whether it answers a login now (empty: no lab is up)."""
         return [(instance, instance.answering()) for instance in self.instances()]
 
-    def down(self) -> list[Instance]:
+    def down(self) -> list[LabInstance]:
         """Stop every server and remove the state dir; returns the servers it stopped.
 
         With no lab up this is a no-op that returns an empty list (not an error), so a
@@ -183,33 +205,22 @@ class Lab:
         shutil.rmtree(self.state_dir, ignore_errors=True)
         return instances
 
-    def _redis(self, *, exposed: bool) -> Starter:
-        def start(name: str) -> Instance:
-            return start_redis(
-                name,
-                self.state_dir,
-                exposed=exposed,
-                search=self.search,
-                timeout=self.start_timeout,
-            )
+    def _missing(self) -> list[MissingBinary]:
+        """What the chosen servers need and this machine lacks, each reported once."""
+        missing: dict[str, MissingBinary] = {}
+        for server in self.servers:
+            try:
+                server.find(self.search)
+            except MissingBinary as error:
+                missing.setdefault(error.package, error)
+        return list(missing.values())
 
-        return start
-
-    def _postgres(self, *, exposed: bool) -> Starter:
-        def start(name: str) -> Instance:
-            return start_postgres(
-                name,
-                self.state_dir,
-                exposed=exposed,
-                search=self.search,
-                timeout=self.start_timeout,
-            )
-
-        return start
-
-    def _save(self, instances: list[Instance]) -> None:
+    def _save(self, instances: list[LabInstance]) -> None:
         """Write lab.json atomically, created 0600 since it holds the secured twins' passwords."""
-        document = {"version": _STATE_VERSION, "instances": [i.to_json() for i in instances]}
+        document = {
+            "version": _STATE_VERSION,
+            "instances": [instance_record(instance) for instance in instances],
+        }
         partial = self.state_dir / f".{STATE_FILE}.tmp"
         partial.unlink(missing_ok=True)
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -219,11 +230,13 @@ class Lab:
         partial.replace(self.state_file)
 
 
-def _seed_with_payload(instance: Instance) -> None:
-    """The exposed Redis is the one a Redis-to-shell bot has visited."""
-    seed_redis(instance, planted_payload=True)
+def _npm(missing: MissingBinary) -> bool:
+    return isinstance(missing, MissingNpmPackage)
 
 
-def _seed_with_note(instance: Instance) -> None:
-    """The exposed PostgreSQL is the one store in the lab an extortion bot has visited."""
-    seed_postgres(instance, ransom_note=True)
+def _all_missing(missing: list[MissingBinary]) -> MissingBinary:
+    """One error naming everything missing, so a user installs it all in one go."""
+    if len(missing) == 1:
+        return missing[0]
+    debian = sorted({m.package for m in missing if not _npm(m)})
+    return MissingBinaries(missing, debian, [str(m) for m in missing if _npm(m)])

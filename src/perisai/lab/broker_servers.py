@@ -345,6 +345,24 @@ def _start_rabbitmq_once(
     return BrokerInstance(**{**asdict(instance), "pid": pid})
 
 
+def find_rabbitmq(search: BinarySearch | None = None) -> Path:
+    """``rabbitmq-server`` (and the ``epmd`` it needs), or :class:`MissingBinary`."""
+    server = _rabbitmq_binary(search)
+    _binary("epmd", "erlang-base", search)
+    return server
+
+
+def find_mosquitto(search: BinarySearch | None = None) -> Path:
+    """``mosquitto`` (and ``mosquitto_passwd``), or :class:`MissingBinary`."""
+    _binary("mosquitto_passwd", "mosquitto", search)
+    return _binary("mosquitto", "mosquitto", search)
+
+
+def find_nats(search: BinarySearch | None = None) -> Path:
+    """``nats-server``, or :class:`MissingBinary`."""
+    return _binary("nats-server", "nats-server", search)
+
+
 def _rabbitmq_binary(search: BinarySearch | None) -> Path:
     if search is not None and search.path is not None:
         found = shutil.which("rabbitmq-server", path=search.path)

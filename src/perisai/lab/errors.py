@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LabError", "MissingBinary", "ServerStartError"]
+__all__ = ["LabError", "MissingBinaries", "MissingBinary", "ServerStartError"]
 
 
 class LabError(Exception):
@@ -18,6 +18,22 @@ class MissingBinary(LabError):
         super().__init__(
             f"{binary} not found: install the Debian package '{package}' "
             "(or run `perisai lab up --install` as root)"
+        )
+
+
+class MissingBinaries(MissingBinary):
+    """Several lab servers are not installed: one message says how to install them all."""
+
+    def __init__(self, missing: list[MissingBinary], debian: list[str], others: list[str]) -> None:
+        self.missing = missing
+        self.binary = ", ".join(m.binary for m in missing)
+        self.package = " ".join(debian)
+        how = [f"sudo apt-get install -y {' '.join(debian)}"] if debian else []
+        LabError.__init__(
+            self,
+            f"missing lab servers ({self.binary}); install them: "
+            + "; ".join(how + others)
+            + " (or run `perisai lab up --install` as root)",
         )
 
 

@@ -7,6 +7,7 @@ reparented to PID 1, which in a container may never reap them, so a zombie count
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
@@ -15,8 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import asdict, dataclass
+from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, Literal, Protocol, get_args
 from urllib.parse import quote
 
 import psycopg
@@ -31,9 +33,12 @@ __all__ = [
     "START_TIMEOUT",
     "STOP_TIMEOUT",
     "Instance",
+    "LabInstance",
     "Service",
     "connect_redis",
     "free_port",
+    "instance_record",
+    "load_instance",
     "log_tail",
     "pid_running",
     "stop_process",
@@ -142,6 +147,75 @@ class Instance:
             )
         except (KeyError, TypeError) as error:
             raise ValueError(f"malformed instance record: {error}") from error
+
+
+class LabInstance(Protocol):
+    """What the lab needs of a running server of any kind (Redis and PostgreSQL are
+    :class:`Instance`; other services have dataclasses of their own with these members)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def service(self) -> str: ...
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def exposed(self) -> bool: ...
+    @property
+    def password(self) -> str | None: ...
+    @property
+    def pid(self) -> int: ...
+    @property
+    def root(self) -> Path: ...
+    @property
+    def url(self) -> str: ...
+
+    def answering(self, timeout: float = ...) -> bool: ...
+    def running(self) -> bool: ...
+    def stop(self, timeout: float = ...) -> None: ...
+
+
+def instance_record(instance: LabInstance) -> dict[str, Any]:
+    """A JSON-ready record of any lab instance dataclass, with the class to rebuild it."""
+    values: dict[str, Any] = dataclasses.asdict(instance)  # type: ignore[call-overload]
+    record = {
+        key: str(value) if isinstance(value, Path) else value for key, value in values.items()
+    }
+    record["kind"] = f"{type(instance).__module__}:{type(instance).__qualname__}"
+    return record
+
+
+def load_instance(record: Mapping[str, Any]) -> LabInstance:
+    """The inverse of :func:`instance_record`; ValueError on anything malformed or foreign
+    (only classes from ``perisai.lab`` are ever rebuilt from a state file)."""
+    kind = str(record.get("kind", f"{__name__}:Instance"))
+    module_name, _, class_name = kind.partition(":")
+    if module_name.split(".")[:2] != ["perisai", "lab"]:
+        raise ValueError(f"not a lab instance class: {kind!r}")
+    try:
+        cls = getattr(import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"unknown lab instance class {kind!r}") from error
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise ValueError(f"not a lab instance class: {kind!r}")
+    try:
+        values = {
+            f.name: _field_value(f, record[f.name])
+            for f in dataclasses.fields(cls)
+            if f.init and (f.name in record or f.default is dataclasses.MISSING)
+        }
+        instance: LabInstance = cls(**values)  # type: ignore[assignment]
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"malformed instance record: {error}") from error
+    return instance
+
+
+def _field_value(spec: dataclasses.Field[Any], value: Any) -> Any:
+    if value is not None and "Path" in str(spec.type):
+        return Path(value)
+    return value
 
 
 def connect_redis(

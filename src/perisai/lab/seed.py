@@ -318,6 +318,26 @@ def seed_redis(instance: Instance, seed: int = SEED, *, planted_payload: bool = 
     return written
 
 
+def seed_redis_config(instance: Instance, seed: int = SEED) -> int:
+    """A Redis anyone can read that holds no personal data: feature flags, rate-limit counters,
+    queue depths and cached exchange rates. Open, but nothing in it identifies anyone."""
+    rng = random.Random(seed)  # noqa: S311 - reproducible fake data, not secrets
+    client = connect_redis(instance.host, instance.port, instance.password)
+    try:
+        pipe = client.pipeline(transaction=False)
+        pipe.set("config:features", json.dumps({"typing_indicator": True, "max_upload_mb": 64}))
+        pipe.set("config:regions", json.dumps(["ap-southeast-1", "ap-southeast-3"]))
+        for currency in ("USD", "SGD", "IDR", "THB", "EUR"):
+            pipe.set(f"fx:MYR:{currency}", f"{rng.uniform(0.001, 4.9):.4f}")
+        for minute in range(60):
+            pipe.set(f"ratelimit:api:2026-11-01T10:{minute:02d}", rng.randrange(100, 5000))
+        pipe.hset("queues:depth", mapping={"sms": 12, "push": 340, "email": 5})
+        pipe.execute()
+    finally:
+        client.close()
+    return 5 + 2 + 60 + 1
+
+
 def seed_postgres(instance: Instance, *, ransom_note: bool = False, seed: int = SEED) -> None:
     """Create the ``chatlog`` database (messages, users, app_config), optionally the ransom
     note table, and ANALYZE so ``pg_class.reltuples`` holds real row counts."""

@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import re
+import ssl
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
@@ -318,11 +319,36 @@ async def get_any_scheme(
             except HttpProbeError as error:
                 if error.timed_out or not error.dropped:
                     raise
+                if scheme == "http" and not await speaks_tls(host, port, timeout):
+                    raise
                 failure = failure or error
                 continue
             return scheme, answer
     assert failure is not None
     raise failure
+
+
+async def speaks_tls(host: str, port: int, timeout: float) -> bool:
+    """Whether a TLS handshake completes on ``host:port`` (certificates not checked).
+
+    Asked on a plain socket before any TLS request, so that a service which just hangs up on
+    HTTP (Redis does, on a ``Host:`` line) costs one clean failed handshake, not a half-open
+    TLS connection inside an HTTP client.
+    """
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # we only ask whether it speaks TLS at all
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(host, port, ssl=context, ssl_handshake_timeout=timeout),
+            timeout + 0.5,
+        )
+    except (OSError, TimeoutError, ssl.SSLError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError, TimeoutError, ssl.SSLError):
+        await asyncio.wait_for(writer.wait_closed(), _CLOSE_TIMEOUT)
+    return True
 
 
 _ARRAY_START = re.compile(r"\s*\[")
