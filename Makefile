@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 LAB_DIR ?= .perisai-lab
 DEMO_DB ?= perisai.db
 
-.PHONY: help setup servers demo test lint typecheck unit clean bench-classify
+.PHONY: help setup servers demo test lint typecheck unit clean bench-classify bench-scan
 
 help:
 	@echo "make demo   set up, bring up the local lab, scan it, show the report, bring it down"
@@ -41,8 +41,8 @@ demo: setup servers
 	trap '$(BIN)/perisai lab down --state-dir $(LAB_DIR)' EXIT; \
 	$(BIN)/perisai lab up --state-dir $(LAB_DIR); \
 	ports=$$($(BIN)/perisai lab status --state-dir $(LAB_DIR) --ports); \
-	echo; echo "$$ perisai scan 127.0.0.1 --ports $$ports"; \
-	$(BIN)/perisai scan 127.0.0.1 --ports $$ports --db $(DEMO_DB) --fail-on never; \
+	echo; echo "$$ perisai scan 127.0.0.1 --ports $$ports --deep"; \
+	$(BIN)/perisai scan 127.0.0.1 --ports $$ports --deep --db $(DEMO_DB) --fail-on never; \
 	$(BIN)/perisai report --db $(DEMO_DB) --format json --output report.json --fail-on never; \
 	$(BIN)/perisai report --db $(DEMO_DB) --format sarif --output report.sarif --fail-on never; \
 	echo; echo "wrote report.json and report.sarif"
@@ -57,6 +57,11 @@ $(BENCH_VENV)/.installed-stamp: pyproject.toml
 
 bench-classify: $(BENCH_VENV)/.installed-stamp
 	$(BENCH_VENV)/bin/python benchmarks/classify.py $(BENCH_ARGS)
+
+bench-scan: setup servers
+	@command -v nmap >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq nmap >/dev/null; } || \
+		{ echo "install nmap (apt-get install nmap)" >&2; exit 1; }
+	$(BIN)/python benchmarks/scan.py
 
 clean:
 	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache report.json report.sarif
