@@ -7,6 +7,7 @@ from perisai.compromise import (
     detect_planted_payload,
     detect_ransom_note,
     is_note_name,
+    looks_wiped,
     payment_addresses,
 )
 
@@ -70,3 +71,11 @@ def test_schedules_and_prose_are_not_planted_payloads() -> None:
     assert detect_planted_payload("cfg", "*/5 * * * *") is None  # a schedule, no command
     assert detect_planted_payload("cfg", "0 3 * * * run nightly report") is None
     assert detect_planted_payload("doc", "use ssh-rsa keys of 4096 bits") is None
+
+
+def test_a_store_of_little_but_a_note_looks_wiped() -> None:
+    assert looks_wiped(1, 1)  # the note is all there is
+    assert looks_wiped(2, 1)
+    assert not looks_wiped(5000, 1)  # a note beside live data: visited, not (yet) wiped
+    assert not looks_wiped(0, 0)  # an empty store with no note is just empty
+    assert not looks_wiped(None, 1)  # size unknown: no claim

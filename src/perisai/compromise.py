@@ -140,3 +140,22 @@ def detect_planted_payload(location: str, text: str) -> PlantedPayload | None:
     if cron and re.search(r"(?i)\b(curl|wget|sh|bash|python|perl|nc|base64)\b", cron.group()):
         return PlantedPayload(location, "cron job", redact_text(cron.group().strip())[:160])
     return None
+
+
+WIPED_RECORDS_PER_NOTE = 3  # a store this small around its notes was emptied, not started
+
+
+def looks_wiped(records_estimated: int | None, notes: int) -> bool:
+    """Whether a store holds almost nothing but its ransom notes: the campaign's bot copied
+    the data (or not) and deleted it, leaving the note as the store's content."""
+    return (
+        notes > 0
+        and records_estimated is not None
+        and (records_estimated <= notes * WIPED_RECORDS_PER_NOTE)
+    )
+
+
+WIPED_EVIDENCE = (
+    "the store holds almost nothing but the note: its data was most likely deleted by the "
+    "campaign (restore from your own backups)"
+)
