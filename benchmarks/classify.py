@@ -119,8 +119,20 @@ def _measured(done: int, elapsed: float) -> dict[str, float]:
         "mb": done / 1e6,
         "seconds": elapsed,
         "mb_per_s": done / 1e6 / elapsed,
-        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_mb": peak_rss_mb(),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS since its exec (``VmHWM``). ``ru_maxrss`` would not do: Linux
+    carries the parent's high-water mark into a forked child, so every child would report at
+    least the benchmark driver's own size."""
+    try:
+        status = Path("/proc/self/status").read_text(encoding="ascii")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kilobytes = next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM"))
+    return int(kilobytes) / 1024
 
 
 def in_subprocess(*args: str) -> dict[str, float]:

@@ -31,6 +31,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+from benchmarks.procstat import wait_with_peak_rss  # noqa: E402
 from perisai.classify import find_entities  # noqa: E402
 from perisai.lab import CATALOG, Lab, LabInstance, LabServer, scan_ports  # noqa: E402
 from perisai.lab.seed import PLANTED_CRON_LINE, RANSOM_BTC_ADDRESS  # noqa: E402
@@ -99,13 +100,14 @@ def run_perisai(
     began = time.monotonic()
     with out.open("wb") as stdout:
         process = subprocess.Popen(command, stdout=stdout, stderr=subprocess.DEVNULL, env=env)
-        _, status, usage = os.wait4(process.pid, 0)
+        ended, rss_mb = wait_with_peak_rss(process, began + 1800)
     seconds = time.monotonic() - began
-    process.returncode = os.waitstatus_to_exitcode(status)
+    if not ended:
+        sys.exit("perisai scan did not finish within 30 minutes")
     by_port: dict[int, list[dict[str, Any]]] = {}
     for finding in json.loads(out.read_text())["findings"]:
         by_port.setdefault(finding["target"]["port"], []).append(finding)
-    return by_port, seconds, usage.ru_maxrss / 1024
+    return by_port, seconds, rss_mb
 
 
 def run_nmap(ports: list[int]) -> tuple[dict[int, dict[str, str]], float]:

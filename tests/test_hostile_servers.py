@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
-import signal
 import subprocess
 import sys
 import time
@@ -17,6 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from benchmarks.procstat import wait_with_peak_rss
 
 from tests import hostile
 from tests.clirun import SRC
@@ -27,7 +26,8 @@ DEADLINE = 20.0
 
 
 def _scan(port: int, workdir: Path) -> tuple[dict[str, object], float, float]:
-    """The JSON report, the wall time and the peak RSS (MB) of one ``perisai scan``."""
+    """The JSON report, the wall time and the peak RSS (MB, the scan's own ``VmHWM``) of one
+    ``perisai scan``."""
     env = dict(os.environ, PYTHONPATH=str(SRC))
     command = [
         sys.executable, "-m", "perisai", "scan", f"127.0.0.1:{port}", "--format", "json",
@@ -38,26 +38,12 @@ def _scan(port: int, workdir: Path) -> tuple[dict[str, object], float, float]:
     began = time.monotonic()
     with out.open("wb") as stdout, err.open("wb") as stderr:
         process = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=env)
-        usage = _wait(process, began + DEADLINE * 4)
+        ended, rss_mb = wait_with_peak_rss(process, began + DEADLINE * 4)
     elapsed = time.monotonic() - began
-    assert process.returncode == 0, err.read_text()
-    return json.loads(out.read_text()), elapsed, usage.ru_maxrss / 1024
-
-
-def _wait(process: subprocess.Popen[bytes], give_up_at: float) -> resource.struct_rusage:
-    """``wait4`` the child (its own peak RSS, not all children's), killing it if it hangs."""
-    status, usage = 0, None
-    while usage is None and time.monotonic() < give_up_at:
-        done, status, reaped = os.wait4(process.pid, os.WNOHANG)
-        usage = reaped if done else None
-        time.sleep(0 if done else 0.1)
-    if usage is None:
-        os.kill(process.pid, signal.SIGKILL)
-        _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    if process.returncode == -signal.SIGKILL:
+    if not ended:
         pytest.fail("the scan did not end in time and was killed")
-    return usage
+    assert process.returncode == 0, err.read_text()
+    return json.loads(out.read_text()), elapsed, rss_mb
 
 
 SERVERS: list[tuple[str, Callable[..., object], str]] = [
