@@ -1,0 +1,84 @@
+"""In-process state: for tests and a single-process guard that may forget on restart."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+from perisai.guard.interface import Admission, Backend, Limit, slide
+
+__all__ = ["MemoryBackend"]
+
+
+class MemoryBackend(Backend):
+    """Dictionaries behind one lock; expired entries are dropped as they are met."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._nums: dict[str, tuple[float, float]] = {}  # key -> (value, expires)
+        self._texts: dict[str, tuple[str, float]] = {}
+        self._windows: dict[str, list[float]] = {}
+
+    def _num(self, key: str, now: float) -> float | None:
+        entry = self._nums.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._nums[key]
+            return None
+        return entry[0]
+
+    def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
+        with self._lock:
+            updates: list[tuple[str, list[float]]] = []
+            for limit in limits:
+                stamps = self._windows.get(limit.key, [])
+                allowed, kept, retry = slide(stamps, now, limit.limit, limit.window)
+                if not allowed:
+                    return Admission(False, retry, limit.name)
+                updates.append((limit.key, kept))
+            for key, kept in updates:
+                self._windows[key] = kept
+            if len(self._windows) > 200_000:  # drop keys whose newest event left every window
+                self._windows = {k: v for k, v in self._windows.items() if v[-1] > now - 86400}
+            return Admission(True)
+
+    def add(self, key: str, amount: float, ttl: float) -> float:
+        now = time.time()
+        with self._lock:
+            current = self._num(key, now)
+            if current is None:
+                value, expires = amount, now + ttl
+            else:
+                value, expires = current + amount, self._nums[key][1]
+            self._nums[key] = (value, expires)
+            return value
+
+    def get_many(self, keys: Sequence[str]) -> list[float]:
+        now = time.time()
+        with self._lock:
+            return [self._num(key, now) or 0.0 for key in keys]
+
+    def put(self, key: str, value: str, ttl: float) -> None:
+        with self._lock:
+            self._texts[key] = (value, time.time() + ttl)
+
+    def get(self, key: str) -> str | None:
+        with self._lock:
+            entry = self._texts.get(key)
+            if entry is None:
+                return None
+            if entry[1] <= time.time():
+                del self._texts[key]
+                return None
+            return entry[0]
+
+    def delete(self, key: str) -> None:
+        with self._lock:
+            self._texts.pop(key, None)
+            self._nums.pop(key, None)
+            self._windows.pop(key, None)
+
+    def ping(self) -> None:
+        return None

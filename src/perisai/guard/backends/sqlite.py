@@ -1,0 +1,162 @@
+"""SQLite state, the embedded default: WAL mode, survives restarts, safe across processes.
+
+Each write runs in ``BEGIN IMMEDIATE``, so two guards on one file never both admit past a limit.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from perisai.guard.interface import Admission, Backend, BackendError, Limit, slide
+
+__all__ = ["SQLiteBackend"]
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS guard_state (
+    key TEXT PRIMARY KEY,
+    num REAL,
+    text TEXT,
+    expires REAL NOT NULL
+) WITHOUT ROWID
+"""
+
+
+class SQLiteBackend(Backend):
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._lock = threading.Lock()
+        try:
+            self._conn = sqlite3.connect(
+                self.path, timeout=10.0, isolation_level=None, check_same_thread=False
+            )
+            self._conn.execute("PRAGMA journal_mode=WAL")
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+            self._conn.execute(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise BackendError(f"cannot open guard state {self.path}: {exc}") from None
+        self._writes = 0
+
+    def _tx(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = body(self._conn)
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+                self._conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise BackendError(f"guard state {self.path}: {exc}") from None
+            self._writes += 1
+            if self._writes % 10_000 == 0:
+                self._purge()
+            return result
+
+    def _purge(self) -> None:
+        try:
+            self._conn.execute("DELETE FROM guard_state WHERE expires <= ?", (time.time(),))
+        except sqlite3.Error:
+            return
+
+    @staticmethod
+    def _num(conn: sqlite3.Connection, key: str, now: float) -> float | None:
+        row = conn.execute(
+            "SELECT num FROM guard_state WHERE key = ? AND expires > ?", (key, now)
+        ).fetchone()
+        return None if row is None or row[0] is None else float(row[0])
+
+    def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
+        def body(conn: sqlite3.Connection) -> Admission:
+            updates: list[tuple[str, str, float]] = []
+            for limit in limits:
+                row = conn.execute(
+                    "SELECT text FROM guard_state WHERE key = ? AND expires > ?", (limit.key, now)
+                ).fetchone()
+                stamps = json.loads(row[0]) if row is not None and row[0] else []
+                allowed, kept, retry = slide(stamps, now, limit.limit, limit.window)
+                if not allowed:
+                    return Admission(False, retry, limit.name)
+                updates.append((limit.key, json.dumps(kept), now + limit.window))
+            conn.executemany(
+                "INSERT OR REPLACE INTO guard_state (key, num, text, expires) "
+                "VALUES (?, NULL, ?, ?)",
+                updates,
+            )
+            return Admission(True)
+
+        return self._tx(body)
+
+    def add(self, key: str, amount: float, ttl: float) -> float:
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> float:
+            row = conn.execute(
+                "SELECT num, expires FROM guard_state WHERE key = ? AND expires > ?", (key, now)
+            ).fetchone()
+            if row is None:
+                value, expires = amount, now + ttl
+            else:
+                value, expires = float(row[0] or 0) + amount, float(row[1])
+            conn.execute(
+                "INSERT OR REPLACE INTO guard_state (key, num, text, expires) "
+                "VALUES (?, ?, NULL, ?)",
+                (key, value, expires),
+            )
+            return value
+
+        return self._tx(body)
+
+    def get_many(self, keys: Sequence[str]) -> list[float]:
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> list[float]:
+            return [self._num(conn, key, now) or 0.0 for key in keys]
+
+        return self._read(body)
+
+    def _read(self, body: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            try:
+                return body(self._conn)
+            except sqlite3.Error as exc:
+                raise BackendError(f"guard state {self.path}: {exc}") from None
+
+    def put(self, key: str, value: str, ttl: float) -> None:
+        expires = time.time() + ttl
+        self._tx(
+            lambda conn: conn.execute(
+                "INSERT OR REPLACE INTO guard_state (key, num, text, expires) "
+                "VALUES (?, NULL, ?, ?)",
+                (key, value, expires),
+            )
+        )
+
+    def get(self, key: str) -> str | None:
+        now = time.time()
+
+        def body(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute(
+                "SELECT text FROM guard_state WHERE key = ? AND expires > ?", (key, now)
+            ).fetchone()
+            return None if row is None else row[0]
+
+        return self._read(body)
+
+    def delete(self, key: str) -> None:
+        self._tx(lambda conn: conn.execute("DELETE FROM guard_state WHERE key = ?", (key,)))
+
+    def ping(self) -> None:
+        self._read(lambda conn: conn.execute("SELECT 1").fetchone())
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

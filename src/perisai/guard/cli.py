@@ -1,0 +1,56 @@
+"""``perisai guard serve``: the Verify API on uvicorn. Errors: one line on stderr, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from perisai.guard.backends import DEFAULT_STATE, open_backend
+from perisai.guard.config import GuardConfigError, load_config
+from perisai.guard.interface import BackendError
+
+__all__ = ["guard_app"]
+
+EXIT_USAGE = 2
+
+guard_app = typer.Typer(
+    help="A run-time shield for OTP, SMS and e-mail flows, and a self-hosted Verify API.",
+    no_args_is_help=True,
+)
+
+
+@guard_app.callback()
+def guard_options() -> None:
+    """perisai guard: stop OTP bombing, SMS pumping, OTP brute force and mail relaying."""
+
+
+@guard_app.command()
+def serve(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="Policy YAML (defaults when absent).")
+    ] = None,
+    state: Annotated[
+        str,
+        typer.Option("--state", help="State: sqlite:///PATH, redis://… or memory://."),
+    ] = DEFAULT_STATE,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+) -> None:
+    """Serve the Verify API (POST /v1/verifications, /v1/verifications/check, /v1/decisions,
+    /v1/events; GET /metrics, /healthz)."""
+    import uvicorn
+
+    from perisai.guard.api import create_app
+
+    stderr = Console(stderr=True, highlight=False)
+    try:
+        policy = load_config(config)
+        backend = open_backend(state, tag=policy.key_tag)
+        app = create_app(policy, backend=backend)
+    except (GuardConfigError, BackendError) as exc:
+        stderr.print(f"perisai: error: {exc}", markup=False)
+        raise typer.Exit(EXIT_USAGE) from None
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

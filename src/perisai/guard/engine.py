@@ -1,0 +1,436 @@
+"""The decision engine: policy ► number intelligence ► pumping ► limits ► allow/challenge/deny."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+from perisai.guard.backends.memory import MemoryBackend
+from perisai.guard.clientip import TrustedProxies, ip_prefix
+from perisai.guard.codes import CodeRecord, hash_code, new_code
+from perisai.guard.config import FailMode, GuardConfig, Mode, Rate
+from perisai.guard.email import is_disposable, normalize_email
+from perisai.guard.interface import (
+    Action,
+    Backend,
+    BackendError,
+    Decision,
+    Event,
+    Limit,
+    Verdict,
+)
+from perisai.guard.metrics import GuardMetrics
+from perisai.guard.numbers import NumberInfo, inspect_number
+
+__all__ = ["Guard", "Started", "VerifyOutcome", "VerifyStatus"]
+
+log = logging.getLogger("perisai.guard")
+
+DAY = 86400.0
+HOUR = 3600.0
+KNOWN_TTL = 90 * DAY
+ALLOW = Decision(Verdict.ALLOW, "ok")
+
+
+class VerifyStatus(StrEnum):
+    APPROVED = "approved"
+    INVALID = "invalid"
+    LOCKED = "locked"
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOutcome:
+    status: VerifyStatus
+    retry_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A verification that was started (``id`` and ``code`` set) or refused (``decision``)."""
+
+    decision: Decision
+    id: str | None = None
+    code: str | None = None
+    to: str | None = None  # the canonical recipient
+
+
+def _deny(reason: str, retry_after: float = 0.0) -> Decision:
+    return Decision(Verdict.DENY, reason, retry_after)
+
+
+def _challenge(reason: str) -> Decision:
+    return Decision(Verdict.CHALLENGE, reason)
+
+
+class Guard:
+    """Decides whether to send an OTP or e-mail, and runs verifications.
+
+    Every backend call may fail; then the configured fail mode decides (and it is logged and
+    counted). Build one per process; it is thread-safe when its backend is.
+    """
+
+    def __init__(
+        self,
+        config: GuardConfig | None = None,
+        backend: Backend | None = None,
+        *,
+        metrics: GuardMetrics | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.config = config if config is not None else GuardConfig()
+        self.backend = backend if backend is not None else MemoryBackend()
+        self.metrics = metrics if metrics is not None else GuardMetrics()
+        self.proxies = TrustedProxies(self.config.trusted_proxies)
+        self._trusted_ips = TrustedProxies(self.config.pumping.trusted_ips)
+        self._clock = clock
+        secret = self.config.secret
+        self._secret = secret.encode() if secret else secrets.token_bytes(32)
+
+    # ------------------------------------------------------------------ decisions
+    def check(
+        self,
+        action: Action | str,
+        to: str,
+        ip: str,
+        device: str | None = None,
+        account: str | None = None,
+    ) -> Decision:
+        """Decide on one request. Raises ValueError for an unknown action."""
+        action = Action(action)
+        started = time.perf_counter()
+        try:
+            decision = self._decide(action, to, ip, device, account, self._clock())
+        except BackendError as exc:
+            decision = self._backend_down(exc)
+        if self.config.mode is Mode.MONITOR and decision.verdict is not Verdict.ALLOW:
+            log.info(
+                "guard monitor: would %s %s: %s",
+                decision.verdict.value,
+                action.value,
+                decision.reason,
+            )
+            decision = Decision(Verdict.ALLOW, f"monitor:{decision.reason}")
+        self.metrics.decisions.labels(action.value, decision.verdict.value, decision.reason).inc()
+        self.metrics.latency.labels(action.value).observe(time.perf_counter() - started)
+        return decision
+
+    def _backend_down(self, exc: BackendError) -> Decision:
+        mode = self.config.fail
+        log.warning("guard backend down (failing %s): %s", mode.value, exc)
+        self.metrics.backend_errors.labels(mode.value).inc()
+        if mode is FailMode.OPEN:
+            return Decision(Verdict.ALLOW, "backend-down")
+        return _deny("backend-down", 1.0)
+
+    def _decide(
+        self,
+        action: Action,
+        to: str,
+        ip: str,
+        device: str | None,
+        account: str | None,
+        now: float,
+    ) -> Decision:
+        if action is Action.VERIFY_OTP:
+            return self._decide_verify(to, ip, now)
+        if action is Action.SEND_EMAIL or "@" in to:
+            return self._decide_email(action, to, ip, device, account, now)
+        return self._decide_sms(to, ip, device, account, now)
+
+    def _source_limits(
+        self, ip: str, device: str | None, account: str | None, space: str
+    ) -> list[Limit]:
+        policy = self.config.limits
+        limits = _limits(f"{space}:ip:{ip}", policy.ip, "ip-rate")
+        prefix = ip_prefix(ip)
+        if prefix is not None:
+            limits += _limits(f"{space}:net:{prefix}", policy.ip_prefix, "ip-prefix-rate")
+        if device:
+            limits += _limits(f"{space}:dev:{device}", policy.device, "device-rate")
+        if account:
+            limits += _limits(f"{space}:acct:{account}", policy.account, "account-rate")
+        return limits
+
+    def _decide_sms(
+        self, to: str, ip: str, device: str | None, account: str | None, now: float
+    ) -> Decision:
+        info = inspect_number(to)
+        if info is None:
+            return _deny("number-invalid")
+        numbers = self.config.numbers
+        if info.country in numbers.deny_countries or (
+            numbers.allow_countries and info.country not in numbers.allow_countries
+        ):
+            return _deny("country-denied")
+        if info.number_type in numbers.deny_types:
+            return _deny(f"number-{info.number_type}")
+        if info.number_type in numbers.challenge_types:
+            return _challenge(f"number-{info.number_type}")
+        vetted = self._trusted_ips.trusted(ip) or self.backend.get(f"known:{info.e164}") is not None
+        if not vetted:
+            verdict = self._pumping(info, ip, now)
+            if verdict is not None:
+                return verdict
+        spent = self._spend_check(info, now)
+        if spent is not None:
+            return spent
+        limits = _limits(f"s:to:{info.e164}", self.config.limits.recipient, "recipient-rate")
+        limits += self._source_limits(ip, device, account, "s")
+        if not vetted:
+            drop = self.config.pumping.prefix_drop_digits
+            limits += _limits(
+                f"s:pfx:{info.prefix(drop)}", self.config.limits.number_prefix, "number-prefix-rate"
+            )
+        admission = self.backend.acquire(limits, now)
+        if not admission.allowed:
+            return _deny(admission.denied_by or "rate", admission.retry_after)
+        return ALLOW
+
+    def _pumping(self, info: NumberInfo, ip: str, now: float) -> Decision | None:
+        policy = self.config.pumping
+        if not policy.enabled:
+            return None
+        day = int(now // DAY)
+        prefix = info.prefix(policy.prefix_drop_digits)
+        c = info.country
+        values = self.backend.get_many(
+            [
+                f"p:cs:{day}:{c}",
+                f"p:cv:{day}:{c}",
+                f"p:cv:{day - 1}:{c}",
+                f"p:ps:{day}:{prefix}",
+                f"p:pv:{day}:{prefix}",
+                f"p:ic:{day}:{ip}",
+                f"p:icm:{day}:{ip}:{c}",
+                f"p:cp:{day}:{c}",
+                f"p:pp:{day}:{prefix}",
+            ]
+        )
+        c_sent, c_ver, c_ver_before, p_sent, p_ver, ip_countries, ip_this = values[:7]
+        c_pressure, p_pressure = values[7:]
+        if not ip_this and ip_countries >= policy.max_countries_per_ip:
+            return _deny("pumping-ip-countries")
+        budget = self.config.numbers.country_budgets.get(c)
+        if budget is not None and c_sent >= budget:
+            return _deny("country-budget")
+        # refused attempts count as pressure, so a challenged attack escalates to a denial
+        unverified = c_sent - c_ver + c_pressure
+        allowance = max(policy.country_floor, policy.country_fraction * (c_ver + c_ver_before))
+        if unverified >= allowance * policy.deny_factor:
+            return _deny("pumping-country")
+        if unverified >= allowance:
+            self.backend.add(f"p:cp:{day}:{c}", 1, 2 * DAY)
+            return _challenge("pumping-country")
+        p_unverified = p_sent - p_ver + p_pressure
+        if p_unverified >= policy.prefix_floor and p_ver < policy.min_conversion * p_sent:
+            if p_unverified >= policy.prefix_floor * policy.deny_factor:
+                return _deny("pumping-prefix")
+            self.backend.add(f"p:pp:{day}:{prefix}", 1, 2 * DAY)
+            return _challenge("pumping-prefix")
+        return None
+
+    def _cost(self, info: NumberInfo) -> float:
+        return self.config.spend.costs.get(info.country, self.config.spend.default_cost)
+
+    def _spend_check(self, info: NumberInfo, now: float) -> Decision | None:
+        spend = self.config.spend
+        if spend.hourly_cap is None and spend.daily_cap is None:
+            return None
+        hour, day = int(now // HOUR), int(now // DAY)
+        spent_hour, spent_day = self.backend.get_many([f"sp:h:{hour}", f"sp:d:{day}"])
+        cost = self._cost(info)
+        if spend.hourly_cap is not None and spent_hour + cost > spend.hourly_cap:
+            return _deny("spend-cap", (hour + 1) * HOUR - now)
+        if spend.daily_cap is not None and spent_day + cost > spend.daily_cap:
+            return _deny("spend-cap", (day + 1) * DAY - now)
+        return None
+
+    def _decide_email(
+        self,
+        action: Action,
+        to: str,
+        ip: str,
+        device: str | None,
+        account: str | None,
+        now: float,
+    ) -> Decision:
+        address = normalize_email(to)
+        if address is None:
+            return _deny("email-invalid")
+        policy = self.config.email
+        allowlisted = address in policy.allowlist
+        if policy.block_disposable and not allowlisted and is_disposable(address):
+            return _deny("email-disposable")
+        if action is Action.SEND_EMAIL and policy.require_verified and not allowlisted:
+            verified = self.backend.get(f"acctmail:{account}") if account else None
+            if verified != address:
+                return _deny("email-unverified")
+        limits = _limits(f"e:to:{address}", policy.recipient, "recipient-rate")
+        if account:
+            limits += _limits(f"e:acct:{account}", policy.account, "account-rate")
+        limits += self._source_limits(ip, device, None, "e")
+        admission = self.backend.acquire(limits, now)
+        if not admission.allowed:
+            return _deny(admission.denied_by or "rate", admission.retry_after)
+        return ALLOW
+
+    def _decide_verify(self, to: str, ip: str, now: float) -> Decision:
+        recipient = self.canonical(to)
+        if recipient is None:
+            return _deny("recipient-invalid")
+        (attempts,) = self.backend.get_many([f"va:{recipient}"])
+        if attempts >= self.config.verify.max_attempts:
+            return _deny("verify-locked", self.config.verify.lockout)
+        admission = self.backend.acquire(
+            _limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
+        )
+        if not admission.allowed:
+            return _deny(admission.denied_by or "rate", admission.retry_after)
+        return ALLOW
+
+    # ------------------------------------------------------------------ events
+    def record(
+        self,
+        event: Event | str,
+        to: str,
+        ip: str | None = None,
+        account: str | None = None,
+    ) -> None:
+        """Tell the guard what happened: ``sent`` (a message went out), ``verified`` (the
+        recipient proved it), ``failed`` (a wrong code). Raises ValueError for an unknown event;
+        a backend failure is logged and counted, never raised."""
+        event = Event(event)
+        try:
+            self._record(event, to, ip, account, self._clock())
+        except BackendError as exc:
+            log.warning("guard backend down while recording %s: %s", event.value, exc)
+            self.metrics.backend_errors.labels(self.config.fail.value).inc()
+
+    def _record(
+        self, event: Event, to: str, ip: str | None, account: str | None, now: float
+    ) -> None:
+        recipient = self.canonical(to)
+        if recipient is None:
+            return
+        verify = self.config.verify
+        if event is Event.FAILED:
+            self.backend.add(f"va:{recipient}", 1, verify.lockout)
+            return
+        info = inspect_number(recipient) if "@" not in recipient else None
+        day = int(now // DAY)
+        ttl = 2 * DAY + 60
+        if event is Event.VERIFIED:
+            self.backend.delete(f"va:{recipient}")
+            if info is None:
+                if account:
+                    self.backend.put(f"acctmail:{account}", recipient, KNOWN_TTL)
+                return
+            self.backend.put(f"known:{info.e164}", "1", KNOWN_TTL)
+            prefix = info.prefix(self.config.pumping.prefix_drop_digits)
+            self.backend.add(f"p:cv:{day}:{info.country}", 1, ttl)
+            self.backend.add(f"p:pv:{day}:{prefix}", 1, ttl)
+            return
+        if info is None:  # an e-mail went out: its rates were taken at check time
+            return
+        prefix = info.prefix(self.config.pumping.prefix_drop_digits)
+        self.backend.add(f"p:cs:{day}:{info.country}", 1, ttl)
+        self.backend.add(f"p:ps:{day}:{prefix}", 1, ttl)
+        if ip and self.backend.add(f"p:icm:{day}:{ip}:{info.country}", 1, ttl) == 1:
+            self.backend.add(f"p:ic:{day}:{ip}", 1, ttl)
+        spend = self.config.spend
+        if spend.hourly_cap is not None or spend.daily_cap is not None:
+            cost = self._cost(info)
+            self.backend.add(f"sp:h:{int(now // HOUR)}", cost, HOUR + 60)
+            self.backend.add(f"sp:d:{day}", cost, DAY + 60)
+
+    # ------------------------------------------------------------------ verifications
+    @staticmethod
+    def canonical(to: str) -> str | None:
+        """E.164 for a number, the lower-cased address for an e-mail, None for neither."""
+        if "@" in to:
+            return normalize_email(to)
+        info = inspect_number(to)
+        return None if info is None else info.e164
+
+    def start(
+        self,
+        to: str,
+        channel: str,
+        ip: str,
+        device: str | None = None,
+        account: str | None = None,
+    ) -> Started:
+        """Decide, and if allowed make a fresh code (replacing any live one). The caller
+        delivers ``code`` and then records ``sent``."""
+        if channel not in ("sms", "email") or (channel == "email") != ("@" in to):
+            decision = _deny("channel-mismatch")
+            self.metrics.decisions.labels("send_otp", "deny", decision.reason).inc()
+            return Started(decision)
+        decision = self.check(Action.SEND_OTP, to, ip, device, account)
+        if not decision.allowed:
+            return Started(decision)
+        recipient = self.canonical(to)
+        if recipient is None:  # only when monitor mode let an invalid recipient through
+            return Started(_deny("recipient-invalid"))
+        verify = self.config.verify
+        verification_id = secrets.token_urlsafe(12)
+        code = new_code(verify.code_length)
+        record = CodeRecord(
+            id=verification_id,
+            digest=hash_code(self._secret, recipient, verification_id, code),
+            expires=self._clock() + verify.ttl,
+            channel=channel,
+        )
+        try:
+            self.backend.put(f"code:{recipient}", record.dumps(), verify.ttl)
+        except BackendError as exc:
+            self._backend_down(exc)
+            return Started(_deny("backend-down", 1.0))
+        return Started(decision, verification_id, code, recipient)
+
+    def verify(self, to: str, code: str, ip: str) -> VerifyOutcome:
+        """Check a code: at most ``max_attempts`` per code and per recipient, across resends."""
+        try:
+            outcome = self._verify(to, code, ip)
+        except BackendError as exc:
+            self._backend_down(exc)
+            outcome = VerifyOutcome(VerifyStatus.LOCKED, 1.0)
+        self.metrics.verifications.labels(outcome.status.value).inc()
+        return outcome
+
+    def _verify(self, to: str, code: str, ip: str) -> VerifyOutcome:
+        recipient = self.canonical(to)
+        if recipient is None:
+            return VerifyOutcome(VerifyStatus.INVALID)
+        verify = self.config.verify
+        now = self._clock()
+        admission = self.backend.acquire(
+            _limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
+        )
+        if not admission.allowed:
+            return VerifyOutcome(VerifyStatus.LOCKED, admission.retry_after)
+        attempts = self.backend.add(f"va:{recipient}", 1, verify.lockout)
+        if attempts > verify.max_attempts:
+            return VerifyOutcome(VerifyStatus.LOCKED, verify.lockout)
+        stored = self.backend.get(f"code:{recipient}")
+        if stored is None:
+            return VerifyOutcome(VerifyStatus.INVALID)
+        record = CodeRecord.loads(stored)
+        if record.expires <= now:
+            return VerifyOutcome(VerifyStatus.INVALID)
+        per_code = self.backend.add(f"vc:{record.id}", 1, verify.ttl)
+        if per_code > verify.max_attempts:
+            return VerifyOutcome(VerifyStatus.LOCKED, max(0.0, record.expires - now))
+        if not code.isdigit() or not record.matches(self._secret, recipient, code):
+            return VerifyOutcome(VerifyStatus.INVALID)
+        self.backend.delete(f"code:{recipient}")
+        self._record(Event.VERIFIED, recipient, ip, None, now)
+        return VerifyOutcome(VerifyStatus.APPROVED)
+
+
+def _limits(key: str, rates: tuple[Rate, ...], name: str) -> list[Limit]:
+    return [Limit(f"{key}:{i}", rate.limit, rate.window, name) for i, rate in enumerate(rates)]

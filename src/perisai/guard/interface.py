@@ -1,0 +1,127 @@
+"""The guard's pluggable layer: state backends, and the result types the engine returns."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+__all__ = [
+    "Action",
+    "Admission",
+    "Backend",
+    "BackendError",
+    "Decision",
+    "Event",
+    "Limit",
+    "Verdict",
+    "slide",
+]
+
+
+class Verdict(StrEnum):
+    ALLOW = "allow"
+    CHALLENGE = "challenge"
+    DENY = "deny"
+
+
+class Action(StrEnum):
+    SEND_OTP = "send_otp"
+    VERIFY_OTP = "verify_otp"
+    SEND_EMAIL = "send_email"
+
+
+class Event(StrEnum):
+    SENT = "sent"
+    VERIFIED = "verified"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What the guard says about one request: ``reason`` is a short stable id (``recipient-rate``,
+    ``number-premium_rate``, ``pumping-prefix`` …); ``retry_after`` in seconds, 0 when moot."""
+
+    verdict: Verdict
+    reason: str
+    retry_after: float = 0.0
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict is Verdict.ALLOW
+
+
+class BackendError(Exception):
+    """The state backend cannot be reached or used; the guard then fails open or closed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """A sliding-window limit on ``key``: ``limit`` events per ``window`` seconds;
+    ``name`` is the reason a denial carries."""
+
+    key: str
+    limit: int
+    window: float
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    allowed: bool
+    retry_after: float = 0.0
+    denied_by: str | None = None  # the Limit.name that refused
+
+
+def slide(
+    stamps: Sequence[float], now: float, limit: int, window: float
+) -> tuple[bool, list[float], float]:
+    """One sliding-window-log step: ``(allowed, stamps_to_keep, retry_after)``.
+
+    Exact: never more than ``limit`` events in any ``window`` seconds; at most ``limit``
+    timestamps are kept per key."""
+    live = [stamp for stamp in stamps if stamp > now - window]
+    if len(live) >= limit:
+        return False, live, live[-limit] + window - now
+    live.append(now)
+    return True, live[-limit:], 0.0
+
+
+class Backend(ABC):
+    """Guard state: sliding-window limits admitted all-or-nothing, counters and short-lived values.
+
+    Every method is atomic with respect to every other client of the same store, and raises
+    :class:`BackendError` when the store is unreachable.
+    """
+
+    @abstractmethod
+    def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
+        """Admit one event under every limit, or under none (then say which refused)."""
+
+    @abstractmethod
+    def add(self, key: str, amount: float, ttl: float) -> float:
+        """Add ``amount`` to a counter (created at 0, living ``ttl`` s); its new value."""
+
+    @abstractmethod
+    def get_many(self, keys: Sequence[str]) -> list[float]:
+        """The counters' values (0 for missing ones)."""
+
+    @abstractmethod
+    def put(self, key: str, value: str, ttl: float) -> None:
+        """Set a value that expires after ``ttl`` seconds, replacing any old one."""
+
+    @abstractmethod
+    def get(self, key: str) -> str | None:
+        """A value set by :meth:`put`, or None when absent or expired."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove a value or counter."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`BackendError` unless the store answers."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
