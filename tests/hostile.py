@@ -45,6 +45,12 @@ async def _read_resp_command(reader: asyncio.StreamReader) -> list[bytes]:
     return parts
 
 
+async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Reads, never answers, until the client hangs up."""
+    while await reader.read(1024):
+        pass
+
+
 async def redis_gigabyte_value(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """An open 'Redis' with one key whose value is announced as 1 GB and then streamed."""
     info = b"# Server\r\nredis_version:7.0.15\r\n# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n"

@@ -18,7 +18,6 @@ import json
 import socket
 import socketserver
 import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +37,7 @@ from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.fakes import http_server, misbehave
 
 pytestmark = pytest.mark.servers
 
@@ -297,17 +297,7 @@ class _Hostile(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("X-ClickHouse-Server-Display-Name", "hostile")
         self.end_headers()
-        try:
-            if self.mode == "drip":
-                for byte in b"99.1.1" * 8:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            else:
-                for _ in range(2000):  # 128 MB at most
-                    self.wfile.write(b"9" * 65536)
-        except OSError:
-            pass
+        misbehave(self.wfile, self.mode, b"99.1.1" * 8, b"9" * 65536)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -315,18 +305,11 @@ class _Hostile(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize(("mode", "why"), [("drip", "too slow"), ("endless", "too big")])
 async def test_hostile_server_ends_the_probe_with_a_reason(mode: str, why: str) -> None:
-    handler = type("Hostile", (_Hostile,), {"mode": mode})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    with http_server(type("Hostile", (_Hostile,), {"mode": mode})) as port:
         probe = ClickHouseProbe(ScanConfig(timeout=1.0))
         fingerprint = await probe.fingerprint("127.0.0.1", port)
         assert fingerprint is not None and fingerprint.detail == "ClickHouse 99.1.1, open"
         result = await asyncio.wait_for(probe.probe("127.0.0.1", port, fingerprint), 60)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert isinstance(result, ProbeSkipped)
     assert result.reason == f"SELECT version(): the answer was cut short ({why}); stopped"
     assert result.findings == ()

@@ -11,7 +11,7 @@ started by this module and stopped at its end: exposed (an "admin party", seeded
 personal data and a ransom-note database), secured (a random admin password, every database
 locked to members) and one whose admin password is the vendor default ``admin:password``. The
 read-only proof is pouchdb-server's own access log, one line per request with its method.
-Hostile servers (an endless body, a byte a second) come from ``test_probe_elasticsearch``.
+Hostile servers (an endless body, a byte a second) come from :mod:`tests.fakes`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
-from tests.test_probe_elasticsearch import (
+from tests.fakes import (
     BOUND,
     HOSTILE_CONFIG,
     Mode,
@@ -54,7 +54,7 @@ from tests.test_probe_elasticsearch import (
     Reply,
     Seen,
     elastic_cluster,
-    hostile,
+    hostile_route,
     only,
     plain_http_route,
     run_probe,
@@ -216,7 +216,7 @@ async def test_fingerprint_is_none_on_other_http_services() -> None:
 
 @pytest.mark.parametrize("mode", ["endless", "drip-status", "drip-body"])
 async def test_hostile_server_is_neither_recognised_nor_hangs(mode: Mode) -> None:
-    with ReplayServer(hostile(mode)) as server:
+    with ReplayServer(hostile_route(mode)) as server:
         probe = CouchDBProbe(HOSTILE_CONFIG)
         assert await asyncio.wait_for(probe.fingerprint("127.0.0.1", server.port), BOUND) is None
         result = await asyncio.wait_for(

@@ -13,11 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
@@ -41,6 +39,7 @@ from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.fakes import http_server, misbehave
 
 pytestmark = pytest.mark.servers
 
@@ -212,14 +211,8 @@ class _LookAlike(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def look_alike() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _LookAlike)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_LookAlike) as port:
+        yield port
 
 
 async def test_fingerprint_is_none_on_other_protocols(
@@ -295,17 +288,7 @@ class _Hostile(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.end_headers()
-        try:
-            if self.mode == "drip":
-                for byte in b'{"header":{"revision":"1"},"kvs":[' * 4:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            else:
-                for _ in range(2000):  # 128 MB at most
-                    self.wfile.write(b"A" * 65536)
-        except OSError:
-            pass
+        misbehave(self.wfile, self.mode, b'{"header":{"revision":"1"},"kvs":[' * 4, b"A" * 65536)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -313,18 +296,11 @@ class _Hostile(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize(("mode", "why"), [("drip", "too slow"), ("endless", "too big")])
 async def test_hostile_server_ends_the_probe_with_a_reason(mode: str, why: str) -> None:
-    handler = type("Hostile", (_Hostile,), {"mode": mode})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    with http_server(type("Hostile", (_Hostile,), {"mode": mode})) as port:
         probe = EtcdProbe(ScanConfig(timeout=1.0))
         fingerprint = await probe.fingerprint("127.0.0.1", port)
         assert fingerprint is not None
         result = await asyncio.wait_for(probe.probe("127.0.0.1", port, fingerprint), 60)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert isinstance(result, ProbeSkipped)
     assert result.reason == f"POST /v3/kv/range: the answer was cut short ({why}); stopped"
     assert result.findings == ()

@@ -17,11 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
 import pytest
@@ -38,6 +36,7 @@ from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.fakes import http_server, misbehave
 
 pytestmark = pytest.mark.servers
 
@@ -214,14 +213,9 @@ def influx_v2() -> Iterator[type[_InfluxV2Replay]]:
     class Replay(_InfluxV2Replay):  # fresh class state for each test
         seen: ClassVar[list[tuple[str, str]]] = []
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Replay)
-    Replay.server_port = server.server_address[1]
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with http_server(Replay) as port:
+        Replay.server_port = port
         yield Replay
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_unclaimed_influxdb2_is_critical_and_never_set_up(
@@ -258,13 +252,8 @@ class _NotInflux(BaseHTTPRequestHandler):
 
 @pytest.fixture(scope="module")
 def look_alike() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _NotInflux)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server.server_address[1]
-    finally:
-        server.shutdown()
-        server.server_close()
+    with http_server(_NotInflux) as port:
+        yield port
 
 
 async def test_fingerprint_is_none_on_other_protocols(
@@ -304,17 +293,7 @@ class _Hostile(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("X-Influxdb-Version", "1.8.10")
         self.end_headers()
-        try:
-            if self.mode == "drip":
-                for byte in b'{"results":[{"statement_id":0,' * 4:
-                    self.wfile.write(bytes([byte]))
-                    self.wfile.flush()
-                    time.sleep(0.2)
-            else:
-                for _ in range(2000):  # 128 MB at most
-                    self.wfile.write(b"[" * 65536)
-        except OSError:
-            pass
+        misbehave(self.wfile, self.mode, b'{"results":[{"statement_id":0,' * 4, b"[" * 65536)
 
     def log_message(self, format: str, *args: object) -> None:
         pass
@@ -322,18 +301,11 @@ class _Hostile(BaseHTTPRequestHandler):
 
 @pytest.mark.parametrize(("mode", "why"), [("drip", "too slow"), ("endless", "too big")])
 async def test_hostile_server_ends_the_probe_with_a_reason(mode: str, why: str) -> None:
-    handler = type("Hostile", (_Hostile,), {"mode": mode})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    port = server.server_address[1]
-    try:
+    with http_server(type("Hostile", (_Hostile,), {"mode": mode})) as port:
         probe = InfluxDBProbe(ScanConfig(timeout=1.0))
         fingerprint = await probe.fingerprint("127.0.0.1", port)
         assert fingerprint is not None
         result = await asyncio.wait_for(probe.probe("127.0.0.1", port, fingerprint), 60)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert isinstance(result, ProbeSkipped)
     assert result.reason == f"GET /query SHOW DATABASES: the answer was cut short ({why}); stopped"
     assert result.findings == ()

@@ -2,7 +2,7 @@
 
 No Kibana installs here (Debian does not ship it; Elastic's archives come from its own site), so,
 as DESIGN.md provides for, this module replays Kibana from a local HTTP server on 127.0.0.1 (a
-free port picked by the kernel), reusing the replay server of ``test_probe_elasticsearch``: the
+free port picked by the kernel), with the replay server of :mod:`tests.fakes`: the
 ``GET /api/status`` document of Kibana 8 (``status.overall.level``) and 7 (``state: green``),
 the redacted status an anonymous user gets when ``status.allowAnonymous`` is on, the 401 of a
 Kibana with security on, the ``kbn-name`` / ``kbn-license-sig`` headers Kibana sets on every
@@ -19,14 +19,13 @@ from typing import Any
 import pytest
 
 from perisai.findings import Auth, Severity
-from perisai.probes import ProbeResult, ProbeSkipped
+from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes.couchdb import CouchDBProbe
 from perisai.probes.elasticsearch import ElasticsearchProbe
 from perisai.probes.interface import Fingerprint
 from perisai.probes.kibana import KibanaProbe
-from tests.test_probe_elasticsearch import (
+from tests.fakes import (
     BOUND,
-    CONFIG,
     HOSTILE_CONFIG,
     Mode,
     ReplayServer,
@@ -34,12 +33,13 @@ from tests.test_probe_elasticsearch import (
     Route,
     Seen,
     elastic_cluster,
-    hostile,
+    hostile_route,
     only,
     plain_http_route,
     run_probe,
 )
 
+CONFIG = ScanConfig(timeout=2.0)
 KIBANA_HEADERS = (
     ("kbn-name", "kibana-prod"),
     ("kbn-license-sig", "da420c53321c02c93e0f8b5e5bf5d8ba1bd3e3d4f5b6c7d8e9f0a1b2c3d4e5f6"),
@@ -242,7 +242,7 @@ async def test_other_http_probes_do_not_take_kibana(
 
 @pytest.mark.parametrize("mode", ["endless", "drip-status", "drip-body"])
 async def test_hostile_server_is_neither_recognised_nor_hangs(mode: Mode) -> None:
-    with ReplayServer(hostile(mode)) as server:
+    with ReplayServer(hostile_route(mode)) as server:
         probe = KibanaProbe(HOSTILE_CONFIG)
         assert await asyncio.wait_for(probe.fingerprint("127.0.0.1", server.port), BOUND) is None
         result = await asyncio.wait_for(

@@ -9,9 +9,8 @@ hostile servers are small asyncio fakes that announce a 1 GB value, drip bytes, 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,6 +32,8 @@ from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.fakes import fake_server, http_400
+from tests.hostile import Handler, silent
 
 # Commands a probe may send; anything else in the server's command log fails the test.
 READ_ONLY_VERBS = {"version", "stats", "lru_crawler", "get"}
@@ -220,9 +221,9 @@ async def test_other_protocols_are_not_taken_for_memcached(
 ) -> None:
     probe = MemcachedProbe(ScanConfig(timeout=1.0))
     assert await probe.fingerprint("127.0.0.1", servers["redis"].port) is None
-    async with _fake(_http_server) as port:
+    async with fake_server(http_400) as port:
         assert await probe.fingerprint("127.0.0.1", port) is None
-    async with _fake(_silent) as port:
+    async with fake_server(silent) as port:
         assert await probe.fingerprint("127.0.0.1", port) is None
     # And the other probes leave memcached to this one.
     ports = [servers["redis"].port, servers["exposed"].port]
@@ -233,50 +234,6 @@ async def test_other_protocols_are_not_taken_for_memcached(
 
 
 # --- hostile servers ---------------------------------------------------------------------------
-
-Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
-
-
-@contextlib.asynccontextmanager
-async def _fake(handler: Handler) -> AsyncIterator[int]:
-    """A loopback server running ``handler`` per connection; yields its port. On exit every
-    connection is aborted, which ends the handlers (their next read or drain fails)."""
-    tasks: set[asyncio.Task[None]] = set()
-    writers: list[asyncio.StreamWriter] = []
-
-    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        try:
-            await handler(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError):
-            pass
-        finally:
-            writer.close()
-
-    def track(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        tasks.add(asyncio.create_task(serve(reader, writer)))
-
-    server = await asyncio.start_server(track, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for writer in writers:
-            writer.transport.abort()
-        if tasks:
-            await asyncio.wait(tasks, timeout=10)
-        await server.wait_closed()
-
-
-async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    while await reader.read(1024):  # reads, never answers, until the client hangs up
-        pass
-
-
-async def _http_server(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    await reader.read(1024)
-    writer.write(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-    await writer.drain()
 
 
 def _memcached_like(
@@ -329,7 +286,7 @@ async def test_a_value_line_claiming_1_gb_ends_bounded() -> None:
         writer.write(b"VALUE user:1 0 1073741824\r\n")
         await _drip_forever(writer)
 
-    async with _fake(_memcached_like(huge)) as port:
+    async with fake_server(_memcached_like(huge)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "1073741824 bytes" in outcome.reason and "item_size_max" in outcome.reason
@@ -349,7 +306,7 @@ async def test_a_huge_value_within_item_size_max_is_cut_not_drained() -> None:
             await writer.drain()
             sent += len(chunk)
 
-    async with _fake(_memcached_like(flood, item_size_max=1 << 31)) as port:
+    async with fake_server(_memcached_like(flood, item_size_max=1 << 31)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0))
     assert isinstance(outcome, ProbeResult)
     [main] = outcome.findings
@@ -362,7 +319,7 @@ async def test_a_dripping_value_ends_bounded() -> None:
         writer.write(b"VALUE user:1 0 1000\r\n")
         await _drip_forever(writer)
 
-    async with _fake(_memcached_like(drip)) as port:
+    async with fake_server(_memcached_like(drip)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "dripping" in outcome.reason
@@ -381,7 +338,7 @@ async def test_endless_stats_end_at_the_deadline() -> None:
         raise AssertionError("the probe must not get this far")
 
     handler = _memcached_like(never, stats_tail=endless)
-    async with _fake(handler) as port:
+    async with fake_server(handler) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0, probe_deadline=3.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "deadline" in outcome.reason
@@ -393,7 +350,7 @@ async def test_scanner_reports_a_skipped_probe_as_incomplete() -> None:
         writer.write(b"VALUE user:1 0 1073741824\r\n")
         await _drip_forever(writer)
 
-    async with _fake(_memcached_like(huge)) as port:
+    async with fake_server(_memcached_like(huge)) as port:
         findings = await _scan(port, ScanConfig(timeout=1.0))
     [incomplete] = [f for f in findings if f.rule == "scan.incomplete"]
     assert incomplete.target.service == "memcached"

@@ -41,13 +41,15 @@ from perisai.lab.seed import (
     make_people,
 )
 from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
+from perisai.probes.credentials import default_credentials
 from perisai.probes.interface import Probe
-from perisai.probes.mongodb import MongoDBProbe, default_credentials
+from perisai.probes.mongodb import MongoDBProbe
 from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
-from tests.test_probe_memcached import Handler, _fake, _http_server, _silent
+from tests.fakes import fake_server, http_400
+from tests.hostile import Handler, silent
 
 SAFETY_NET = 120.0  # a hung probe fails the test instead of hanging the suite
 RANSOM_DATABASE = "READ__ME_TO_RECOVER_YOUR_DATA"  # as the 2017-2020 campaigns named it
@@ -301,7 +303,7 @@ async def test_mongodb_with_access_control_is_info_never_open() -> None:
     assert findings[0].severity is Severity.INFO
     assert findings[0].auth is Auth.REQUIRED
     assert "code 13" in findings[0].evidence[0].text
-    assert f"{len(default_credentials())} vendor default" in findings[0].evidence[0].text
+    assert f"{len(default_credentials('mongodb'))} vendor default" in findings[0].evidence[0].text
     assert "find" not in commands and "listcollections" not in commands
 
 
@@ -317,7 +319,7 @@ async def test_default_credentials_are_found() -> None:
 
 
 def test_default_credentials_come_from_the_data_file() -> None:
-    credentials = default_credentials()
+    credentials = default_credentials("mongodb")
     assert ("admin", "admin") in {(c.user, c.password) for c in credentials}
     assert 3 <= len(credentials) <= 20  # a short list, never a brute force
 
@@ -334,9 +336,9 @@ async def test_probe_sends_only_read_commands() -> None:
 async def test_other_protocols_are_not_taken_for_mongodb(memcached: Instance) -> None:
     probe = MongoDBProbe(ScanConfig(timeout=1.0))
     assert await probe.fingerprint("127.0.0.1", memcached.port) is None
-    async with _fake(_http_server) as port:
+    async with fake_server(http_400) as port:
         assert await probe.fingerprint("127.0.0.1", port) is None
-    async with _fake(_silent) as port:
+    async with fake_server(silent) as port:
         assert await probe.fingerprint("127.0.0.1", port) is None
 
 
@@ -405,7 +407,7 @@ async def test_a_reply_header_announcing_1_gb_ends_bounded() -> None:
         writer.write(struct.pack("<iiii", 1 << 30, 1, 0, 2013))
         await _drip_forever(reader, writer)
 
-    async with _fake(_mongo_like(huge)) as port:
+    async with fake_server(_mongo_like(huge)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "1073741824" in outcome.reason and "48000000" in outcome.reason
@@ -417,7 +419,7 @@ async def test_a_dripping_reply_ends_bounded() -> None:
         writer.write(struct.pack("<iiii", 1000, 1, 0, 2013))
         await _drip_forever(reader, writer)
 
-    async with _fake(_mongo_like(drip)) as port:
+    async with fake_server(_mongo_like(drip)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0, probe_deadline=5.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "dripping" in outcome.reason
@@ -428,7 +430,7 @@ async def test_impossible_limits_are_refused_before_pymongo_sees_them() -> None:
         raise AssertionError("the probe must not send a command to this server")
 
     lying = dict(HELLO, maxMessageSizeBytes=2**31 - 1)
-    async with _fake(_mongo_like(never, hello=lying)) as port:
+    async with fake_server(_mongo_like(never, hello=lying)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "maxMessageSizeBytes=2147483647" in outcome.reason
@@ -440,7 +442,7 @@ async def test_an_is_master_reply_announcing_1_gb_is_not_mongodb() -> None:
         writer.write(struct.pack("<iiii", 1 << 30, 1, request_id, 1))
         await _drip_forever(reader, writer)
 
-    async with _fake(huge_hello) as port:
+    async with fake_server(huge_hello) as port:
         assert await MongoDBProbe(ScanConfig(timeout=1.0)).fingerprint("127.0.0.1", port) is None
 
 
@@ -449,7 +451,7 @@ async def test_scanner_reports_a_skipped_probe_as_incomplete() -> None:
         writer.write(struct.pack("<iiii", 1 << 30, 1, 0, 2013))
         await _drip_forever(reader, writer)
 
-    async with _fake(_mongo_like(huge)) as port:
+    async with fake_server(_mongo_like(huge)) as port:
         findings = await _scan(port, ScanConfig(timeout=1.0))
     [incomplete] = [f for f in findings if f.rule == "scan.incomplete"]
     assert incomplete.target.service == "mongodb"

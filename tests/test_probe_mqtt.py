@@ -30,7 +30,8 @@ from perisai.lab.broker_servers import (
 )
 from perisai.lab.seed import RANSOM_BTC_ADDRESS
 from perisai.probes import ScanConfig
-from perisai.probes.mqtt import DEFAULT_CREDENTIALS, MQTTProbe, load_credentials
+from perisai.probes.credentials import default_credentials
+from perisai.probes.mqtt import MQTTProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 
@@ -86,9 +87,9 @@ def _texts(finding: Finding) -> str:
 
 
 def test_defaults_file_is_short() -> None:
-    assert load_credentials("mqtt.txt") == DEFAULT_CREDENTIALS
-    assert 0 < len(DEFAULT_CREDENTIALS) <= 6
-    assert ("admin", "admin") in {(c.user, c.password) for c in DEFAULT_CREDENTIALS}
+    defaults = default_credentials("mqtt")
+    assert 0 < len(defaults) <= 6
+    assert ("admin", "admin") in {(c.user, c.password) for c in defaults}
 
 
 async def test_connack_is_the_fingerprint(brokers: dict[str, BrokerInstance]) -> None:
@@ -165,7 +166,8 @@ async def test_secured_broker_is_info_never_open(brokers: dict[str, BrokerInstan
     assert [f.rule for f in findings] == ["mqtt.auth-required"]
     assert findings[0].severity is Severity.INFO
     assert findings[0].auth is Auth.REQUIRED
-    assert f"{len(DEFAULT_CREDENTIALS)} vendor default logins refused" in _texts(findings[0])
+    tried = len(default_credentials("mqtt"))
+    assert f"{tried} vendor default logins refused" in _texts(findings[0])
 
 
 async def test_default_login_is_found(brokers: dict[str, BrokerInstance]) -> None:

@@ -38,7 +38,8 @@ from perisai.lab.mariadb_server import (
 from perisai.lab.redis_server import start_redis
 from perisai.lab.seed import CHATLOG_DATABASE, RANSOM_BTC_ADDRESS, SEED, make_people
 from perisai.probes import Probe, ScanConfig, probe_classes
-from perisai.probes.mysql import MySQLProbe, load_default_credentials, parse_greeting
+from perisai.probes.credentials import default_logins
+from perisai.probes.mysql import MySQLProbe, parse_greeting
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 
@@ -175,7 +176,7 @@ async def test_secured_mariadb_is_info_never_open(mariadb: dict[str, Instance]) 
     assert info.severity is Severity.INFO
     assert info.auth is Auth.REQUIRED
     assert not info.data.has_personal_data
-    defaults = len(load_default_credentials())
+    defaults = len(default_logins("mysql", "root"))
     assert f"{defaults} vendor default credentials" in info.evidence[0].text
 
 
@@ -241,7 +242,7 @@ def test_declared_rules_are_valid() -> None:
 
 
 def test_default_credentials_come_from_the_data_file() -> None:
-    credentials = load_default_credentials()
+    credentials = default_logins("mysql", "root")
     assert ("root", "root") in credentials
     assert ("mysql", "mysql") in credentials
     assert 3 <= len(credentials) <= 12  # a short vendor list, never a brute-force dictionary

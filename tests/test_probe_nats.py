@@ -31,7 +31,8 @@ from perisai.lab.broker_servers import (
     start_nats,
 )
 from perisai.probes import ScanConfig
-from perisai.probes.nats import DEFAULT_CREDENTIALS, NATSProbe, load_credentials
+from perisai.probes.credentials import default_credentials
+from perisai.probes.nats import NATSProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 
@@ -124,11 +125,11 @@ async def _state(instance: BrokerInstance) -> dict[str, Any]:
 
 
 def test_defaults_file_holds_a_login_and_tokens() -> None:
-    assert load_credentials("nats.txt") == DEFAULT_CREDENTIALS
-    pairs = {(c.user, c.password) for c in DEFAULT_CREDENTIALS}
+    defaults = default_credentials("nats")
+    pairs = {(c.user, c.password) for c in defaults}
     assert ("ruser", "T0pS3cr3t") in pairs
     assert (None, "s3cr3t") in pairs  # a bare line is a token
-    assert len(DEFAULT_CREDENTIALS) <= 6
+    assert len(defaults) <= 6
 
 
 async def test_info_line_is_the_fingerprint(servers: dict[str, BrokerInstance]) -> None:

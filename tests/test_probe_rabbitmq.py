@@ -30,10 +30,11 @@ from perisai.lab.broker_servers import (
 )
 from perisai.lab.seed import RANSOM_BTC_ADDRESS
 from perisai.probes import Probe, ScanConfig
+from perisai.probes.credentials import default_credentials
 from perisai.probes.mqtt import MQTTProbe
 from perisai.probes.nats import NATSProbe
 from perisai.probes.postgres import PostgresProbe
-from perisai.probes.rabbitmq import DEFAULT_CREDENTIALS, RabbitMQProbe, load_credentials
+from perisai.probes.rabbitmq import RabbitMQProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
@@ -120,9 +121,9 @@ def _access_log(instance: BrokerInstance) -> list[str]:
 
 
 def test_defaults_file_is_short_and_has_guest() -> None:
-    assert load_credentials("rabbitmq.txt") == DEFAULT_CREDENTIALS
-    assert ("guest", "guest") in {(c.user, c.password) for c in DEFAULT_CREDENTIALS}
-    assert len(DEFAULT_CREDENTIALS) <= 6
+    defaults = default_credentials("rabbitmq")
+    assert ("guest", "guest") in {(c.user, c.password) for c in defaults}
+    assert len(defaults) <= 6
 
 
 async def test_both_interfaces_are_recognised_by_their_answers(

@@ -38,7 +38,8 @@ from perisai.probes.redis import RedisProbe
 from perisai.probes.zookeeper import ZooKeeperProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
-from tests.test_probe_memcached import Handler, _fake, _http_server, _silent
+from tests.fakes import fake_server, http_400
+from tests.hostile import Handler, silent
 
 SAFETY_NET = 120.0  # a hung probe fails the test instead of hanging the suite
 SRVR = (
@@ -169,9 +170,9 @@ async def test_other_protocols_are_not_taken_for_zookeeper(
 ) -> None:
     probe = ZooKeeperProbe(ScanConfig(timeout=1.0))
     assert await probe.fingerprint("127.0.0.1", servers["memcached"].port) is None
-    async with _fake(_http_server) as port:
+    async with fake_server(http_400) as port:
         assert await probe.fingerprint("127.0.0.1", port) is None
-    async with _fake(_silent) as port:
+    async with fake_server(silent) as port:
         assert await probe.fingerprint("127.0.0.1", port) is None
     ports = [servers["memcached"].port, servers["exposed"].port]
     config = ScanConfig(timeout=2.0)
@@ -226,7 +227,7 @@ async def _examine(port: int, config: ScanConfig) -> ProbeResult | ProbeSkipped:
 
 
 async def test_srvr_not_whitelisted_is_still_zookeeper() -> None:
-    async with _fake(_zookeeper_like(_silent, srvr=False)) as port:
+    async with fake_server(_zookeeper_like(silent, srvr=False)) as port:
         fingerprint = await ZooKeeperProbe(ScanConfig(timeout=1.0)).fingerprint("127.0.0.1", port)
     assert fingerprint is not None and fingerprint.detail == "srvr not whitelisted"
 
@@ -235,7 +236,7 @@ async def test_a_reply_announcing_1_gb_ends_bounded() -> None:
     async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _drip(reader, writer, struct.pack("!i", 1 << 30) + b"\x00" * 64, at_once=4)
 
-    async with _fake(_zookeeper_like(huge)) as port:
+    async with fake_server(_zookeeper_like(huge)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0, probe_deadline=20.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "1073741824 bytes" in outcome.reason
@@ -248,7 +249,7 @@ async def test_a_dripping_session_ends_bounded() -> None:
         body = struct.pack("!iiqi", 0, 4000, 1, 16) + b"\x00" * 16 + b"\x00"
         await _drip(reader, writer, struct.pack("!i", len(body)) + body)
 
-    async with _fake(_zookeeper_like(slow)) as port:
+    async with fake_server(_zookeeper_like(slow)) as port:
         outcome = await _examine(port, ScanConfig(timeout=1.0, probe_deadline=5.0))
     assert isinstance(outcome, ProbeSkipped)
     assert "dripping" in outcome.reason
@@ -258,7 +259,7 @@ async def test_scanner_reports_a_skipped_probe_as_incomplete() -> None:
     async def huge(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await _drip(reader, writer, struct.pack("!i", 1 << 30) + b"\x00" * 64, at_once=4)
 
-    async with _fake(_zookeeper_like(huge)) as port:
+    async with fake_server(_zookeeper_like(huge)) as port:
         findings = await _scan(port, ScanConfig(timeout=1.0, probe_deadline=20.0))
     [incomplete] = [f for f in findings if f.rule == "scan.incomplete"]
     assert incomplete.target.service == "zookeeper"

@@ -83,12 +83,18 @@ def _version_key(name: str) -> tuple[int, ...]:
     return tuple(int(part) for part in name.split("."))
 
 
+def find_binary(name: str, package: str, search: BinarySearch | None = None) -> Path:
+    """The executable ``name`` on the search path, or :class:`MissingBinary` naming ``package``
+    (the Debian package that installs it)."""
+    found = shutil.which(name, path=(search or BinarySearch()).search_path())
+    if found is None:
+        raise MissingBinary(name, package)
+    return Path(found)
+
+
 def find_redis_server(search: BinarySearch | None = None) -> Path:
     """The ``redis-server`` executable, or :class:`MissingBinary` naming its package."""
-    found = shutil.which("redis-server", path=(search or BinarySearch()).search_path())
-    if found is None:
-        raise MissingBinary("redis-server", REDIS_PACKAGE)
-    return Path(found)
+    return find_binary("redis-server", REDIS_PACKAGE, search)
 
 
 def find_postgres(search: BinarySearch | None = None) -> PostgresBinaries:
@@ -113,10 +119,7 @@ def find_postgres(search: BinarySearch | None = None) -> PostgresBinaries:
 
 def find_runuser(search: BinarySearch | None = None) -> Path:
     """``runuser`` (util-linux), with which root starts PostgreSQL as the postgres user."""
-    found = shutil.which("runuser", path=(search or BinarySearch()).search_path())
-    if found is None:
-        raise MissingBinary("runuser", "util-linux")
-    return Path(found)
+    return find_binary("runuser", "util-linux", search)
 
 
 def missing_packages(search: BinarySearch | None = None) -> list[str]:

@@ -26,11 +26,10 @@ import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -44,9 +43,22 @@ from nats.aio.client import Client as NATSClient
 from nats.js.api import AckPolicy
 from paho.mqtt.enums import CallbackAPIVersion
 
-from perisai.lab.binaries import BinarySearch
+from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, MissingBinary, ServerStartError
-from perisai.lab.instances import HOST, STOP_TIMEOUT, free_port, log_tail, pid_running, wait_for
+from perisai.lab.instances import (
+    HOST,
+    STOP_TIMEOUT,
+    clean_env,
+    free_ports,
+    is_process,
+    log_tail,
+    make_root,
+    read_pid,
+    start_with_retries,
+    stop_pid,
+    userinfo,
+    wait_for,
+)
 from perisai.lab.redis_server import random_password
 from perisai.lab.seed import (
     RANSOM_NOTE,
@@ -86,7 +98,6 @@ BROKER_START_TIMEOUT = 30.0
 RABBITMQ_SCRIPTS = Path("/usr/lib/rabbitmq/bin")  # Debian's /usr/sbin wrapper would `su rabbitmq`
 RABBITMQ_SECURED_USER = "perisai-admin"
 SYSTEM_EPMD_PORT = 4369  # the machine's own epmd: never started, asked or stopped by the lab
-_PORT_ATTEMPTS = 3
 _PORT_TAKEN = ("eaddrinuse", "Address already in use", "address already in use")
 
 # (queue, type, messages) the RabbitMQ seeder creates; the ransom queue only when asked.
@@ -143,11 +154,7 @@ class BrokerInstance:
     def url(self) -> str:
         """A client URL with the harness's credentials (amqp://, mqtt://, nats://)."""
         scheme = {"rabbitmq": "amqp", "mqtt": "mqtt", "nats": "nats"}[self.service]
-        auth = quote(self.user, safe="") if self.user else ""
-        if self.password is not None:
-            auth += ":" + quote(self.password, safe="")
-        at = f"{auth}@" if auth else ""
-        return f"{scheme}://{at}{self.host}:{self.port}"
+        return f"{scheme}://{userinfo(self.user, self.password)}{self.host}:{self.port}"
 
     @property
     def management_url(self) -> str:
@@ -231,25 +238,15 @@ def start_rabbitmq(
     if exposed and password is not None:
         raise ValueError("an exposed RabbitMQ keeps guest/guest; it takes no password")
     server = _rabbitmq_binary(search)
-    epmd = _binary("epmd", "erlang-base", search)
-    setsid = _binary("setsid", "util-linux", search)
+    epmd = find_binary("epmd", "erlang-base", search)
+    setsid = find_binary("setsid", "util-linux", search)
     if not exposed and password is None:
         password = random_password()
     root = _fresh_root(base_dir, name)
-    try:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_rabbitmq_once(
-                    name, root, server, epmd, setsid, exposed, password, timeout
-                )
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or not _port_taken(error.log_tail):
-                    raise
-                _reset_dir(root)
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return _start_with_retries(
+        root,
+        lambda: _start_rabbitmq_once(name, root, server, epmd, setsid, exposed, password, timeout),
+    )
 
 
 def _start_rabbitmq_once(
@@ -262,7 +259,7 @@ def _start_rabbitmq_once(
     password: str | None,
     timeout: float,
 ) -> BrokerInstance:
-    amqp_port, management_port, dist_port, epmd_port = _free_ports(4)
+    amqp_port, management_port, dist_port, epmd_port = free_ports(4)
     log_file = root / "rabbitmq.out"
     pid_file = root / "rabbitmq.pid"
     conf = root / "rabbitmq.conf"
@@ -285,7 +282,7 @@ def _start_rabbitmq_once(
     conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
     (root / "enabled_plugins").write_text("[rabbitmq_management].\n", encoding="utf-8")
     (root / "rabbitmq-env.conf").write_text("# the lab's own: /etc/rabbitmq's is not read\n")
-    env = _clean_env("RABBITMQ_", "ERL_")
+    env = clean_env("RABBITMQ_", "ERL_")
     env.update(
         HOME=str(root),  # the Erlang cookie lands here, not in the system node's home
         RABBITMQ_NODENAME=f"perisai-{_node_safe(name)}-{amqp_port}@localhost",
@@ -338,7 +335,7 @@ def _start_rabbitmq_once(
         _kill_from_pid_file(pid_file, "rabbitmq")
         _kill_epmd(epmd_port)
         raise
-    pid = _read_pid(pid_file)
+    pid = read_pid(pid_file)
     if pid is None:
         _kill_epmd(epmd_port)
         raise ServerStartError(name, "no pid in RABBITMQ_PID_FILE", log_tail(log_file))
@@ -348,19 +345,19 @@ def _start_rabbitmq_once(
 def find_rabbitmq(search: BinarySearch | None = None) -> Path:
     """``rabbitmq-server`` (and the ``epmd`` it needs), or :class:`MissingBinary`."""
     server = _rabbitmq_binary(search)
-    _binary("epmd", "erlang-base", search)
+    find_binary("epmd", "erlang-base", search)
     return server
 
 
 def find_mosquitto(search: BinarySearch | None = None) -> Path:
     """``mosquitto`` (and ``mosquitto_passwd``), or :class:`MissingBinary`."""
-    _binary("mosquitto_passwd", "mosquitto", search)
-    return _binary("mosquitto", "mosquitto", search)
+    find_binary("mosquitto_passwd", "mosquitto", search)
+    return find_binary("mosquitto", "mosquitto", search)
 
 
 def find_nats(search: BinarySearch | None = None) -> Path:
     """``nats-server``, or :class:`MissingBinary`."""
-    return _binary("nats-server", "nats-server", search)
+    return find_binary("nats-server", "nats-server", search)
 
 
 def _rabbitmq_binary(search: BinarySearch | None) -> Path:
@@ -479,25 +476,17 @@ def start_mosquitto(
     """
     if exposed and password is not None:
         raise ValueError("an exposed Mosquitto takes anonymous clients; it has no password")
-    binary = _binary("mosquitto", "mosquitto", search)
-    passwd_tool = _binary("mosquitto_passwd", "mosquitto", search)
+    binary = find_binary("mosquitto", "mosquitto", search)
+    passwd_tool = find_binary("mosquitto_passwd", "mosquitto", search)
     if not exposed and password is None:
         password = random_password()
     root = _fresh_root(base_dir, name)
-    try:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_mosquitto_once(
-                    name, root, binary, passwd_tool, exposed, user, password, timeout
-                )
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or not _port_taken(error.log_tail):
-                    raise
-                _reset_dir(root)
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return _start_with_retries(
+        root,
+        lambda: _start_mosquitto_once(
+            name, root, binary, passwd_tool, exposed, user, password, timeout
+        ),
+    )
 
 
 def _start_mosquitto_once(
@@ -510,7 +499,7 @@ def _start_mosquitto_once(
     password: str | None,
     timeout: float,
 ) -> BrokerInstance:
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     log_file = root / "mosquitto.log"
     pid_file = root / "mosquitto.pid"
     conf = root / "mosquitto.conf"
@@ -584,7 +573,7 @@ def _start_mosquitto_once(
     except ServerStartError:
         _kill_from_pid_file(pid_file, "mqtt")
         raise
-    pid = _read_pid(pid_file)
+    pid = read_pid(pid_file)
     if pid is None:
         raise ServerStartError(name, "no pid file", log_tail(log_file))
     return BrokerInstance(**{**asdict(instance), "pid": pid})
@@ -679,25 +668,17 @@ def start_nats(
     sends (the read-only proof reads it); it also logs payloads, so it is off by default."""
     if exposed and password is not None:
         raise ValueError("an exposed NATS has no password")
-    binary = _binary("nats-server", "nats-server", search)
-    setsid = _binary("setsid", "util-linux", search)
+    binary = find_binary("nats-server", "nats-server", search)
+    setsid = find_binary("setsid", "util-linux", search)
     if not exposed and password is None:
         password = random_password()
     root = _fresh_root(base_dir, name)
-    try:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_nats_once(
-                    name, root, binary, setsid, exposed, user, password, trace, timeout
-                )
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or not _port_taken(error.log_tail):
-                    raise
-                _reset_dir(root)
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return _start_with_retries(
+        root,
+        lambda: _start_nats_once(
+            name, root, binary, setsid, exposed, user, password, trace, timeout
+        ),
+    )
 
 
 def _start_nats_once(
@@ -711,7 +692,7 @@ def _start_nats_once(
     trace: bool,
     timeout: float,
 ) -> BrokerInstance:
-    (port,) = _free_ports(1)
+    (port,) = free_ports(1)
     log_file = root / "nats.log"
     pid_file = root / "nats.pid"
     conf = root / "nats.conf"
@@ -763,7 +744,7 @@ def _start_nats_once(
     except ServerStartError:
         _kill_from_pid_file(pid_file, "nats")
         raise
-    pid = _read_pid(pid_file)
+    pid = read_pid(pid_file)
     if pid is None:
         raise ServerStartError(name, "no pid file", log_tail(log_file))
     return BrokerInstance(**{**asdict(instance), "pid": pid})
@@ -860,20 +841,17 @@ def _location_record(message: ChatMessage) -> dict[str, object]:
     }
 
 
-def _binary(name: str, package: str, search: BinarySearch | None) -> Path:
-    found = shutil.which(name, path=(search or BinarySearch()).search_path())
-    if found is None:
-        raise MissingBinary(name, package)
-    return Path(found)
-
-
 def _fresh_root(base_dir: Path, name: str) -> Path:
     root = Path(base_dir).absolute() / name
     if root.exists() and any(root.iterdir()):
         raise LabError(f"{root} already holds files: choose another name or directory")
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root.chmod(0o700)
-    return root
+    return make_root(base_dir, name)
+
+
+def _start_with_retries(root: Path, attempt: Callable[[], BrokerInstance]) -> BrokerInstance:
+    """Retry a start whose free port was taken in between, on an emptied ``root``; on failure
+    remove ``root``."""
+    return start_with_retries(root, attempt, _port_taken, before_retry=lambda: _reset_dir(root))
 
 
 def _reset_dir(root: Path) -> None:
@@ -885,26 +863,12 @@ def _reset_dir(root: Path) -> None:
             entry.unlink(missing_ok=True)
 
 
-def _free_ports(count: int) -> list[int]:
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
 def _port_taken(text: str) -> bool:
     return any(marker in text for marker in _PORT_TAKEN)
 
 
 def _node_safe(name: str) -> str:
     return "".join(ch if ch.isalnum() else "_" for ch in name)[:40] or "node"
-
-
-def _clean_env(*prefixes: str) -> dict[str, str]:
-    """The environment minus variables that would steer a server at the system's files."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
 
 
 def _launch(argv: list[str], root: Path, output: Path, env: dict[str, str] | None) -> None:
@@ -925,38 +889,18 @@ def _launch(argv: list[str], root: Path, output: Path, env: dict[str, str] | Non
         raise ServerStartError(root.name, f"{argv[-1]} exited with {done.returncode}")
 
 
-def _read_pid(pid_file: Path) -> int | None:
-    try:
-        return int(pid_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _is_broker_process(pid: int, service: BrokerService) -> bool:
-    if not pid_running(pid):
-        return False
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # no /proc to check against: trust the recorded pid
-    return _PROCESS_NAMES[service] in comm
+    return is_process(pid, _PROCESS_NAMES[service])
 
 
 def _stop_broker(pid: int, service: BrokerService, timeout: float) -> None:
     """SIGTERM (every broker here stops cleanly on it), then SIGKILL; bounded waits."""
-    if not _is_broker_process(pid, service):
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_for(lambda: not pid_running(pid), wait):
-            return
-    raise LabError(f"{service} broker (pid {pid}) did not stop")
+    stop_pid(pid, lambda p: _is_broker_process(p, service), f"{service} broker", timeout)
 
 
 def _kill_from_pid_file(pid_file: Path, service: BrokerService) -> None:
     """Stop a server that came up half-way, so a failed start leaves nothing running."""
-    pid = _read_pid(pid_file)
+    pid = read_pid(pid_file)
     if pid is not None:
         _stop_broker(pid, service, STOP_TIMEOUT)
 
@@ -967,7 +911,7 @@ def _kill_epmd(port: int) -> None:
     epmd = shutil.which("epmd", path=BinarySearch().search_path())
     if epmd is None or port == SYSTEM_EPMD_PORT:
         return
-    env = dict(_clean_env("ERL_"), ERL_EPMD_PORT=str(port))
+    env = dict(clean_env("ERL_"), ERL_EPMD_PORT=str(port))
     with suppress(OSError, subprocess.TimeoutExpired):
         subprocess.run(
             [epmd, "-port", str(port), "-kill"],

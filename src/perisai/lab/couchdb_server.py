@@ -25,9 +25,7 @@ import json
 import os
 import random
 import shutil
-import signal
 import subprocess
-from contextlib import suppress
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import quote
@@ -45,7 +43,11 @@ from perisai.lab.instances import (
     Service,
     free_port,
     log_tail,
+    make_root,
     pid_running,
+    start_with_retries,
+    stop_pid,
+    userinfo,
     wait_for,
 )
 from perisai.lab.redis_server import random_password
@@ -85,7 +87,6 @@ RANSOM_DATABASE = RANSOM_TABLE.lower()  # CouchDB database names are lower case
 COUCH_MESSAGES = 150
 COUCH_USERS = 40
 NPM_INSTALL_TIMEOUT = 900.0
-_PORT_ATTEMPTS = 3
 _PORT_TAKEN = "eaddrinuse"
 _CMDLINE_MARK = b"pouchdb-server"
 # `sh` starts the server in the background and prints its pid: the server is not our child, so
@@ -165,10 +166,7 @@ class CouchDBInstance(Instance):
     """A lab PouchDB Server: the lab's :class:`Instance`, reached and stopped over HTTP/pid."""
 
     def url_for(self, database: str | int) -> str:
-        auth = quote(self.user, safe="") if self.user else ""
-        if self.password is not None:
-            auth += ":" + quote(self.password, safe="")
-        at = f"{auth}@" if auth else ""
+        at = userinfo(self.user, self.password)
         return f"http://{at}{self.host}:{self.port}/{quote(str(database), safe='')}"
 
     @property
@@ -218,20 +216,12 @@ def start_couchdb(
     node, script = find_pouchdb_server(search, prefix)
     if not exposed and password is None:
         password = random_password()
-    root = Path(base_dir).absolute() / name
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root.chmod(0o700)
-    try:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_once(name, root, node, script, exposed, password, timeout)
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or _PORT_TAKEN not in error.log_tail.lower():
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    root = make_root(base_dir, name)
+    return start_with_retries(
+        root,
+        lambda: _start_once(name, root, node, script, exposed, password, timeout),
+        lambda log: _PORT_TAKEN in log.lower(),
+    )
 
 
 def _start_once(
@@ -329,14 +319,7 @@ def _is_pouchdb(pid: int) -> bool:
 
 
 def _stop(pid: int, timeout: float) -> None:
-    if not _is_pouchdb(pid):
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_for(lambda: not pid_running(pid), wait):
-            return
-    raise LabError(f"pouchdb-server (pid {pid}) did not stop")
+    stop_pid(pid, _is_pouchdb, "pouchdb-server", timeout)
 
 
 def seed_couchdb(instance: Instance, *, ransom_note: bool = False, seed: int = SEED) -> int:

@@ -24,7 +24,6 @@ import json
 import os
 import random
 import shutil
-import signal
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import asdict, dataclass
@@ -33,15 +32,20 @@ from typing import Any, Literal, get_args
 
 import httpx
 
-from perisai.lab.binaries import BinarySearch
+from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, MissingBinary, ServerStartError
 from perisai.lab.instances import (
     HOST,
     START_TIMEOUT,
     STOP_TIMEOUT,
     free_port,
+    is_process,
     log_tail,
+    make_root,
     pid_running,
+    reap,
+    start_with_retries,
+    stop_pid,
     wait_for,
 )
 from perisai.lab.redis_server import random_password
@@ -92,7 +96,6 @@ _PROCESS_NAME: dict[HttpService, str] = {
     "clickhouse": "clickhouse",
     "influxdb": "influxd",
 }
-_PORT_ATTEMPTS = 3
 _PORT_TAKEN = "address already in use"
 _HTTP_TIMEOUT = 10.0
 _SEED_BATCH = 100
@@ -198,26 +201,19 @@ class HttpStoreInstance:
 # --- binaries -----------------------------------------------------------------------------
 
 
-def _find(binary: str, package: str, search: BinarySearch | None) -> Path:
-    found = shutil.which(binary, path=(search or BinarySearch()).search_path())
-    if found is None:
-        raise MissingBinary(binary, package)
-    return Path(found)
-
-
 def find_etcd(search: BinarySearch | None = None) -> Path:
     """The ``etcd`` server executable, or :class:`MissingBinary` naming its package."""
-    return _find("etcd", ETCD_PACKAGE, search)
+    return find_binary("etcd", ETCD_PACKAGE, search)
 
 
 def find_clickhouse_server(search: BinarySearch | None = None) -> Path:
     """The ``clickhouse-server`` executable, or :class:`MissingBinary` naming its package."""
-    return _find("clickhouse-server", CLICKHOUSE_PACKAGE, search)
+    return find_binary("clickhouse-server", CLICKHOUSE_PACKAGE, search)
 
 
 def find_influxd(search: BinarySearch | None = None) -> Path:
     """The ``influxd`` executable, or :class:`MissingBinary` naming its package."""
-    return _find("influxd", INFLUXDB_PACKAGE, search)
+    return find_binary("influxd", INFLUXDB_PACKAGE, search)
 
 
 def missing_http_store_packages(search: BinarySearch | None = None) -> list[str]:
@@ -239,37 +235,12 @@ def missing_http_store_packages(search: BinarySearch | None = None) -> list[str]
 
 
 def _is_server_process(pid: int, service: HttpService) -> bool:
-    """Live, and still the kind of server we started (guards against a recycled pid)."""
-    if not pid_running(pid):
-        return False
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # no /proc to check the name against: trust the pid we recorded
-    return _PROCESS_NAME[service] in comm
-
-
-def _reap(pid: int) -> None:
-    """Collect the exit status of a server we started, so it does not linger as a zombie."""
-    with suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
-
-
-def _reaped(pid: int) -> bool:
-    _reap(pid)
-    return not pid_running(pid)
+    return is_process(pid, _PROCESS_NAME[service])
 
 
 def _stop_process(pid: int, service: HttpService, timeout: float = STOP_TIMEOUT) -> None:
-    if not _is_server_process(pid, service):
-        _reap(pid)
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_for(lambda: _reaped(pid), wait):
-            return
-    raise LabError(f"{service} server (pid {pid}) did not stop")
+    """SIGTERM, then SIGKILL; the server is our child (see :func:`_launch`), so it is reaped."""
+    stop_pid(pid, lambda p: _is_server_process(p, service), f"{service} server", timeout)
 
 
 def _launch(argv: list[str], root: Path, log_file: Path) -> int:
@@ -291,28 +262,9 @@ def _launch(argv: list[str], root: Path, log_file: Path) -> int:
     )
 
 
-def _prepare_root(base_dir: Path, name: str) -> Path:
-    root = Path(base_dir).absolute() / name
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root.chmod(0o700)
-    return root
-
-
-def _start_with_retries(
-    name: str, root: Path, attempt: Callable[[], HttpStoreInstance]
-) -> HttpStoreInstance:
+def _start_with_retries(root: Path, attempt: Callable[[], HttpStoreInstance]) -> HttpStoreInstance:
     """Retry a start whose free port was taken in between; on failure remove ``root``."""
-    try:
-        for number in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return attempt()
-            except ServerStartError as error:
-                if number == _PORT_ATTEMPTS or _PORT_TAKEN not in error.log_tail.lower():
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return start_with_retries(root, attempt, lambda log: _PORT_TAKEN in log.lower())
 
 
 def _await_ready(
@@ -342,7 +294,7 @@ def _await_ready(
     except ServerStartError:
         with suppress(LabError):
             _stop_process(pid, service)
-        _reap(pid)
+        reap(pid)
         raise
 
 
@@ -393,9 +345,8 @@ def start_etcd(
     binary = find_etcd(search)
     if not exposed and password is None:
         password = random_password()
-    root = _prepare_root(base_dir, name)
+    root = make_root(base_dir, name)
     return _start_with_retries(
-        name,
         root,
         lambda: _start_etcd_once(name, root, binary, exposed, password, enable_v2, timeout),
     )
@@ -602,9 +553,8 @@ def start_clickhouse(
     binary = find_clickhouse_server(search)
     if not exposed and password is None:
         password = random_password()
-    root = _prepare_root(base_dir, name)
+    root = make_root(base_dir, name)
     return _start_with_retries(
-        name,
         root,
         lambda: _start_clickhouse_once(name, root, binary, exposed, password, log_queries, timeout),
     )
@@ -803,9 +753,8 @@ def start_influxdb(
     binary = find_influxd(search)
     if not exposed and password is None:
         password = random_password()
-    root = _prepare_root(base_dir, name)
+    root = make_root(base_dir, name)
     return _start_with_retries(
-        name,
         root,
         lambda: _start_influxdb_once(name, root, binary, exposed, user, password, timeout),
     )

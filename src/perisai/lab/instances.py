@@ -2,7 +2,13 @@
 
 Servers daemonize, so the lab keeps only their pid: stopping signals that pid (after checking it
 is still the server, not a recycled pid) and waits, bounded, before escalating. Daemons are
-reparented to PID 1, which in a container may never reap them, so a zombie counts as stopped.
+reparented to PID 1, which in a container may never reap them, so a zombie counts as stopped;
+a server the lab started as its own child is reaped while it waits.
+
+Every server module builds on these: :func:`make_root` for its directory,
+:func:`start_with_retries` around its start (a free port can be taken before the server binds
+it), :func:`read_pid`, :func:`is_process` and :func:`stop_pid` for its process,
+:func:`clean_env` for the environment its tools run in, :func:`userinfo` for its URLs.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from contextlib import suppress
 from dataclasses import asdict, dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal, Protocol, get_args
+from typing import Any, Literal, Protocol, TypeVar, get_args
 from urllib.parse import quote
 
 import psycopg
@@ -26,29 +32,42 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from perisai.lab.errors import LabError
+from perisai.lab.errors import LabError, ServerStartError
 
 __all__ = [
     "HOST",
+    "PORT_ATTEMPTS",
     "START_TIMEOUT",
     "STOP_TIMEOUT",
     "Instance",
     "LabInstance",
     "Service",
+    "clean_env",
     "connect_redis",
     "free_port",
+    "free_ports",
     "instance_record",
+    "is_process",
     "load_instance",
     "log_tail",
+    "make_root",
     "pid_running",
+    "read_pid",
+    "reap",
+    "start_with_retries",
+    "stop_pid",
     "stop_process",
+    "userinfo",
     "wait_for",
 ]
+
+T = TypeVar("T")
 
 HOST = "127.0.0.1"  # the lab binds loopback only, never a routable address
 START_TIMEOUT = 30.0
 STOP_TIMEOUT = 15.0
 PROBE_TIMEOUT = 2.0
+PORT_ATTEMPTS = 3  # another process may grab the free port between our pick and the bind
 
 Service = Literal["redis", "postgres"]
 # The first signal asks for the quickest clean stop: Redis exits on SIGTERM (nothing to save,
@@ -89,10 +108,7 @@ class Instance:
     def url_for(self, database: str | int) -> str:
         """A client URL for ``database`` (a Redis db number or a PostgreSQL database name)."""
         scheme = "redis" if self.service == "redis" else "postgresql"
-        auth = quote(self.user, safe="") if self.user else ""
-        if self.password is not None:
-            auth += ":" + quote(self.password, safe="")
-        at = f"{auth}@" if auth else ""
+        at = userinfo(self.user, self.password)
         return f"{scheme}://{at}{self.host}:{self.port}/{quote(str(database), safe='')}"
 
     def answering(self, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -242,6 +258,16 @@ def free_port() -> int:
         return port
 
 
+def free_ports(count: int) -> list[int]:
+    """``count`` different ports free on loopback right now (see :func:`free_port`)."""
+    ports: list[int] = []
+    while len(ports) < count:
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+    return ports
+
+
 def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
     """Poll ``predicate`` until it holds or ``timeout`` seconds pass; whether it held."""
     deadline = time.monotonic() + timeout
@@ -291,23 +317,119 @@ def pid_running(pid: int) -> bool:
 
 
 def _is_server_process(pid: int, service: Service) -> bool:
-    """Live, and still the kind of server we started (guards against a recycled pid)."""
+    return is_process(pid, _PROCESS_NAME[service])
+
+
+def stop_process(pid: int, service: Service, timeout: float = STOP_TIMEOUT) -> None:
+    """Signal a lab server to stop and wait, bounded; SIGKILL if it ignores the clean stop."""
+    stop_pid(
+        pid,
+        lambda p: _is_server_process(p, service),
+        f"{service} server",
+        timeout,
+        first=_STOP_SIGNAL[service],
+    )
+
+
+def userinfo(user: str | None, password: str | None) -> str:
+    """``user:password@`` for a URL, each part percent-encoded; ``""`` when there is neither."""
+    auth = quote(user, safe="") if user else ""
+    if password is not None:
+        auth += ":" + quote(password, safe="")
+    return f"{auth}@" if auth else ""
+
+
+def is_process(pid: int, name: str) -> bool:
+    """Live, and still the kind of server we started: its /proc name holds ``name`` (guards
+    against a recycled pid). With no /proc to check the name against, the pid is trusted."""
     if not pid_running(pid):
         return False
     try:
         comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
     except OSError:
         return True  # no /proc to check the name against: trust the pid we recorded
-    return _PROCESS_NAME[service] in comm
+    return name in comm
 
 
-def stop_process(pid: int, service: Service, timeout: float = STOP_TIMEOUT) -> None:
-    """Signal a lab server to stop and wait, bounded; SIGKILL if it ignores the clean stop."""
-    if not _is_server_process(pid, service):
+def reap(pid: int) -> None:
+    """Collect the exit status of a server that is our own child, so it does not linger as a
+    zombie (nothing happens for any other process)."""
+    if pid > 0:
+        with suppress(ChildProcessError, OSError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def _gone(pid: int) -> bool:
+    reap(pid)
+    return not pid_running(pid)
+
+
+def stop_pid(
+    pid: int,
+    is_ours: Callable[[int], bool],
+    what: str,
+    timeout: float = STOP_TIMEOUT,
+    *,
+    first: signal.Signals = signal.SIGTERM,
+) -> None:
+    """Stop the server at ``pid`` if ``is_ours(pid)``: ``first`` (its clean stop), then SIGKILL,
+    each wait bounded; :class:`LabError` naming ``what`` if it outlives both."""
+    if not is_ours(pid):
+        reap(pid)
         return
-    for sig, wait in ((_STOP_SIGNAL[service], timeout), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((first, timeout), (signal.SIGKILL, 5.0)):
         with suppress(ProcessLookupError):
             os.kill(pid, sig)
-        if wait_for(lambda: not pid_running(pid), wait):
+        if wait_for(lambda: _gone(pid), wait):
             return
-    raise LabError(f"{service} server (pid {pid}) did not stop")
+    raise LabError(f"{what} (pid {pid}) did not stop")
+
+
+def read_pid(pid_file: Path) -> int | None:
+    """The pid a server wrote to ``pid_file``; None while there is none (or not yet a number)."""
+    try:
+        return int(pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return None
+
+
+def clean_env(*prefixes: str) -> dict[str, str]:
+    """Our environment minus the variables starting with ``prefixes``, which would steer a
+    server or its tools at the system's own files (``PG``, ``MYSQL``, ``ERL_``…)."""
+    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
+
+
+def make_root(base_dir: Path, name: str) -> Path:
+    """``base_dir/name`` as an absolute path, created if need be, readable by us only."""
+    root = Path(base_dir).absolute() / name
+    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root.chmod(0o700)
+    return root
+
+
+def start_with_retries(
+    root: Path,
+    attempt: Callable[[], T],
+    port_taken: Callable[[str], bool],
+    *,
+    prepare: Callable[[], None] | None = None,
+    before_retry: Callable[[], None] | None = None,
+) -> T:
+    """``prepare()`` once, then ``attempt()`` up to :data:`PORT_ATTEMPTS` times while it fails
+    with a :class:`ServerStartError` whose log tail ``port_taken`` says shows a port taken in
+    between (``before_retry()`` cleans up before the next); on any failure ``root`` goes."""
+    try:
+        if prepare is not None:
+            prepare()
+        for number in range(1, PORT_ATTEMPTS + 1):
+            try:
+                return attempt()
+            except ServerStartError as error:
+                if number == PORT_ATTEMPTS or not port_taken(error.log_tail):
+                    raise
+                if before_retry is not None:
+                    before_retry()
+        raise AssertionError("unreachable")  # pragma: no cover
+    except BaseException:
+        shutil.rmtree(root, ignore_errors=True)
+        raise

@@ -20,11 +20,9 @@ import os
 import pwd
 import random
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Callable
-from contextlib import suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -42,9 +40,14 @@ from perisai.lab.instances import (
     STOP_TIMEOUT,
     Instance,
     Service,
+    clean_env,
     free_port,
+    is_process,
     log_tail,
-    pid_running,
+    read_pid,
+    start_with_retries,
+    stop_pid,
+    userinfo,
     wait_for,
 )
 from perisai.lab.redis_server import random_password
@@ -92,7 +95,6 @@ MARIADB_RANSOM_DATABASE = "PLEASE_READ_ME_XMG"
 MARIADB_RANSOM_TABLE = "WARNING"
 _MAX_SOCKET_PATH = 107  # sun_path holds 108 bytes, the last one a NUL
 _LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
-_PORT_ATTEMPTS = 3
 _PORT_TAKEN = ("Address already in use", "Can't start server: Bind on TCP/IP port")
 # Disposable data: small buffers and redo log, no binary log, no performance schema, so a few
 # servers start fast on a small machine; names are never resolved (grants use 127.0.0.1).
@@ -141,10 +143,7 @@ class MariaDBInstance(Instance):
     """A lab MariaDB: the lab's :class:`Instance`, stopped and checked the MariaDB way."""
 
     def url_for(self, database: str | int) -> str:
-        auth = quote(self.user, safe="") if self.user else ""
-        if self.password is not None:
-            auth += ":" + quote(self.password, safe="")
-        at = f"{auth}@" if auth else ""
+        at = userinfo(self.user, self.password)
         return f"mysql://{at}{self.host}:{self.port}/{quote(str(database), safe='')}"
 
     def answering(self, timeout: float = PROBE_TIMEOUT) -> bool:
@@ -201,23 +200,21 @@ def start_mariadb(
         root = base_dir / name
         root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
-    try:
+
+    def prepare() -> None:
         if len(str(root / "run" / "mysqld.sock")) > _MAX_SOCKET_PATH:
             raise LabError(f"{root} is too deep for a unix socket path: choose a shorter directory")
         (root / "run").mkdir(mode=0o700, exist_ok=True)
         if owner is not None:
             os.chown(root / "run", owner.pw_uid, owner.pw_gid)
         _install_db(name, root, binaries, owner, timeout)
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_once(name, root, binaries, owner, exposed, password, timeout)
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or not any(s in error.log_tail for s in _PORT_TAKEN):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+
+    return start_with_retries(
+        root,
+        lambda: _start_once(name, root, binaries, owner, exposed, password, timeout),
+        lambda log: any(marker in log for marker in _PORT_TAKEN),
+        prepare=prepare,
+    )
 
 
 def mysql_os_user() -> pwd.struct_passwd:
@@ -233,7 +230,7 @@ def mysql_os_user() -> pwd.struct_passwd:
 
 def _clean_env() -> dict[str, str]:
     """The environment minus MYSQL_* variables, which would steer the server tools elsewhere."""
-    return {k: v for k, v in os.environ.items() if not k.startswith(("MYSQL", "MARIADB"))}
+    return clean_env("MYSQL", "MARIADB")
 
 
 def _install_db(
@@ -322,17 +319,17 @@ def _start_once(
             raise ServerStartError(name, f"port {port} is taken", tail())
         if "[ERROR] Aborting" in recent or "[ERROR] /" in log_tail(console, 5):
             raise ServerStartError(name, "mariadbd exited at start", tail())
-        return sock.exists() and _read_pid(pid_file) is not None
+        return sock.exists() and read_pid(pid_file) is not None
 
     pid: int | None = None
     try:
         if not wait_for(ready, timeout, interval=0.05):
             raise ServerStartError(name, f"no socket after {timeout:.0f} s", tail())
-        pid = _read_pid(pid_file)
+        pid = read_pid(pid_file)
         assert pid is not None
         _secure_accounts(name, sock, password, timeout, tail)
     except BaseException:
-        _stop_mariadbd(pid or _read_pid(pid_file) or 0, STOP_TIMEOUT)
+        _stop_mariadbd(pid or read_pid(pid_file) or 0, STOP_TIMEOUT)
         raise
     instance = MariaDBInstance(
         name=name,
@@ -385,34 +382,13 @@ def _secure_accounts(
         conn.close()
 
 
-def _read_pid(pid_file: Path) -> int | None:
-    try:
-        return int(pid_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return None
-
-
 def _is_mariadbd(pid: int) -> bool:
-    """Live, and still mariadbd (guards against a recycled pid)."""
-    if not pid_running(pid):
-        return False
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # no /proc to check the name against: trust the pid we recorded
-    return PROCESS_NAME in comm
+    return is_process(pid, PROCESS_NAME)
 
 
 def _stop_mariadbd(pid: int, timeout: float) -> None:
     """SIGTERM is mariadbd's clean shutdown; SIGKILL if it does not stop in time."""
-    if not _is_mariadbd(pid):
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_for(lambda: not pid_running(pid), wait):
-            return
-    raise LabError(f"mariadbd (pid {pid}) did not stop")
+    stop_pid(pid, _is_mariadbd, "mariadbd", timeout)
 
 
 _SCHEMA = (

@@ -17,21 +17,18 @@ Neither server is ever the machine's own: each gets its own directory, port and 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
 
-from perisai.lab.binaries import BinarySearch
+from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, MissingBinary, ServerStartError
 from perisai.lab.instances import (
     HOST,
@@ -40,8 +37,12 @@ from perisai.lab.instances import (
     Instance,
     Service,
     free_port,
+    is_process,
     log_tail,
     pid_running,
+    read_pid,
+    start_with_retries,
+    stop_pid,
     wait_for,
 )
 from perisai.lab.redis_server import random_password
@@ -86,7 +87,6 @@ ZOOKEEPER_RANSOM_ZNODE = "/README_TO_RECOVER_YOUR_DATA"
 
 _SYSTEM_DIRS = ("/usr/local/bin", "/usr/bin", "/usr/sbin", "/bin", "/sbin")
 _JAVA_DIR = Path("/usr/share/java")
-_PORT_ATTEMPTS = 3
 _IO_TIMEOUT = 5.0
 _MEMCACHED_PORT_TAKEN = "Address already in use"
 
@@ -108,7 +108,7 @@ class MiscInstance(Instance):
     """
 
     def running(self) -> bool:
-        return _is_ours(self.pid, _process_name(self.service))
+        return is_process(self.pid, _process_name(self.service))
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
         _stop(self.pid, _process_name(self.service), timeout)
@@ -191,24 +191,17 @@ def start_memcached(
     if exposed and (password is not None or sasl):
         raise ValueError("an exposed memcached has no password")
     binary = find_memcached(search)
-    saslpasswd2 = _find_saslpasswd2(search) if sasl else None
+    saslpasswd2 = find_binary("saslpasswd2", "sasl2-bin", search) if sasl else None
     if not exposed and password is None:
         password = random_password()
     root = base_dir / name
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_memcached_once(
-                    name, root, [str(binary), *extra_args], exposed, password, saslpasswd2, timeout
-                )
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or _MEMCACHED_PORT_TAKEN not in error.log_tail:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    command = [str(binary), *extra_args]
+    return start_with_retries(
+        root,
+        lambda: _start_memcached_once(name, root, command, exposed, password, saslpasswd2, timeout),
+        lambda log: _MEMCACHED_PORT_TAKEN in log,
+    )
 
 
 def _start_memcached_once(
@@ -310,13 +303,6 @@ def _start_memcached_once(
         log_file=log_file,
         database=mode,
     )
-
-
-def _find_saslpasswd2(search: BinarySearch | None) -> Path:
-    found = shutil.which("saslpasswd2", path=(search or BinarySearch()).search_path())
-    if found is None:
-        raise MissingBinary("saslpasswd2", "sasl2-bin")
-    return Path(found)
 
 
 def _sasl_config(root: Path, saslpasswd2: Path, password: str, timeout: float) -> Path:
@@ -467,19 +453,13 @@ def start_zookeeper(
         password = random_password()
     root = base_dir / name
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_zookeeper_once(
-                    name, root, jars, exposed, password, [*extra_config], timeout
-                )
-            except ServerStartError:
-                if attempt == _PORT_ATTEMPTS:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return start_with_retries(
+        root,
+        lambda: _start_zookeeper_once(
+            name, root, jars, exposed, password, [*extra_config], timeout
+        ),
+        lambda _: True,  # the JVM logs a taken port in many ways: any failure is retried
+    )
 
 
 def _start_zookeeper_once(
@@ -657,49 +637,13 @@ def _four_letter(host: str, port: int, word: bytes, timeout: float) -> bytes:
 # --- processes --------------------------------------------------------------------------------
 
 
-def _is_ours(pid: int, name: str) -> bool:
-    if not pid_running(pid):
-        return False
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True
-    return name in comm
-
-
 def _stop(pid: int, name: str, timeout: float) -> None:
     """SIGTERM, wait (bounded), SIGKILL; reap the process if it is our child."""
-    if not _is_ours(pid, name):
-        _reap(pid)
-        return
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_for(_gone(pid), wait):
-            _reap(pid)
-            return
-    raise LabError(f"{name} server (pid {pid}) did not stop")
-
-
-def _gone(pid: int) -> Callable[[], bool]:
-    def check() -> bool:
-        _reap(pid)
-        return not pid_running(pid)
-
-    return check
-
-
-def _reap(pid: int) -> None:
-    with contextlib.suppress(ChildProcessError, OSError):
-        os.waitpid(pid, os.WNOHANG)
+    stop_pid(pid, lambda p: is_process(p, name), f"{name} server", timeout)
 
 
 def _kill_pid_file(pid_file: Path, name: str) -> None:
-    deadline = time.monotonic() + 2.0
-    while not pid_file.exists() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        pid = int(pid_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return
-    _stop(pid, name, STOP_TIMEOUT)
+    wait_for(pid_file.exists, 2.0)
+    pid = read_pid(pid_file)
+    if pid is not None:
+        _stop(pid, name, STOP_TIMEOUT)

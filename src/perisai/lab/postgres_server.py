@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import pwd
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,9 +20,11 @@ from perisai.lab.instances import (
     HOST,
     START_TIMEOUT,
     Instance,
+    clean_env,
     free_port,
     log_tail,
     pid_running,
+    start_with_retries,
     stop_process,
     wait_for,
 )
@@ -34,7 +35,6 @@ __all__ = ["OS_USER", "SUPERUSER", "postgres_os_user", "start_postgres"]
 OS_USER = "postgres"  # whom root runs the server as (Debian's package creates this user)
 SUPERUSER = "postgres"  # the cluster's superuser role, as Debian and most images name it
 INITDB_TIMEOUT = 120.0
-_PORT_ATTEMPTS = 3
 _PORT_TAKEN = ("Address already in use", "could not bind")
 # Disposable data: no fsync, small memory, so four clusters start fast on a small machine.
 _SERVER_SETTINGS = "-c fsync=off -c shared_buffers=16MB -c max_connections=40"
@@ -73,18 +73,12 @@ def start_postgres(
         root = base_dir / name
         root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)
-    try:
-        _initdb(name, root, binaries, prefix, owner, password, timeout)
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_once(name, root, binaries, prefix, exposed, password, timeout)
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or not any(s in error.log_tail for s in _PORT_TAKEN):
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise
+    return start_with_retries(
+        root,
+        lambda: _start_once(name, root, binaries, prefix, exposed, password, timeout),
+        lambda log: any(marker in log for marker in _PORT_TAKEN),
+        prepare=lambda: _initdb(name, root, binaries, prefix, owner, password, timeout),
+    )
 
 
 def postgres_os_user() -> pwd.struct_passwd:
@@ -98,11 +92,6 @@ def postgres_os_user() -> pwd.struct_passwd:
         ) from None
 
 
-def _clean_env() -> dict[str, str]:
-    """The environment minus PG* variables, which would steer initdb/pg_ctl elsewhere."""
-    return {key: value for key, value in os.environ.items() if not key.startswith("PG")}
-
-
 def _run(argv: list[str], root: Path, output: Path, timeout: float) -> int:
     """Run a server tool with its output in a file (a pipe could be held open by a daemon)."""
     with output.open("ab") as sink:
@@ -110,7 +99,7 @@ def _run(argv: list[str], root: Path, output: Path, timeout: float) -> int:
             return subprocess.run(
                 argv,
                 cwd=root,
-                env=_clean_env(),
+                env=clean_env("PG"),  # PG* variables would steer initdb/pg_ctl elsewhere
                 stdin=subprocess.DEVNULL,
                 stdout=sink,
                 stderr=subprocess.STDOUT,

@@ -7,7 +7,6 @@ up in ``ps``. Persistence is off (``save ""``, no AOF): the lab's data is dispos
 from __future__ import annotations
 
 import secrets
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -23,13 +22,14 @@ from perisai.lab.instances import (
     free_port,
     log_tail,
     pid_running,
+    read_pid,
+    start_with_retries,
     stop_process,
     wait_for,
 )
 
 __all__ = ["random_password", "start_redis"]
 
-_PORT_ATTEMPTS = 3  # another process may grab the free port between our pick and the bind
 _PORT_TAKEN = "Address already in use"
 
 
@@ -63,17 +63,11 @@ def start_redis(
         password = random_password()
     root = base_dir / name
     root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        for attempt in range(1, _PORT_ATTEMPTS + 1):
-            try:
-                return _start_once(name, root, binary, exposed, password, timeout)
-            except ServerStartError as error:
-                if attempt == _PORT_ATTEMPTS or _PORT_TAKEN not in error.log_tail:
-                    raise
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)  # the error already carries the log's tail
-        raise
+    return start_with_retries(  # on failure root goes: the error already carries the log's tail
+        root,
+        lambda: _start_once(name, root, binary, exposed, password, timeout),
+        lambda log: _PORT_TAKEN in log,
+    )
 
 
 def _start_once(
@@ -153,9 +147,6 @@ def _start_once(
 
 def _kill_from_pid_file(pid_file: Path) -> None:
     """Stop a server that came up half-way, so a failed start leaves nothing running."""
-    try:
-        pid = int(pid_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return
-    if pid_running(pid):
+    pid = read_pid(pid_file)
+    if pid is not None and pid_running(pid):
         stop_process(pid, "redis")

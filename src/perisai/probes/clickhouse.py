@@ -22,18 +22,17 @@ with no settings. Queries: ``SELECT version()``; ``system.databases``; ``system.
 engines that keep their data locally (MergeTree and Log families, Memory): never Kafka,
 RabbitMQ, NATS or S3Queue tables, whose SELECT consumes messages, nor tables that proxy another
 server, nor views. GETs go through :func:`perisai.probes.http.bounded_get`, the queries' POSTs
-through a twin of it here (same byte cap and deadline), all within the probe's deadline.
+through :func:`perisai.probes.http.bounded_post` (same byte cap and deadline), all within the
+probe's deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import math
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,16 +41,22 @@ import httpx
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exchange, exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    exchange,
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
     Deadline,
     HttpAnswer,
     HttpProbeError,
     bounded_get,
+    bounded_post,
     clip_json,
-    default_credentials,
     http_client,
     human_bytes,
+    one_line,
 )
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
 
@@ -235,9 +240,9 @@ class ClickHouseProbe(Probe):
         if not self.config.try_default_credentials:
             return ()
         return tuple(
-            (user or DEFAULT_USER, password)
-            for user, password in default_credentials(self.service)
-            if (user or DEFAULT_USER, password) != (DEFAULT_USER, "")  # = no credentials
+            login
+            for login in default_logins(self.service, DEFAULT_USER)
+            if login != (DEFAULT_USER, "")  # = no credentials, tried first
         )
 
     async def _login(
@@ -349,27 +354,18 @@ class ClickHouseProbe(Probe):
                 f"{self._seconds()}, result_overflow_mode=break): " + "; ".join(queries)
             )
         )
-        rule_id = (
-            "clickhouse.unauthenticated"
-            if login.auth is Auth.NONE
-            else "clickhouse.default-credentials"
-        )
-        title = (
-            "ClickHouse readable without a password"
-            if login.auth is Auth.NONE
-            else "ClickHouse accepts a vendor default login"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=login.auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "ClickHouse readable without a password",
+                "ClickHouse accepts a vendor default login",
+            ),
         )
-        findings = (exposure, *ransom_findings(target, login.auth, notes))
         return ProbeSkipped(stopped, findings) if stopped else ProbeResult(findings)
 
     async def _tables(
@@ -483,7 +479,7 @@ class ClickHouseProbe(Probe):
         cap: int,
         settings: dict[str, str],
     ) -> HttpAnswer:
-        return await _bounded_post(
+        return await bounded_post(
             client,
             "/",
             params={**settings, "query_id": f"perisai-{uuid.uuid4()}"},
@@ -538,57 +534,6 @@ class ClickHouseProbe(Probe):
         )
 
 
-async def _bounded_post(
-    client: httpx.AsyncClient,
-    path: str,
-    *,
-    params: Mapping[str, str],
-    content: bytes,
-    max_bytes: int,
-    timeout: float,
-    headers: Mapping[str, str] | None = None,
-) -> HttpAnswer:
-    """The POST twin of :func:`perisai.probes.http.bounded_get` (which only GETs): one request,
-    at most ``max_bytes`` of answer, all within ``timeout``; :class:`HttpProbeError` when no
-    status line comes back. Used only for queries sent with ``readonly=1``."""
-    end = asyncio.get_running_loop().time() + max(0.0, timeout)
-    request = client.build_request("POST", path, params=params, content=content, headers=headers)
-    try:
-        async with asyncio.timeout_at(end):
-            response = await client.send(request, stream=True)
-    except (TimeoutError, httpx.TimeoutException):
-        raise HttpProbeError(
-            f"POST {path}: no answer within {timeout:.1f}s", timed_out=True
-        ) from None
-    except httpx.HTTPError as error:
-        raise HttpProbeError(
-            f"POST {path}: {_one_line(str(error)) or type(error).__name__}"
-        ) from None
-    body = bytearray()
-    truncated = timed_out = False
-    try:
-        async with asyncio.timeout_at(end):
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > max_bytes:
-                    truncated = True
-                    break
-    except TimeoutError:
-        truncated = timed_out = True
-    except httpx.HTTPError:
-        truncated = True
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(response.aclose(), 1.0)
-    return HttpAnswer(
-        status=response.status_code,
-        headers=response.headers,
-        body=bytes(body[:max_bytes]),
-        truncated=truncated,
-        timed_out=timed_out,
-    )
-
-
 def _code(answer: HttpAnswer) -> int | None:
     """ClickHouse's exception code, when the answer is one."""
     found = _CODE.match(answer.body)
@@ -596,7 +541,7 @@ def _code(answer: HttpAnswer) -> int | None:
 
 
 def _message(answer: HttpAnswer) -> str:
-    return _one_line(answer.text(300)) or f"HTTP {answer.status}"
+    return one_line(answer.text(300)) or f"HTTP {answer.status}"
 
 
 def _json_rows(answer: HttpAnswer) -> list[dict[str, Any]]:
@@ -675,7 +620,3 @@ def _int(value: object) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:200]

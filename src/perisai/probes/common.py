@@ -1,16 +1,44 @@
-"""Pieces every probe needs the same way: raw fingerprint I/O, evidence lines, findings."""
+"""Pieces every probe needs the same way: raw fingerprint I/O, time budgets, evidence lines,
+findings."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 from perisai.compromise import RULE_PLANTED_PAYLOAD, RULE_RANSOM_NOTE, PlantedPayload, RansomNote
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Target, exposure_severity
+from perisai.probes.interface import Probe, ScanConfig
 
 MAX_EXAMPLES_IN_EVIDENCE = 6
 LARGEST_REPLY_BYTES = 1 << 20  # one reply (a value, a page) over this is refused, not read
 CONNECTION_BUDGET_BYTES = 32 << 20  # all a probe reads on one connection
+
+
+class Deadline:
+    """One probe's time budget: every request gets ``min(its timeout, what is left)``."""
+
+    def __init__(self, seconds: float) -> None:
+        self._end = time.monotonic() + max(0.0, seconds)
+
+    @classmethod
+    def for_probe(cls, config: ScanConfig) -> Deadline:
+        """A little less than ``probe_deadline``: the scanner counts the fingerprint time too and
+        cancels a probe at the deadline, losing its findings; a probe that stops itself first
+        can still report what it proved (as a ``ProbeSkipped``)."""
+        return cls(max(1.0, config.probe_deadline - 2 * config.timeout - 1.0))
+
+    def remaining(self) -> float:
+        return max(0.0, self._end - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return self.remaining() <= 0.0
+
+    def cap(self, timeout: float) -> float:
+        """``timeout``, or less when the budget has less left."""
+        return min(timeout, self.remaining())
 
 
 class ReplyTooLarge(Exception):
@@ -72,6 +100,11 @@ async def exchange(host: str, port: int, request: bytes, timeout: float, limit: 
             await asyncio.wait_for(writer.wait_closed(), 1.0)
 
 
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (its type when it has none), at most 200 chars."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+
+
 def entity_summary(entities: dict[str, int]) -> str:
     """``PHONE 12, EMAIL 3`` — biggest first."""
     ranked = sorted(
@@ -116,6 +149,38 @@ def exposure_finding(
         evidence=tuple(evidence),
         remediation=remediation,
     )
+
+
+def readable_findings(
+    probe: Probe,
+    *,
+    target: Target,
+    auth: Auth,
+    profile: DataProfile,
+    notes: list[RansomNote],
+    evidence: list[Evidence],
+    titles: tuple[str, str],
+) -> tuple[Finding, ...]:
+    """What a probe reports about a service it could read: its ``<service>.unauthenticated``
+    finding (titled ``titles[0]``) when ``auth`` is none, else ``<service>.default-credentials``
+    (``titles[1]``), then one ransom-note finding per note."""
+    readable_without_login = auth is Auth.NONE
+    rule = probe.rule(
+        f"{probe.service}.unauthenticated"
+        if readable_without_login
+        else f"{probe.service}.default-credentials"
+    )
+    exposure = exposure_finding(
+        rule_id=rule.id,
+        title=titles[0] if readable_without_login else titles[1],
+        target=target,
+        auth=auth,
+        profile=profile,
+        notes=notes,
+        evidence=evidence,
+        remediation=rule.remediation,
+    )
+    return (exposure, *ransom_findings(target, auth, notes))
 
 
 def ransom_findings(target: Target, auth: Auth, notes: list[RansomNote]) -> list[Finding]:

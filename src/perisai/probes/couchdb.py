@@ -21,14 +21,17 @@ import httpx
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
     Deadline,
     HttpAnswer,
     HttpProbeError,
     bounded_get,
     clip_json,
-    default_credentials,
     get_any_scheme,
     http_client,
     human_bytes,
@@ -180,11 +183,11 @@ class CouchDBProbe(Probe):
                 )
             )
         elif self.config.try_default_credentials:
-            for user, password in default_credentials(self.service):
+            for user, password in default_logins(self.service, DEFAULT_USER):
                 tried += 1
-                basic = httpx.BasicAuth(user or DEFAULT_USER, password)
+                basic = httpx.BasicAuth(user, password)
                 session = await self._session(client, deadline, basic)
-                if session is not None and session.name == (user or DEFAULT_USER):
+                if session is not None and session.name == user:
                     auth, client.auth = Auth.DEFAULT_CREDENTIALS, basic
                     evidence.append(
                         Evidence(
@@ -395,23 +398,18 @@ class CouchDBProbe(Probe):
                 f"({len(inventory.samples)} databases sampled)"
             )
         )
-        rule_id = "couchdb.unauthenticated" if auth is Auth.NONE else "couchdb.default-credentials"
-        title = (
-            "CouchDB readable without authentication"
-            if auth is Auth.NONE
-            else "CouchDB accepts a vendor default password"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        return readable_findings(
+            self,
             target=target,
             auth=auth,
             profile=profile,
             notes=inventory.notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "CouchDB readable without authentication",
+                "CouchDB accepts a vendor default password",
+            ),
         )
-        return (exposure, *ransom_findings(target, auth, inventory.notes))
 
 
 def _product(answer: HttpAnswer) -> str | None:

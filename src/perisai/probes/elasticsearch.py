@@ -24,14 +24,17 @@ import httpx
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
     Deadline,
     HttpAnswer,
     HttpProbeError,
     bounded_get,
     clip_json,
-    default_credentials,
     get_any_scheme,
     http_client,
     human_bytes,
@@ -211,9 +214,7 @@ class ElasticsearchProbe(Probe):
         return ProbeResult(findings)
 
     def _defaults(self) -> tuple[tuple[str, str], ...]:
-        return tuple(
-            (user or DEFAULT_USER, password) for user, password in default_credentials(self.service)
-        )
+        return default_logins(self.service, DEFAULT_USER)
 
     async def _default_login(
         self, client: httpx.AsyncClient, deadline: Deadline
@@ -364,27 +365,18 @@ class ElasticsearchProbe(Probe):
                 f"({len(inventory.samples)} indices sampled)"
             )
         )
-        rule_id = (
-            "elasticsearch.unauthenticated"
-            if auth is Auth.NONE
-            else "elasticsearch.default-credentials"
-        )
-        title = (
-            "Elasticsearch readable without authentication"
-            if auth is Auth.NONE
-            else "Elasticsearch accepts a vendor default password"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        return readable_findings(
+            self,
             target=target,
             auth=auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "Elasticsearch readable without authentication",
+                "Elasticsearch accepts a vendor default password",
+            ),
         )
-        return (exposure, *ransom_findings(target, auth, notes))
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
         rule = self.rule("elasticsearch.auth-required")

@@ -16,20 +16,18 @@ covered by v3 auth) is read with one ``GET /v2/keys/?recursive=true&sorted=true`
 byte cap; from a cut answer only the complete keys are kept.
 
 Never sent: Put, DeleteRange, Txn, Compact, Lease, Watch, or any user, role or auth change.
-GETs go through :func:`perisai.probes.http.bounded_get`; the gateway's POSTs through a twin of
-it here (same byte cap and deadline), all within the probe's deadline.
+GETs go through :func:`perisai.probes.http.bounded_get`, the gateway's POSTs through
+:func:`perisai.probes.http.bounded_post` (same byte cap and deadline), all within the probe's
+deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import contextlib
 import json
 import re
 from collections import Counter
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,14 +36,20 @@ import httpx
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
     Deadline,
     HttpAnswer,
     HttpProbeError,
     bounded_get,
+    bounded_post,
     clip_json,
-    default_credentials,
+    error_text,
+    get_plain_or_tls,
     http_client,
 )
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
@@ -60,7 +64,6 @@ MAX_PREFIXES_IN_EVIDENCE = 8
 _ALL_KEYS = base64.b64encode(b"\x00").decode()  # key "\0" with range_end "\0": every key
 DEFAULT_USER = "root"  # for a password-only line in the defaults file
 TLS_SUFFIX = " over TLS"
-_HTTPS_ONLY = b"Client sent an HTTP request to an HTTPS server"
 _B64_FIELD = r'"{name}"\s*:\s*"([A-Za-z0-9+/=]*)'
 _V2_LISTING = b'{"action":"get","node":'  # how every v2 GET answer begins
 _V2_LEAF = re.compile(r'\{"key":("(?:[^"\\]|\\.)*"),"value":("(?:[^"\\]|\\.)*")')
@@ -136,7 +139,7 @@ class EtcdProbe(Probe):
 
     async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
         try:
-            scheme, answer = await _get_plain_or_tls(
+            scheme, answer = await get_plain_or_tls(
                 host, port, "/version", timeout=self.config.timeout, max_bytes=MAX_SMALL_ANSWER
             )
         except HttpProbeError:
@@ -171,9 +174,7 @@ class EtcdProbe(Probe):
     def _defaults(self) -> tuple[tuple[str, str], ...]:
         if not self.config.try_default_credentials:
             return ()
-        return tuple(
-            (user or DEFAULT_USER, password) for user, password in default_credentials(self.service)
-        )
+        return default_logins(self.service, DEFAULT_USER)
 
     async def _v3_login(
         self, client: httpx.AsyncClient, deadline: Deadline
@@ -191,12 +192,12 @@ class EtcdProbe(Probe):
             raise HttpProbeError(_cut_short(f"POST {prefix}/kv/range", answer))
         if _range_ok(answer):
             return _with_counts(_Session(prefix, Auth.NONE), answer), ""
-        note = f"v3 Range answered HTTP {answer.status}: {_message(answer)}"
+        note = f"v3 Range answered HTTP {answer.status}: {error_text(answer)}"
         if not _is_auth_error(answer):
             return None, note
         defaults = self._defaults()
         for user, password in defaults:
-            login = await _bounded_post(
+            login = await bounded_post(
                 client,
                 f"{prefix}/auth/authenticate",
                 json_body={"name": user, "password": password},
@@ -212,7 +213,7 @@ class EtcdProbe(Probe):
             if _range_ok(answer):
                 return _with_counts(session, answer), note
             # Logged in, but this user may not read every key: still a default login.
-            return session, f"{note}; Range as {user!r}: {_message(answer)}"
+            return session, f"{note}; Range as {user!r}: {error_text(answer)}"
         refused = f"; {len(defaults)} vendor default root passwords refused" if defaults else ""
         return None, note + refused
 
@@ -228,7 +229,7 @@ class EtcdProbe(Probe):
         if answer.status == 404:
             return _V2(False, "v2 API off (404)")
         if answer.status != 200:
-            return _V2(False, f"v2 API answered HTTP {answer.status}: {_message(answer)}")
+            return _V2(False, f"v2 API answered HTTP {answer.status}: {error_text(answer)}")
         doc = answer.json()
         if isinstance(doc, dict) and isinstance(doc.get("node"), dict):
             leaves: list[tuple[str, str]] = []
@@ -243,7 +244,7 @@ class EtcdProbe(Probe):
                 f"first {len(leaves)} keys read"
             )
             return _V2(True, note, leaves, complete=False, cap=cap)
-        return _V2(False, f"v2 API answered something else: {_message(answer)}")
+        return _V2(False, f"v2 API answered something else: {error_text(answer)}")
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -330,23 +331,18 @@ class EtcdProbe(Probe):
             evidence.append(Evidence("holds Kubernetes cluster state (/registry/…, Secrets too)"))
         evidence.extend(profile_evidence(profile))
         evidence.append(Evidence("reads: " + "; ".join(reads)))
-        rule_id = "etcd.unauthenticated" if auth is Auth.NONE else "etcd.default-credentials"
-        title = (
-            "etcd readable without authentication"
-            if auth is Auth.NONE
-            else "etcd accepts a vendor default root password"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "etcd readable without authentication",
+                "etcd accepts a vendor default root password",
+            ),
         )
-        findings = (exposure, *ransom_findings(target, auth, notes))
         return ProbeSkipped(stopped, findings) if stopped else ProbeResult(findings)
 
     async def _list_keys(
@@ -356,7 +352,7 @@ class EtcdProbe(Probe):
             client, deadline, session, keys_only=True, limit=MAX_KEYS_LISTED, cap=MAX_LISTING_BYTES
         )
         if answer.status != 200:
-            raise ValueError(f"keys_only Range answered HTTP {answer.status}: {_message(answer)}")
+            raise ValueError(f"keys_only Range answered HTTP {answer.status}: {error_text(answer)}")
         doc = answer.json()
         encoded: list[object] = []
         if isinstance(doc, dict) and isinstance(doc.get("kvs"), list):
@@ -414,7 +410,7 @@ class EtcdProbe(Probe):
             body["keys_only"] = True
         if limit:
             body["limit"] = limit
-        return await _bounded_post(
+        return await bounded_post(
             client,
             f"{session.prefix}/kv/range",
             json_body=body,
@@ -436,82 +432,9 @@ class EtcdProbe(Probe):
         )
 
 
-async def _bounded_post(
-    client: httpx.AsyncClient,
-    path: str,
-    *,
-    json_body: dict[str, Any],
-    max_bytes: int,
-    timeout: float,
-    headers: Mapping[str, str] | None = None,
-) -> HttpAnswer:
-    """The POST twin of :func:`perisai.probes.http.bounded_get` (which only GETs): one request,
-    at most ``max_bytes`` of answer, all within ``timeout``; :class:`HttpProbeError` when no
-    status line comes back. Used only for requests that read (a Range, a login)."""
-    end = asyncio.get_running_loop().time() + max(0.0, timeout)
-    request = client.build_request("POST", path, json=json_body, headers=headers)
-    try:
-        async with asyncio.timeout_at(end):
-            response = await client.send(request, stream=True)
-    except (TimeoutError, httpx.TimeoutException):
-        raise HttpProbeError(
-            f"POST {path}: no answer within {timeout:.1f}s", timed_out=True
-        ) from None
-    except httpx.HTTPError as error:
-        raise HttpProbeError(
-            f"POST {path}: {_one_line(str(error)) or type(error).__name__}"
-        ) from None
-    body = bytearray()
-    truncated = timed_out = False
-    try:
-        async with asyncio.timeout_at(end):
-            async for chunk in response.aiter_raw():
-                body += chunk
-                if len(body) > max_bytes:
-                    truncated = True
-                    break
-    except TimeoutError:
-        truncated = timed_out = True
-    except httpx.HTTPError:
-        truncated = True
-    finally:
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(response.aclose(), 1.0)
-    return HttpAnswer(
-        status=response.status_code,
-        headers=response.headers,
-        body=bytes(body[:max_bytes]),
-        truncated=truncated,
-        timed_out=timed_out,
-    )
-
-
-async def _get_plain_or_tls(
-    host: str, port: int, path: str, *, timeout: float, max_bytes: int
-) -> tuple[str, HttpAnswer]:
-    """GET over plain HTTP; over TLS only when the server (Go's net/http, as etcd and InfluxDB
-    are) says the port wants it. Cheaper than trying TLS on every port that is not HTTP."""
-    async with http_client(host, port, timeout=timeout) as client:
-        answer = await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
-    if answer.status != 400 or _HTTPS_ONLY not in answer.body:
-        return "http", answer
-    async with http_client(host, port, timeout=timeout, scheme="https") as client:
-        return "https", await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
-
-
 def _cut_short(request: str, answer: HttpAnswer) -> str:
     why = "too slow" if answer.timed_out else "too big"
     return f"{request}: the answer was cut short ({why})"
-
-
-def _message(answer: HttpAnswer) -> str:
-    """The server's error text in one short line."""
-    doc = answer.json()
-    if isinstance(doc, dict):
-        for key in ("error", "message"):
-            if isinstance(doc.get(key), str):
-                return _one_line(doc[key])
-    return _one_line(answer.text(200)) or f"HTTP {answer.status}"
 
 
 def _range_ok(answer: HttpAnswer) -> bool:
@@ -520,7 +443,7 @@ def _range_ok(answer: HttpAnswer) -> bool:
 
 
 def _is_auth_error(answer: HttpAnswer) -> bool:
-    text = _message(answer).lower()
+    text = error_text(answer).lower()
     return answer.status == 401 or any(marker in text for marker in _AUTH_ERRORS)
 
 
@@ -641,7 +564,3 @@ def _int(value: object) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:200]

@@ -1,8 +1,9 @@
 """Shared helpers for probes that speak HTTP (Elasticsearch, Kibana, CouchDB, etcd, ClickHouse…).
 
-Every request goes through :func:`bounded_get`: one GET, streamed and stopped at a byte cap, with
-one deadline for the whole exchange (headers *and* body), so a server that announces an endless
-body or drips a byte a second costs at most that deadline and that many bytes. :func:`http_client`
+Every request goes through :func:`bounded_get` (or :func:`bounded_post`, for the few APIs that
+read only by POST): one request, streamed and stopped at a byte cap, with one deadline for the
+whole exchange (headers *and* body), so a server that announces an endless body or drips a byte
+a second costs at most that deadline and that many bytes. :func:`http_client`
 builds the client those requests share: no proxies, certificates or netrc from the environment
 (``trust_env=False``), no automatic redirects (:func:`bounded_get` follows a few on request, to
 the same origin only), no compression (a gzip bomb cannot inflate past the cap), and TLS
@@ -13,12 +14,16 @@ The API, small on purpose:
 
 * :func:`http_client` — the ``httpx.AsyncClient`` factory (use it as an async context manager);
 * :func:`bounded_get` — one bounded GET → :class:`HttpAnswer` (status, headers, body, truncated);
+* :func:`bounded_post` — the same for one POST (etcd's gateway, ClickHouse queries), no redirects;
 * :func:`get_any_scheme` — the first GET of a probe: plain HTTP, then TLS if the server dropped it;
+* :func:`get_plain_or_tls` — the same for Go servers (etcd, InfluxDB), which answer plain HTTP
+  on a TLS port with a 400 saying so;
 * :class:`HttpProbeError` — no usable answer (an ``OSError``: the scanner treats it as silence);
-* :class:`Deadline` — one probe's time budget, shared by all its requests;
+* :class:`Deadline` — one probe's time budget, shared by all its requests (from
+  :mod:`perisai.probes.common`, re-exported here);
 * :func:`json_array_items`, :func:`clip_json`, :func:`json_strings` — reading JSON documents
   from bounded (possibly cut-off) bodies;
-* :func:`default_credentials` — the vendor defaults in ``probes/defaults/<service>.txt``;
+* :func:`error_text`, :func:`one_line` — a server's error, any text, as one short line;
 * :func:`human_bytes` — ``208 kB`` for evidence lines.
 """
 
@@ -29,32 +34,32 @@ import contextlib
 import json
 import re
 import ssl
-import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import httpx
 
 from perisai import __version__
-from perisai.probes.interface import ScanConfig
+from perisai.probes.common import Deadline
 
 __all__ = [
     "USER_AGENT",
-    "Credential",
     "Deadline",
     "HttpAnswer",
     "HttpProbeError",
     "bounded_get",
+    "bounded_post",
     "clip_json",
-    "default_credentials",
+    "error_text",
     "get_any_scheme",
+    "get_plain_or_tls",
     "http_client",
     "human_bytes",
     "json_array_items",
     "json_strings",
+    "one_line",
 ]
 
 USER_AGENT = f"perisai/{__version__} (read-only exposure check)"
@@ -62,9 +67,8 @@ MAX_KEY_CHARS = 256  # characters kept of a JSON object key
 MAX_JSON_ITEMS = 200  # list items / object members kept per level by clip_json
 MAX_JSON_DEPTH = 12  # nesting kept by clip_json and walked by json_strings
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_HTTPS_ONLY = b"Client sent an HTTP request to an HTTPS server"  # Go's net/http, on a TLS port
 _CLOSE_TIMEOUT = 1.0
-
-Credential = tuple[str | None, str]  # (user or None for a password-only default, password)
 
 
 class HttpProbeError(OSError):
@@ -112,31 +116,6 @@ class HttpAnswer:
         return self.body[: limit * 4].decode("utf-8", "replace")[:limit]
 
 
-class Deadline:
-    """One probe's time budget: every request gets ``min(its timeout, what is left)``."""
-
-    def __init__(self, seconds: float) -> None:
-        self._end = time.monotonic() + max(0.0, seconds)
-
-    @classmethod
-    def for_probe(cls, config: ScanConfig) -> Deadline:
-        """A little less than ``probe_deadline``: the scanner counts the fingerprint time too and
-        cancels a probe at the deadline, losing its findings; a probe that stops itself first
-        can still report what it proved (as a ``ProbeSkipped``)."""
-        return cls(max(1.0, config.probe_deadline - 2 * config.timeout - 1.0))
-
-    def remaining(self) -> float:
-        return max(0.0, self._end - time.monotonic())
-
-    @property
-    def expired(self) -> bool:
-        return self.remaining() <= 0.0
-
-    def cap(self, timeout: float) -> float:
-        """``timeout``, or less when the budget has less left."""
-        return min(timeout, self.remaining())
-
-
 def http_client(
     host: str,
     port: int,
@@ -181,16 +160,14 @@ async def bounded_get(
     the connection fails, or the server does not speak HTTP. Once the status line is in, it
     always returns: a body cut short by the cap or the deadline comes back ``truncated``.
     """
-    end = asyncio.get_running_loop().time() + max(0.0, timeout)
-    try:
-        url = client.base_url.join(path)
-    except httpx.InvalidURL as error:
-        raise HttpProbeError(f"GET {path[:120]}: {error}") from None
-    if not _same_origin(client.base_url, url):  # e.g. "//host/…" built from a server's answer
-        raise HttpProbeError(f"GET {path[:120]}: refused, it leaves {_origin(client.base_url)}")
+    end = _end_of(timeout)
+    url = _on_origin(client, "GET", path)
     query = dict(params) if params else None
     for hop in range(max_redirects + 1):
-        answer = await _get_once(client, url, query, auth, max_bytes, end, timeout)
+        request = client.build_request("GET", url, params=query)
+        answer = await _send_once(
+            client, request, _shown(request.url), auth, max_bytes, end, timeout
+        )
         location = answer.headers.get("location")
         if answer.status not in _REDIRECTS or not location or hop == max_redirects:
             return answer
@@ -204,6 +181,56 @@ async def bounded_get(
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+async def bounded_post(
+    client: httpx.AsyncClient,
+    path: str,
+    *,
+    max_bytes: int,
+    timeout: float,
+    params: Mapping[str, str | int] | None = None,
+    json_body: Any = None,
+    content: bytes | None = None,
+    headers: Mapping[str, str] | None = None,
+    auth: httpx.Auth | None = None,
+) -> HttpAnswer:
+    """POST ``path`` (a ``json_body`` or raw ``content``), with :func:`bounded_get`'s bounds.
+
+    Only for requests that read (an etcd Range or login, a ClickHouse query sent with
+    ``readonly=1``). The same origin rule, byte cap and deadline as :func:`bounded_get`; no
+    redirect is followed. Error lines name the path without its query string (for ClickHouse
+    that holds settings and a query id, not the resource).
+    """
+    end = _end_of(timeout)
+    url = _on_origin(client, "POST", path)
+    request = client.build_request(
+        "POST",
+        url,
+        params=dict(params) if params else None,
+        json=json_body,
+        content=content,
+        headers=headers,
+    )
+    return await _send_once(client, request, _shown(url), auth, max_bytes, end, timeout)
+
+
+def _end_of(timeout: float) -> float:
+    """The event-loop time at which an exchange allowed ``timeout`` seconds must be over."""
+    return asyncio.get_running_loop().time() + max(0.0, timeout)
+
+
+def _on_origin(client: httpx.AsyncClient, method: str, path: str) -> httpx.URL:
+    """``path`` on the client's origin; :class:`HttpProbeError` for a path that would leave it
+    (e.g. ``//host/…`` built from a server's answer) or is no URL at all."""
+    try:
+        url = client.base_url.join(path)
+    except httpx.InvalidURL as error:
+        raise HttpProbeError(f"{method} {path[:120]}: {error}") from None
+    if not _same_origin(client.base_url, url):
+        leaves = _origin(client.base_url)
+        raise HttpProbeError(f"{method} {path[:120]}: refused, it leaves {leaves}")
+    return url
+
+
 def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
     return url.scheme, url.host, url.port
 
@@ -212,33 +239,32 @@ def _same_origin(base: httpx.URL, url: httpx.URL) -> bool:
     return _origin(base) == _origin(url)
 
 
-async def _get_once(
+async def _send_once(
     client: httpx.AsyncClient,
-    url: httpx.URL,
-    params: dict[str, str | int] | None,
+    request: httpx.Request,
+    shown: str,
     auth: httpx.Auth | None,
     max_bytes: int,
     end: float,
     timeout: float,
 ) -> HttpAnswer:
-    request = client.build_request("GET", url, params=params)
-    shown = _shown(request.url)
+    """Send ``request`` and read at most ``max_bytes`` of its answer by ``end``; ``shown`` is
+    how error lines name it, after the method."""
+    what = f"{request.method} {shown}"
     try:
         async with asyncio.timeout_at(end):
             response = await client.send(
                 request, stream=True, auth=httpx.USE_CLIENT_DEFAULT if auth is None else auth
             )
     except TimeoutError:
-        raise HttpProbeError(
-            f"GET {shown}: no answer within {timeout:.1f}s", timed_out=True
-        ) from None
+        raise HttpProbeError(f"{what}: no answer within {timeout:.1f}s", timed_out=True) from None
     except httpx.TimeoutException:
-        raise HttpProbeError(f"GET {shown}: timed out", timed_out=True) from None
+        raise HttpProbeError(f"{what}: timed out", timed_out=True) from None
     except httpx.HTTPError as error:
         dropped = isinstance(error, httpx.ReadError) or (
             isinstance(error, httpx.RemoteProtocolError) and "without sending" in str(error)
         )
-        raise HttpProbeError(f"GET {shown}: {_describe(error)}", dropped=dropped) from None
+        raise HttpProbeError(f"{what}: {_describe(error)}", dropped=dropped) from None
     body = bytearray()
     truncated = timed_out = False
     decode = _decoder(response.headers.get("content-encoding", ""))
@@ -289,8 +315,7 @@ def _shown(url: httpx.URL) -> str:
 
 
 def _describe(error: httpx.HTTPError) -> str:
-    text = " ".join(str(error).split()) or type(error).__name__
-    return text[:160]
+    return one_line(str(error), 160) or type(error).__name__[:160]
 
 
 async def get_any_scheme(
@@ -326,6 +351,19 @@ async def get_any_scheme(
             return scheme, answer
     assert failure is not None
     raise failure
+
+
+async def get_plain_or_tls(
+    host: str, port: int, path: str, *, timeout: float, max_bytes: int
+) -> tuple[str, HttpAnswer]:
+    """GET over plain HTTP; over TLS only when the server (Go's net/http, as etcd and InfluxDB
+    are) says the port wants it. Cheaper than trying TLS on every port that is not HTTP."""
+    async with http_client(host, port, timeout=timeout) as client:
+        answer = await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
+    if answer.status != 400 or _HTTPS_ONLY not in answer.body:
+        return "http", answer
+    async with http_client(host, port, timeout=timeout, scheme="https") as client:
+        return "https", await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
 
 
 async def speaks_tls(host: str, port: int, timeout: float) -> bool:
@@ -416,25 +454,20 @@ def json_strings(value: Any, _depth: int = 0) -> Iterator[str]:
             yield from json_strings(item, _depth + 1)
 
 
-def default_credentials(service: str) -> tuple[Credential, ...]:
-    """The vendor defaults listed in ``perisai/probes/defaults/<service>.txt``.
+def one_line(text: str, limit: int = 200) -> str:
+    """``text`` with its white space folded into single spaces, at most ``limit`` characters."""
+    return " ".join(text.split())[:limit]
 
-    One per line: ``user:password`` (split at the first colon) or a bare ``password``; blank
-    lines and ``#`` comments are skipped. A missing file means no defaults to try.
-    """
-    entry = resources.files("perisai.probes") / "defaults" / f"{service}.txt"
-    try:
-        text = entry.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
-        return ()
-    credentials: list[Credential] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, colon, password = line.partition(":")
-        credentials.append((user, password) if colon else (None, line))
-    return tuple(credentials)
+
+def error_text(answer: HttpAnswer) -> str:
+    """The server's error in one short line: a JSON ``error`` or ``message`` string, else the
+    start of the body, else the status."""
+    doc = answer.json()
+    if isinstance(doc, dict):
+        for key in ("error", "message"):
+            if isinstance(doc.get(key), str):
+                return one_line(doc[key])
+    return one_line(answer.text(200)) or f"HTTP {answer.status}"
 
 
 def human_bytes(size: int | None) -> str:

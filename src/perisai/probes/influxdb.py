@@ -33,15 +33,21 @@ import httpx
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
     Deadline,
     HttpAnswer,
     HttpProbeError,
     bounded_get,
     clip_json,
-    default_credentials,
+    error_text,
+    get_plain_or_tls,
     http_client,
+    one_line,
 )
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
 
@@ -56,7 +62,6 @@ _VERSION = re.compile(r"(\d+)\.(\d+)")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 DEFAULT_USER = "admin"  # for a password-only line in the defaults file
 TLS_SUFFIX = " over TLS"
-_HTTPS_ONLY = b"Client sent an HTTP request to an HTTPS server"
 
 _REMEDIATION = (
     "Set `auth-enabled = true` in the [http] section and create an admin user with a long "
@@ -145,7 +150,7 @@ class InfluxDBProbe(Probe):
 
     async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
         try:
-            scheme, answer = await _get_plain_or_tls(
+            scheme, answer = await get_plain_or_tls(
                 host, port, "/ping", timeout=self.config.timeout, max_bytes=4096
             )
         except HttpProbeError:
@@ -154,7 +159,7 @@ class InfluxDBProbe(Probe):
         if not version:
             return None
         build = answer.headers.get("x-influxdb-build", "")
-        detail = f"InfluxDB {_one_line(version)[:32]}" + (f" {build[:16]}" if build else "")
+        detail = f"InfluxDB {one_line(version)[:32]}" + (f" {build[:16]}" if build else "")
         return Fingerprint(self.service, detail + (TLS_SUFFIX if scheme == "https" else ""))
 
     async def probe(
@@ -187,9 +192,7 @@ class InfluxDBProbe(Probe):
     def _defaults(self) -> tuple[tuple[str, str], ...]:
         if not self.config.try_default_credentials:
             return ()
-        return tuple(
-            (user or DEFAULT_USER, password) for user, password in default_credentials(self.service)
-        )
+        return default_logins(self.service, DEFAULT_USER)
 
     async def _login(
         self, client: httpx.AsyncClient, deadline: Deadline
@@ -207,7 +210,7 @@ class InfluxDBProbe(Probe):
             return anonymous, first, 0
         if first.status not in (401, 403):
             raise HttpProbeError(
-                f"GET /query SHOW DATABASES answered HTTP {first.status}: {_message(first)}"
+                f"GET /query SHOW DATABASES answered HTTP {first.status}: {error_text(first)}"
             )
         defaults = self._defaults()
         for tried, (user, password) in enumerate(defaults, start=1):
@@ -301,27 +304,18 @@ class InfluxDBProbe(Probe):
         evidence.append(
             Evidence("queries (all GET /query, chunked, cut at a byte cap): " + "; ".join(queries))
         )
-        rule_id = (
-            "influxdb.unauthenticated"
-            if login.auth is Auth.NONE
-            else "influxdb.default-credentials"
-        )
-        title = (
-            "InfluxDB readable without authentication"
-            if login.auth is Auth.NONE
-            else "InfluxDB accepts a vendor default login"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=login.auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "InfluxDB readable without authentication",
+                "InfluxDB accepts a vendor default login",
+            ),
         )
-        findings = (exposure, *ransom_findings(target, login.auth, notes))
         return ProbeSkipped(stopped, findings) if stopped else ProbeResult(findings)
 
     async def _sample(
@@ -393,7 +387,7 @@ class InfluxDBProbe(Probe):
                 Evidence(fingerprint.detail),
                 Evidence(
                     f"GET /query SHOW DATABASES answered HTTP {answer.status}: "
-                    f"{_message(answer)}{refused}"
+                    f"{error_text(answer)}{refused}"
                 ),
             ),
             remediation=rule.remediation,
@@ -417,28 +411,6 @@ class InfluxDBProbe(Probe):
             ),
             remediation=rule.remediation,
         )
-
-
-async def _get_plain_or_tls(
-    host: str, port: int, path: str, *, timeout: float, max_bytes: int
-) -> tuple[str, HttpAnswer]:
-    """GET over plain HTTP; over TLS only when the server (Go's net/http, as etcd and InfluxDB
-    are) says the port wants it. Cheaper than trying TLS on every port that is not HTTP."""
-    async with http_client(host, port, timeout=timeout) as client:
-        answer = await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
-    if answer.status != 400 or _HTTPS_ONLY not in answer.body:
-        return "http", answer
-    async with http_client(host, port, timeout=timeout, scheme="https") as client:
-        return "https", await bounded_get(client, path, max_bytes=max_bytes, timeout=timeout)
-
-
-def _message(answer: HttpAnswer) -> str:
-    doc = answer.json()
-    if isinstance(doc, dict):
-        for key in ("error", "message"):
-            if isinstance(doc.get(key), str):
-                return _one_line(doc[key])
-    return _one_line(answer.text(200)) or f"HTTP {answer.status}"
 
 
 def _series(answer: HttpAnswer) -> tuple[list[dict[str, Any]], str]:
@@ -468,7 +440,7 @@ def _series(answer: HttpAnswer) -> tuple[list[dict[str, Any]], str]:
                 found.extend(s for s in result.get("series") or [] if isinstance(s, dict))
     if not answered and not error:
         error = "no results"
-    return found, _one_line(error)
+    return found, one_line(error)
 
 
 def _query_ok(answer: HttpAnswer) -> bool:
@@ -510,7 +482,3 @@ def _major(detail: str) -> int:
 def _ident(name: str) -> str:
     """An InfluxQL identifier in double quotes, so no name can end the statement."""
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:200]

@@ -24,7 +24,6 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from importlib import resources
 from typing import Any
 
 import bson
@@ -37,7 +36,11 @@ from pymongo.errors import NetworkTimeout, OperationFailure, ProtocolError, PyMo
 from perisai.classify import profile_records, redact_text
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import Credential, default_credentials
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
 
 MONGODB_MAX_MESSAGE_BYTES = 48_000_000  # what every MongoDB announces as maxMessageSizeBytes
@@ -49,6 +52,7 @@ MAX_NESTING = 8
 SKIPPED_DATABASES = ("local", "config")  # replication and sharding metadata, not user data
 MAX_COLLECTIONS_IN_EVIDENCE = 8
 DEADLINE_SHARE = 0.8  # of ScanConfig.probe_deadline: stop (with a reason) before the scanner
+SUPERUSER = "admin"  # whose password a bare line of defaults/mongodb.txt is
 UNAUTHORIZED = 13  # MongoDB's error code for "requires authentication" / "not authorized"
 _OP_QUERY = 2004
 _OP_REPLY = 1
@@ -63,28 +67,6 @@ _REMEDIATION = (
 
 class _Violation(Exception):
     """The server broke the protocol or one of our bounds; the message says which, briefly."""
-
-
-@dataclass(frozen=True)
-class Credential:
-    """One vendor-default login from ``defaults/mongodb.txt``."""
-
-    user: str
-    password: str
-
-
-def default_credentials() -> tuple[Credential, ...]:
-    """The credentials in the package's ``defaults/mongodb.txt`` (``user:password`` lines;
-    a line with no colon is a password for ``admin``; ``#`` starts a comment)."""
-    text = resources.files("perisai.probes").joinpath("defaults/mongodb.txt").read_text("utf-8")
-    found: list[Credential] = []
-    for raw in text.splitlines():
-        line = raw.split("#", 1)[0].strip()
-        if not line:
-            continue
-        user, sep, password = line.partition(":")
-        found.append(Credential(user, password) if sep else Credential("admin", user))
-    return tuple(found)
 
 
 @dataclass
@@ -235,7 +217,8 @@ class MongoDBProbe(Probe):
             "connect": False,
         }
         if login is not None:
-            options.update(username=login.user, password=login.password, authSource="admin")
+            user = login.user_or(SUPERUSER)
+            options.update(username=user, password=login.password, authSource="admin")
         return AsyncMongoClient(f"[{host}]" if ":" in host else host, port, **options)
 
     async def _login(
@@ -244,7 +227,7 @@ class MongoDBProbe(Probe):
         """A client that may list databases, with the list; how it got in is in ``state``."""
         logins: list[Credential | None] = [None]
         if self.config.try_default_credentials:
-            logins.extend(default_credentials())
+            logins.extend(default_credentials(self.service))
         tried = 0
         for login in logins:
             tried += login is not None
@@ -398,25 +381,18 @@ class MongoDBProbe(Probe):
                 f"at {self.config.max_value_bytes} bytes)"
             )
         )
-        rule_id = (
-            "mongodb.unauthenticated" if state.auth is Auth.NONE else "mongodb.default-credentials"
-        )
-        title = (
-            "MongoDB readable without authentication"
-            if state.auth is Auth.NONE
-            else "MongoDB accepts a vendor default password"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        return readable_findings(
+            self,
             target=state.target,
             auth=state.auth,
             profile=profile,
             notes=state.notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "MongoDB readable without authentication",
+                "MongoDB accepts a vendor default password",
+            ),
         )
-        return (exposure, *ransom_findings(state.target, state.auth, state.notes))
 
 
 async def _is_master(host: str, port: int, timeout: float) -> dict[str, Any] | None:

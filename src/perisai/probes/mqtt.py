@@ -20,7 +20,6 @@ import json
 import logging
 import secrets
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import aiomqtt
@@ -31,10 +30,16 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exchange, exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    exchange,
+    first_line,
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import Credential, default_credentials
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult
 
-__all__ = ["DEFAULT_CREDENTIALS", "MQTTProbe", "load_credentials"]
+__all__ = ["MQTTProbe"]
 
 MAX_PACKET_BYTES = 256 * 1024  # MQTT 5 Maximum Packet Size we announce: bigger ones never come
 MAX_SYS_TOPICS = 400
@@ -50,29 +55,6 @@ _REMEDIATION = (
     "own user with a long random password or a client certificate, restrict topics with ACLs, "
     "listen on TLS (8883) only, and block port 1883 from the internet."
 )
-
-
-@dataclass(frozen=True)
-class Credential:
-    """One vendor-default login from the defaults file."""
-
-    user: str
-    password: str
-
-
-def load_credentials(name: str = "mqtt.txt") -> tuple[Credential, ...]:
-    """``user:password`` lines of ``probes/defaults/<name>``; ``#`` lines are comments."""
-    text = resources.files("perisai.probes").joinpath("defaults", name).read_text("utf-8")
-    found: list[Credential] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            user, _, password = line.partition(":")
-            found.append(Credential(user, password))
-    return tuple(found)
-
-
-DEFAULT_CREDENTIALS = load_credentials()
 
 
 @dataclass
@@ -166,7 +148,8 @@ class MQTTProbe(Probe):
         target = Target(host, port, self.service)
         attempts: list[Credential | None] = [None]
         if self.config.try_default_credentials:
-            attempts.extend(DEFAULT_CREDENTIALS)
+            # user:password lines only: MQTT sends no password without a user name.
+            attempts.extend(c for c in default_credentials(self.service) if c.user is not None)
         refusals: list[int] = []
         for credential in attempts:
             try:
@@ -245,7 +228,7 @@ class MQTTProbe(Probe):
             ]
             await self._collect(client, capture, budget)
         except (aiomqtt.MqttError, OSError, TimeoutError) as error:
-            capture.stopped = f"listening stopped: {type(error).__name__}: {_first_line(error)}"
+            capture.stopped = f"listening stopped: {type(error).__name__}: {first_line(error)}"
         finally:
             with contextlib.suppress(aiomqtt.MqttError, OSError, TimeoutError):
                 await asyncio.wait_for(client.__aexit__(None, None, None), self.config.timeout)
@@ -316,8 +299,7 @@ class MQTTProbe(Probe):
         how = (
             f"MQTT {version} CONNECT without username accepted (CONNACK 0)"
             if credential is None
-            else f"MQTT {version} CONNECT as {credential.user}/{_mask(credential.password)} "
-            "accepted"
+            else f"MQTT {version} CONNECT as {credential.describe()} accepted"
         )
         evidence = [Evidence(how)]
         if system:
@@ -351,23 +333,19 @@ class MQTTProbe(Probe):
         if capture.stopped:
             evidence.append(Evidence(capture.stopped))
         evidence.extend(profile_evidence(profile)[1:])
-        rule_id = "mqtt.unauthenticated" if auth is Auth.NONE else "mqtt.default-credentials"
-        title = (
-            "MQTT broker readable without credentials"
-            if auth is Auth.NONE
-            else "MQTT broker accepts a vendor default login"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=auth,
             profile=profile,
             notes=capture.notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "MQTT broker readable without credentials",
+                "MQTT broker accepts a vendor default login",
+            ),
         )
-        return ProbeResult((exposure, *ransom_findings(target, auth, capture.notes)))
+        return ProbeResult(findings)
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
         rule = self.rule("mqtt.auth-required")
@@ -420,11 +398,3 @@ def _int(text: str | None) -> int | None:
         return int(text.strip())
     except ValueError:
         return None
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-
-
-def _mask(secret: str) -> str:
-    return (secret[:2] + "***") if len(secret) > 3 else "***"

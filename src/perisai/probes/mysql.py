@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from importlib import resources
 from typing import Any, TypeVar
 
 import pymysql
@@ -46,13 +45,13 @@ from perisai.probes.common import (
     profile_evidence,
     ransom_findings,
 )
+from perisai.probes.credentials import default_logins
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult
 
 __all__ = [
     "MySQLProbe",
     "MySQLProbeError",
     "ServerGreeting",
-    "load_default_credentials",
     "parse_greeting",
 ]
 
@@ -63,6 +62,7 @@ MAX_COLUMNS = 64  # columns read per sampled table
 MAX_LISTED = 1000  # schema / table names fetched before note-like names are put first
 MAX_TABLES_IN_EVIDENCE = 8
 MAX_GREETING = 1024  # a real greeting is about 80-130 bytes
+SUPERUSER = "root"  # whose password a bare line of defaults/mysql.txt is
 PROGRAM_NAME = "perisai"  # shown to the server's admin in its connection attributes
 
 # Server error codes that mean "these credentials do not get in" (the next ones may):
@@ -153,20 +153,6 @@ def parse_greeting(packet: bytes) -> ServerGreeting | None:
         if code in _GREETING_ERRORS and text.isprintable():
             return ServerGreeting(error_code=code, error_message=text[:200])
     return None
-
-
-def load_default_credentials(name: str = "mysql.txt") -> tuple[tuple[str, str], ...]:
-    """``(user, password)`` pairs from ``probes/defaults/<name>``: ``user:password`` or a bare
-    password (for root) a line, ``#`` comments and blank lines ignored, duplicates dropped."""
-    text = (resources.files("perisai.probes") / "defaults" / name).read_text(encoding="utf-8")
-    pairs: dict[tuple[str, str], None] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        user, sep, password = line.partition(":")
-        pairs[(user, password) if sep else ("root", line)] = None
-    return tuple(pairs)
 
 
 class _BoundedSocket(socket.socket):
@@ -384,8 +370,8 @@ class MySQLProbe(Probe):
                     "mysql.default-credentials",
                     f"{user!r} with a vendor default password",
                 )
-                for user, password in load_default_credentials()
-                if password or user != "root"
+                for user, password in default_logins(self.service, SUPERUSER)
+                if password or user != SUPERUSER
             )
         return logins
 

@@ -29,7 +29,6 @@ import asyncio
 import contextlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
 import nats
@@ -42,10 +41,15 @@ from nats.js.errors import APIError, NotFoundError
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    first_line,
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import Credential, default_credentials
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult
 
-__all__ = ["DEFAULT_CREDENTIALS", "NATSProbe", "load_credentials"]
+__all__ = ["NATSProbe"]
 
 MAX_INFO_BYTES = 65536
 MAX_STREAMS_IN_EVIDENCE = 8
@@ -57,33 +61,6 @@ _REMEDIATION = (
     "nkeys or JWT accounts; no `no_auth_user`), restrict subjects with permissions, enable TLS, "
     "and block port 4222 from the internet."
 )
-
-
-@dataclass(frozen=True)
-class Credential:
-    """One default login from the defaults file: a user and password, or a token alone."""
-
-    user: str | None
-    password: str
-
-    def describe(self) -> str:
-        secret = _mask(self.password)
-        return f"token {secret}" if self.user is None else f"{self.user}/{secret}"
-
-
-def load_credentials(name: str = "nats.txt") -> tuple[Credential, ...]:
-    """``user:password`` (or bare token) lines of ``probes/defaults/<name>``; ``#`` comments."""
-    text = resources.files("perisai.probes").joinpath("defaults", name).read_text("utf-8")
-    found: list[Credential] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            user, sep, password = line.partition(":")
-            found.append(Credential(user, password) if sep else Credential(None, line))
-    return tuple(found)
-
-
-DEFAULT_CREDENTIALS = load_credentials()
 
 
 @dataclass
@@ -184,7 +161,7 @@ class NATSProbe(Probe):
         """A connected client (None if refused), the credential used, defaults tried, refusal."""
         attempts: list[Credential | None] = [None]
         if self.config.try_default_credentials:
-            attempts.extend(DEFAULT_CREDENTIALS)
+            attempts.extend(default_credentials(self.service))
         refusal = ""
         for credential in attempts:
             client = NATSClient()
@@ -193,7 +170,7 @@ class NATSProbe(Probe):
                     self._connect(client, host, port, credential), self.config.timeout * 2
                 )
             except (NATSError, OSError, TimeoutError) as error:
-                refusal = _first_line(error)
+                refusal = first_line(error)
                 await _discard(client, self.config.timeout)
                 continue
             return client, credential, attempts.index(credential), ""
@@ -246,11 +223,11 @@ class NATSProbe(Probe):
             for stream in streams:
                 groups.append(await self._sample_stream(jsm, stream))
         except (NATSError, OSError, TimeoutError) as error:
-            stopped = f"JetStream reads stopped: {type(error).__name__}: {_first_line(error)}"
+            stopped = f"JetStream reads stopped: {type(error).__name__}: {first_line(error)}"
         try:
             groups.append(await self._listen(client))
         except (NATSError, OSError, TimeoutError) as error:
-            stopped = f"core listen stopped: {type(error).__name__}: {_first_line(error)}"
+            stopped = f"core listen stopped: {type(error).__name__}: {first_line(error)}"
         profile = DataProfile(records_estimated=0)
         for group in groups:
             group.profile = profile_records(group.records, self.config.regions)
@@ -281,30 +258,26 @@ class NATSProbe(Probe):
         if stopped:
             evidence.append(Evidence(stopped))
         evidence.extend(profile_evidence(profile)[1:])
-        rule_id = "nats.unauthenticated" if auth is Auth.NONE else "nats.default-credentials"
-        title = (
-            "NATS readable without credentials"
-            if auth is Auth.NONE
-            else "NATS accepts a default login from its examples"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "NATS readable without credentials",
+                "NATS accepts a default login from its examples",
+            ),
         )
-        return ProbeResult((exposure, *ransom_findings(target, auth, notes)))
+        return ProbeResult(findings)
 
     async def _streams(self, jsm: JetStreamManager) -> tuple[list[js_api.StreamInfo], str]:
         """The streams to sample (note-like names first, then the largest) and a summary."""
         try:
             account = await jsm.account_info()
         except (APIError, NATSError) as error:
-            return [], f"JetStream not available to this client ({_first_line(error)})"
+            return [], f"JetStream not available to this client ({first_line(error)})"
         streams = await jsm.streams_info()  # one page of $JS.API.STREAM.LIST (256 at most)
         total_messages = sum(s.state.messages for s in streams)
         total_bytes = sum(s.state.bytes for s in streams)
@@ -335,7 +308,7 @@ class NATSProbe(Probe):
             except APIError as error:
                 # A server without next_by_subj: ask for exact sequences, skipping deleted ones.
                 if misses > self.config.sample:
-                    group.note = f"not read ({_first_line(error)})"
+                    group.note = f"not read ({first_line(error)})"
                     break
                 misses += 1
                 try:
@@ -436,16 +409,8 @@ async def _read_info(host: str, port: int, timeout: float) -> dict[str, Any] | N
     return info
 
 
-def _mask(secret: str) -> str:
-    return (secret[:2] + "***") if len(secret) > 3 else "***"
-
-
 def _text(value: object, cap: int) -> str:
     return "?" if value is None else str(value)[:cap]
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _size(size: int) -> str:

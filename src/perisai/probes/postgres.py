@@ -19,16 +19,15 @@ from psycopg import sql
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exchange, exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    exchange,
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import default_logins
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult
 
-# (user, password) pairs from vendor docs and popular images; tried only if trust auth fails.
-DEFAULT_CREDENTIALS: tuple[tuple[str, str], ...] = (
-    ("postgres", "postgres"),
-    ("postgres", "password"),
-    ("postgres", "admin"),
-    ("postgres", "123456"),
-)
+SUPERUSER = "postgres"  # whose password a bare line of defaults/postgres.txt is
 MAX_COLUMNS = 64
 # libpq warns about /dev/null as a password file but silently skips a missing one.
 _NO_PASSFILE = "/nonexistent/perisai/pgpass"
@@ -156,7 +155,7 @@ class PostgresProbe(Probe):
         if self.config.try_default_credentials:
             attempts.extend(
                 _Login(user, password, Auth.DEFAULT_CREDENTIALS, "postgres")
-                for user, password in DEFAULT_CREDENTIALS
+                for user, password in default_logins(self.service, SUPERUSER)
             )
         tried = 0
         for login in attempts:
@@ -238,27 +237,19 @@ class PostgresProbe(Probe):
                 Evidence(f"{table.name}: {rows} rows, {_size(table.size_bytes)}; {summary}")
             )
         evidence.extend(profile_evidence(profile)[1:])
-        rule_id = (
-            "postgres.unauthenticated"
-            if login.auth is Auth.NONE
-            else "postgres.default-credentials"
-        )
-        title = (
-            "PostgreSQL readable without a password"
-            if login.auth is Auth.NONE
-            else "PostgreSQL accepts a vendor default password"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=login.auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "PostgreSQL readable without a password",
+                "PostgreSQL accepts a vendor default password",
+            ),
         )
-        return ProbeResult((exposure, *ransom_findings(target, login.auth, notes)))
+        return ProbeResult(findings)
 
     async def _sample_database(
         self, conn: psycopg.AsyncConnection[Any], dbname: str

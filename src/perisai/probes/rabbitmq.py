@@ -28,7 +28,6 @@ import binascii
 import contextlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 from urllib.parse import quote
 
@@ -42,13 +41,20 @@ from pamqp.header import ProtocolHeader
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    exposure_finding,
+    first_line,
+    profile_evidence,
+    readable_findings,
+)
+from perisai.probes.credentials import Credential, default_credentials
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ScanConfig
 
-__all__ = ["DEFAULT_CREDENTIALS", "RabbitMQProbe", "load_credentials"]
+__all__ = ["RabbitMQProbe"]
 
 AMQP_DETAIL = "amqp"
 MANAGEMENT_DETAIL = "management"
+DEFAULT_USER = "guest"  # RabbitMQ's built-in user: whose password a bare line of the defaults is
 MAX_FRAME_BYTES = 65536  # a Connection.Start is ~600 bytes; anything bigger is not one
 MAX_API_BYTES = 4 * 1024 * 1024  # one management API answer
 MAX_QUEUES_IN_EVIDENCE = 8
@@ -65,29 +71,6 @@ _REMEDIATION = (
     "AMQP listener and the management plugin to private interfaces, and block ports 5672 and "
     "15672 from the internet."
 )
-
-
-@dataclass(frozen=True)
-class Credential:
-    """One vendor-default login from the defaults file."""
-
-    user: str
-    password: str
-
-
-def load_credentials(name: str = "rabbitmq.txt") -> tuple[Credential, ...]:
-    """``user:password`` lines of ``probes/defaults/<name>``; ``#`` lines are comments."""
-    text = resources.files("perisai.probes").joinpath("defaults", name).read_text("utf-8")
-    found: list[Credential] = []
-    for raw in text.splitlines():
-        line = raw.strip()
-        if line and not line.startswith("#"):
-            user, _, password = line.partition(":")
-            found.append(Credential(user, password))
-    return tuple(found)
-
-
-DEFAULT_CREDENTIALS = load_credentials()
 
 
 @dataclass
@@ -198,18 +181,23 @@ class RabbitMQProbe(Probe):
             return await self._probe_management(host, port, target)
         return await self._probe_amqp(host, port, target, fingerprint)
 
+    def _defaults(self) -> tuple[Credential, ...]:
+        if not self.config.try_default_credentials:
+            return ()
+        return default_credentials(self.service)
+
     async def _probe_amqp(
         self, host: str, port: int, target: Target, fingerprint: Fingerprint
     ) -> ProbeResult:
         server = fingerprint.detail.removeprefix(f"{AMQP_DETAIL}: ")
-        credentials = DEFAULT_CREDENTIALS if self.config.try_default_credentials else ()
+        credentials = self._defaults()
         refusal = ""
         for credential in credentials:
             accepted, refusal = await self._amqp_login(host, port, credential)
             if accepted:
                 evidence = [
                     Evidence(
-                        f"AMQP login {credential.user}/{_mask_secret(credential.password)} "
+                        f"AMQP login {credential.describe(DEFAULT_USER)} "
                         "accepted on vhost '/' (Connection.Open, then closed: no channel opened)"
                     ),
                     Evidence(f"server: {server}"),
@@ -245,7 +233,7 @@ class RabbitMQProbe(Probe):
                 aio_pika.connect(
                     host=host,
                     port=port,
-                    login=credential.user,
+                    login=credential.user_or(DEFAULT_USER),
                     password=credential.password,
                     virtualhost="/",
                     timeout=self.config.timeout,
@@ -254,7 +242,7 @@ class RabbitMQProbe(Probe):
                 self.config.timeout * 2,
             )
         except (amqp_errors.AMQPError, OSError, TimeoutError, ConnectionError) as error:
-            return False, _first_line(error)
+            return False, first_line(error)
         with contextlib.suppress(amqp_errors.AMQPError, OSError, TimeoutError):
             await asyncio.wait_for(connection.close(), self.config.timeout)
         return True, ""
@@ -268,7 +256,7 @@ class RabbitMQProbe(Probe):
                     "logins refused"
                 )
                 return ProbeResult((self._auth_required(target, detail),))
-            basic = httpx.BasicAuth(credential.user, credential.password) if credential else None
+            basic = _basic(credential) if credential else None
             return await self._inspect(client, basic, target, auth, credential)
 
     async def _management_login(
@@ -277,14 +265,12 @@ class RabbitMQProbe(Probe):
         status, _, _ = await self._api(client, "/api/overview", None)
         if status == 200:
             return Auth.NONE, None, 0
-        if not self.config.try_default_credentials:
-            return Auth.REQUIRED, None, 0
-        for tried, credential in enumerate(DEFAULT_CREDENTIALS, start=1):
-            basic = httpx.BasicAuth(credential.user, credential.password)
-            status, _, _ = await self._api(client, "/api/overview", basic)
+        defaults = self._defaults()
+        for tried, credential in enumerate(defaults, start=1):
+            status, _, _ = await self._api(client, "/api/overview", _basic(credential))
             if status == 200:
                 return Auth.DEFAULT_CREDENTIALS, credential, tried
-        return Auth.REQUIRED, None, len(DEFAULT_CREDENTIALS)
+        return Auth.REQUIRED, None, len(defaults)
 
     async def _inspect(
         self,
@@ -302,7 +288,7 @@ class RabbitMQProbe(Probe):
             _, _, overview = await self._api(client, "/api/overview", basic)
             queues, queue_count = await self._queues(client, basic)
         except _READ_ERRORS as error:  # logged in: a failing read ends the listing, not the finding
-            stopped = f"listing stopped: {type(error).__name__}: {_first_line(error)}"
+            stopped = f"listing stopped: {type(error).__name__}: {first_line(error)}"
         overview = overview if isinstance(overview, dict) else {}
         queue_totals = overview.get("queue_totals") or {}
         object_totals = overview.get("object_totals") or {}
@@ -310,7 +296,7 @@ class RabbitMQProbe(Probe):
         how = (
             "GET /api/overview answered 200 without credentials"
             if credential is None
-            else f"management API accepted {credential.user}/{_mask_secret(credential.password)}"
+            else f"management API accepted {credential.describe(DEFAULT_USER)}"
         )
         evidence = [
             Evidence(how),
@@ -328,7 +314,7 @@ class RabbitMQProbe(Probe):
             try:
                 await self._peek_all(client, basic, queues, notes)
             except _READ_ERRORS as error:
-                stopped = f"peeking stopped: {type(error).__name__}: {_first_line(error)}"
+                stopped = f"peeking stopped: {type(error).__name__}: {first_line(error)}"
         for queue in queues:
             profile.merge(queue.profile)
         profile.records_estimated = total_messages
@@ -373,25 +359,19 @@ class RabbitMQProbe(Probe):
         if stopped:
             evidence.append(Evidence(stopped))
         evidence.extend(profile_evidence(profile)[1:])
-        rule_id = (
-            "rabbitmq.unauthenticated" if auth is Auth.NONE else "rabbitmq.default-credentials"
-        )
-        title = (
-            "RabbitMQ management API open without credentials"
-            if auth is Auth.NONE
-            else "RabbitMQ management API accepts a vendor default login"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "RabbitMQ management API open without credentials",
+                "RabbitMQ management API accepts a vendor default login",
+            ),
         )
-        return ProbeResult((exposure, *ransom_findings(target, auth, notes)))
+        return ProbeResult(findings)
 
     async def _queues(
         self, client: httpx.AsyncClient, basic: httpx.BasicAuth | None
@@ -623,9 +603,8 @@ def _payload(message: dict[str, Any], cap: int) -> object:
     return text
 
 
-def _mask_secret(secret: str) -> str:
-    """Defaults are public, but evidence shows no password in full: ``gu***``."""
-    return (secret[:2] + "***") if len(secret) > 3 else "***"
+def _basic(credential: Credential) -> httpx.BasicAuth:
+    return httpx.BasicAuth(credential.user_or(DEFAULT_USER), credential.password)
 
 
 def _int(value: object, default: int = 0) -> int:
@@ -642,10 +621,6 @@ def _text(value: object, cap: int) -> str:
     if value is None:
         return "?"
     return str(value)[:cap]
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
 
 
 def _size(size: int) -> str:

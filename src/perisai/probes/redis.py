@@ -31,15 +31,12 @@ from perisai.probes.common import (
     ReplyTooLarge,
     bound_stream,
     exchange,
-    exposure_finding,
     payload_findings,
     profile_evidence,
-    ransom_findings,
+    readable_findings,
 )
+from perisai.probes.credentials import Credential, default_credentials
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult
-
-# Passwords shipped in vendor configs and images; tried only when auth is required, never more.
-DEFAULT_PASSWORDS: tuple[str, ...] = ("foobared", "redis", "password", "123456", "admin")
 
 
 class _BoundedConnection(aioredis.Connection):
@@ -114,14 +111,17 @@ class RedisProbe(Probe):
             return Fingerprint(self.service, "protected mode")
         return None
 
-    def _client(self, host: str, port: int, password: str | None, db: int = 0) -> aioredis.Redis:
+    def _client(
+        self, host: str, port: int, login: Credential | None, db: int = 0
+    ) -> aioredis.Redis:
         pool = aioredis.ConnectionPool(
             connection_class=_BoundedConnection,
             max_connections=1,
             host=host,
             port=port,
             db=db,
-            password=password,
+            username=None if login is None else login.user,
+            password=None if login is None else login.password,
             socket_timeout=self.config.timeout,
             socket_connect_timeout=self.config.timeout,
             driver_info=None,  # no CLIENT SETINFO: the probe sends only read commands
@@ -140,14 +140,15 @@ class RedisProbe(Probe):
             await client.aclose()
         if not self.config.try_default_credentials:
             return None, Auth.REQUIRED, 0
-        for tried, password in enumerate(DEFAULT_PASSWORDS, start=1):
-            client = self._client(host, port, password)
+        defaults = default_credentials(self.service)  # passwords alone (AUTH <password>)
+        for tried, login in enumerate(defaults, start=1):
+            client = self._client(host, port, login)
             try:
                 await client.ping()
                 return client, Auth.DEFAULT_CREDENTIALS, tried
             except (redis_errors.AuthenticationError, redis_errors.ResponseError):
                 await client.aclose()
-        return None, Auth.REQUIRED, len(DEFAULT_PASSWORDS)
+        return None, Auth.REQUIRED, len(defaults)
 
     async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
         target = Target(host, port, self.service)
@@ -167,7 +168,9 @@ class RedisProbe(Probe):
     async def _inspect(
         self, client: aioredis.Redis, host: str, port: int, target: Target, auth: Auth
     ) -> ProbeResult:
-        password = client.connection_pool.connection_kwargs.get("password")
+        used = client.connection_pool.connection_kwargs  # the login that got in, for other dbs
+        password = used.get("password")
+        login = None if password is None else Credential(used.get("username"), password)
         server = await client.info("server")
         memory = await client.info("memory")
         keyspace = await client.info("keyspace")
@@ -191,7 +194,7 @@ class RedisProbe(Probe):
             if name.startswith("db") and name[2:].isdigit() and isinstance(info, dict)
         )
         for db, keys in databases[: self.config.max_databases]:
-            db_client = client if db == 0 else self._client(host, port, password, db)
+            db_client = client if db == 0 else self._client(host, port, login, db)
             try:
                 records, db_notes, unread = await self._sample_db(db_client, db)
                 payloads.extend(_planted(records, db))
@@ -206,24 +209,20 @@ class RedisProbe(Probe):
             profile.merge(db_profile)
             notes.extend(db_notes)
         evidence.extend(profile_evidence(profile)[1:])
-        rule_id = "redis.unauthenticated" if auth is Auth.NONE else "redis.default-credentials"
-        title = (
-            "Redis readable without authentication"
-            if auth is Auth.NONE
-            else "Redis accepts a vendor default password"
-        )
-        exposure = exposure_finding(
-            rule_id=rule_id,
-            title=title,
+        findings = readable_findings(
+            self,
             target=target,
             auth=auth,
             profile=profile,
             notes=notes,
             evidence=evidence,
-            remediation=self.rule(rule_id).remediation,
+            titles=(
+                "Redis readable without authentication",
+                "Redis accepts a vendor default password",
+            ),
         )
         planted = payload_findings(target, auth, payloads)
-        return ProbeResult((exposure, *ransom_findings(target, auth, notes), *planted))
+        return ProbeResult((*findings, *planted))
 
     async def _sample_db(
         self, client: aioredis.Redis, db: int
