@@ -10,6 +10,8 @@ from perisai.compromise import (
     looks_wiped,
     payment_addresses,
 )
+from perisai.findings import Auth, DataProfile, Target
+from perisai.probes.common import exposure_finding
 
 # The Monero project's published donation address, and the same with one character changed.
 XMR = (
@@ -79,3 +81,25 @@ def test_a_store_of_little_but_a_note_looks_wiped() -> None:
     assert not looks_wiped(5000, 1)  # a note beside live data: visited, not (yet) wiped
     assert not looks_wiped(0, 0)  # an empty store with no note is just empty
     assert not looks_wiped(None, 1)  # size unknown: no claim
+
+
+def test_an_exposure_whose_store_is_little_but_a_note_says_it_was_wiped() -> None:
+    note = detect_ransom_note("README", NOTE)
+    assert note is not None
+    target = Target("127.0.0.1", 6379, "redis")
+
+    def exposure(records: int) -> list[str]:
+        finding = exposure_finding(
+            rule_id="redis.unauthenticated",
+            title="t",
+            target=target,
+            auth=Auth.NONE,
+            profile=DataProfile(records_estimated=records),
+            notes=[note],
+            evidence=[],
+            remediation="r",
+        )
+        return [e.text for e in finding.evidence]
+
+    assert any("deleted by the campaign" in line for line in exposure(1))
+    assert not any("deleted by the campaign" in line for line in exposure(40_000))

@@ -16,6 +16,9 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
+    from perisai.api_audit.context import AuditConfig
     from perisai.findings import ScanReport
     from perisai.probes.interface import ScanConfig
     from perisai.progress import Progress
@@ -43,4 +46,14 @@ def scan(
     return asyncio.run(Scanner(config, progress=progress).scan(specs, ports))
 
 
-__all__ = ["__version__", "scan"]
+def audit_api(
+    spec: str, config: AuditConfig, *, flows: Path | None = None, authorized: bool = False
+) -> ScanReport:
+    """Prove whether the OTP, e-mail and account endpoints of the API described by ``spec``
+    (an OpenAPI/Swagger file or URL) at ``config.base_url`` can be abused."""
+    from perisai.api_audit.auditor import audit_api as run
+
+    return run(spec, config, flows=flows, authorized=authorized)
+
+
+__all__ = ["__version__", "audit_api", "scan"]

@@ -30,6 +30,7 @@ from rich.progress import (
 )
 
 from perisai import __version__
+from perisai.api_audit.cli import audit_api
 from perisai.classify.files import FileProfile, iter_files, profile_file
 from perisai.classify.profile import classifier_for
 from perisai.findings import ScanDiff, ScanReport, Severity
@@ -64,6 +65,7 @@ lab_app = typer.Typer(
 )
 app.add_typer(lab_app, name="lab")
 app.add_typer(guard_app, name="guard")
+app.command("audit-api")(audit_api)
 
 _stderr = Console(stderr=True, highlight=False)
 

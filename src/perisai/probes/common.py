@@ -7,7 +7,14 @@ import asyncio
 import contextlib
 import time
 
-from perisai.compromise import RULE_PLANTED_PAYLOAD, RULE_RANSOM_NOTE, PlantedPayload, RansomNote
+from perisai.compromise import (
+    RULE_PLANTED_PAYLOAD,
+    RULE_RANSOM_NOTE,
+    WIPED_EVIDENCE,
+    PlantedPayload,
+    RansomNote,
+    looks_wiped,
+)
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Target, exposure_severity
 from perisai.probes.interface import Probe, ScanConfig
 
@@ -138,6 +145,8 @@ def exposure_finding(
 ) -> Finding:
     """The finding for a readable service; severity follows DESIGN.md from what was seen."""
     ransom = bool(notes)
+    if looks_wiped(profile.records_estimated, len(notes)):
+        evidence = [*evidence, Evidence(WIPED_EVIDENCE)]
     return Finding(
         rule=rule_id,
         severity=exposure_severity(auth, profile, ransom),

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
-import aio_pika
+import aiormq
 import httpx
 from aiormq import exceptions as amqp_errors
 from pamqp import commands, frame
 from pamqp import exceptions as pamqp_errors
 from pamqp.header import ProtocolHeader
+from yarl import URL
 
 from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
@@ -228,17 +229,19 @@ class RabbitMQProbe(Probe):
 
     async def _amqp_login(self, host: str, port: int, credential: Credential) -> tuple[bool, str]:
         """Whether ``credential`` opens a connection on vhost ``/``; the refusal otherwise."""
+        # aiormq, not aio_pika: a refused aio_pika connection schedules its close from __del__,
+        # which warns "coroutine never awaited" on the user's terminal.
+        url = URL.build(
+            scheme="amqp",
+            host=host,
+            port=port,
+            user=credential.user_or(DEFAULT_USER),
+            password=credential.password,
+            path="/",
+        )
         try:
             connection = await asyncio.wait_for(
-                aio_pika.connect(
-                    host=host,
-                    port=port,
-                    login=credential.user_or(DEFAULT_USER),
-                    password=credential.password,
-                    virtualhost="/",
-                    timeout=self.config.timeout,
-                    client_properties={"connection_name": _USER_AGENT},
-                ),
+                aiormq.connect(url, client_properties={"connection_name": _USER_AGENT}),
                 self.config.timeout * 2,
             )
         except (amqp_errors.AMQPError, OSError, TimeoutError, ConnectionError) as error:

@@ -1,0 +1,83 @@
+"""api.no-challenge: an anonymous send flow accepts a request with no challenge token."""
+
+from __future__ import annotations
+
+from perisai.api_audit.checks._common import OWASP_API6, recipient
+from perisai.api_audit.context import AuditContext, BudgetExhausted
+from perisai.api_audit.interface import (
+    Check,
+    CheckResult,
+    CheckSkipped,
+    FieldKind,
+    Operation,
+    Outcome,
+    Role,
+)
+from perisai.api_audit.responses import defence_text
+from perisai.findings import Rule, Severity
+
+RULE = Rule(
+    id="api.no-challenge",
+    name="Anonymous send flow has no challenge",
+    description="An anonymous request that makes the app send an SMS or e-mail is accepted with "
+    "no CAPTCHA, proof-of-work or app-attestation token: nothing slows a script down.",
+    remediation="Require a challenge verified server-side before anonymous sends (CAPTCHA such "
+    "as Turnstile/hCaptcha/reCAPTCHA, proof-of-work, or Play Integrity / App Attest tokens), "
+    "single-use and bound to the request; keep rate limits as well.",
+    default_severity=Severity.MEDIUM,
+    references=(OWASP_API6,),
+)
+
+
+class NoChallenge(Check):
+    rule = RULE
+    roles = (Role.OTP_SEND, Role.MAIL_SEND)
+
+    def planned_requests(self, op: Operation, ctx: AuditContext) -> int:
+        return 1
+
+    def describe(self, op: Operation, ctx: AuditContext) -> str:
+        return "1 anonymous request to the sink with no challenge token"
+
+    async def run(self, op: Operation, ctx: AuditContext) -> CheckResult | CheckSkipped:
+        target = recipient(op, ctx)
+        if target is None:
+            return CheckSkipped(RULE.id, op, "no recipient field in the spec")
+        declared = [p.name for p in op.fields_of(FieldKind.CHALLENGE)]
+        try:
+            exchange = await ctx.send(op, {target[0]: target[1]}, anonymous=True)
+        except BudgetExhausted:
+            return CheckSkipped(RULE.id, op, "no request left in the budget")
+        if exchange.outcome is Outcome.CHALLENGED:
+            defence = defence_text(exchange.outcome, exchange.status, None, 1)
+            return CheckResult(
+                RULE.id, op, False, f"challenge enforced: {defence}", (exchange.line,), defence
+            )
+        if exchange.outcome is Outcome.ACCEPTED:
+            spec = (
+                f"the spec declares {', '.join(declared)} but it is not enforced"
+                if declared
+                else "the spec declares no challenge field"
+            )
+            summary = (
+                "an anonymous request with no CAPTCHA, proof-of-work or attestation token was "
+                f"accepted ({spec})"
+            )
+            return CheckResult(RULE.id, op, True, summary, (exchange.line,))
+        if exchange.outcome.is_defence:
+            defence = defence_text(
+                exchange.outcome, exchange.status, exchange.header("retry-after"), 1
+            )
+            return CheckSkipped(RULE.id, op, f"a {defence} answered first; challenge not seen")
+        if exchange.outcome is Outcome.AUTH_REQUIRED:
+            return CheckResult(
+                RULE.id,
+                op,
+                False,
+                "not anonymous: authentication required",
+                (exchange.line,),
+                f"authentication required (HTTP {exchange.status})",
+            )
+        return CheckSkipped(
+            RULE.id, op, f"the endpoint failed rather than answered ({exchange.line})"
+        )

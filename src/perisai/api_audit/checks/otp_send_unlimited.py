@@ -1,0 +1,101 @@
+"""api.otp-send-unlimited: K sends to the sink recipient in a short window, all accepted."""
+
+from __future__ import annotations
+
+import time
+
+from perisai.api_audit.checks._common import (
+    NIST_63B,
+    OWASP_API4,
+    OWASP_API6,
+    evidence,
+    per_hour,
+    recipient,
+)
+from perisai.api_audit.context import AuditContext, BudgetExhausted, mask_value
+from perisai.api_audit.interface import (
+    Check,
+    CheckResult,
+    CheckSkipped,
+    Exchange,
+    Operation,
+    Outcome,
+    Role,
+)
+from perisai.api_audit.responses import defence_text
+from perisai.findings import Rule, Severity
+
+RULE = Rule(
+    id="api.otp-send-unlimited",
+    name="OTP send endpoint has no rate limit",
+    description="The endpoint sends a one-time code every time it is asked, with no rate limit, "
+    "Retry-After or challenge: one script can flood a number with SMS (OTP bombing) and run up "
+    "the SMS bill (SMS pumping).",
+    remediation="Limit sends per recipient (e.g. 3 per 10 minutes, 10 per day) and per account "
+    "and device, not only per IP; answer over-limit requests with 429 and Retry-After; add a "
+    "challenge (CAPTCHA, proof-of-work or app attestation) before anonymous sends; alert on "
+    "send-volume spikes per destination prefix.",
+    default_severity=Severity.HIGH,
+    references=(OWASP_API4, OWASP_API6, NIST_63B),
+)
+
+
+class OtpSendUnlimited(Check):
+    rule = RULE
+    roles = (Role.OTP_SEND,)
+
+    def planned_requests(self, op: Operation, ctx: AuditContext) -> int:
+        return ctx.config.otp_sends
+
+    def describe(self, op: Operation, ctx: AuditContext) -> str:
+        return (
+            f"{ctx.config.otp_sends} sends to the sink {mask_value(ctx.config.sink_phone)}, "
+            "stopping at the first defence"
+        )
+
+    async def run(self, op: Operation, ctx: AuditContext) -> CheckResult | CheckSkipped:
+        target = recipient(op, ctx)
+        if target is None:
+            return CheckSkipped(RULE.id, op, "no recipient field (phone or e-mail) in the spec")
+        field, value = target
+        exchanges: list[Exchange] = []
+        started = time.monotonic()
+        try:
+            while True:
+                exchange = await ctx.send(op, {field: value})
+                exchanges.append(exchange)
+                if exchange.outcome is not Outcome.ACCEPTED:
+                    break
+        except BudgetExhausted:
+            pass
+        elapsed = time.monotonic() - started
+        if not exchanges:
+            return CheckSkipped(RULE.id, op, "no request left in the budget")
+        last = exchanges[-1]
+        accepted = sum(e.outcome is Outcome.ACCEPTED for e in exchanges)
+        retry_after = next(
+            (e.header("retry-after") for e in exchanges if e.header("retry-after")), None
+        )
+        if last.outcome.is_defence:
+            defence = defence_text(
+                last.outcome, last.status, last.header("retry-after"), len(exchanges)
+            )
+            return CheckResult(
+                RULE.id, op, False, f"not abusable: {defence}", evidence(exchanges), defence
+            )
+        if last.outcome is not Outcome.ACCEPTED:
+            return CheckSkipped(
+                RULE.id,
+                op,
+                f"the endpoint failed rather than defended ({last.line}); not a defence, "
+                "fix the request shape with --flows",
+            )
+        if accepted < min(3, ctx.config.otp_sends) or retry_after:
+            return CheckSkipped(RULE.id, op, f"only {accepted} sends fitted in the budget")
+        rate = per_hour(accepted, elapsed)
+        summary = (
+            f"{accepted}/{len(exchanges)} sends to one number accepted in {elapsed:.1f} s with no "
+            f"429, no challenge and no Retry-After: one script can trigger about {rate:,} SMS an "
+            "hour to one number, and as many to every other number it names"
+        )
+        return CheckResult(RULE.id, op, True, summary, evidence(exchanges))

@@ -1,0 +1,277 @@
+"""What every check shares: the run's settings, its request budget, pacing and masking.
+
+Every request goes through :meth:`AuditContext.send`: it spends one request of the run's budget
+and of the check's allowance (or refuses), waits the pacing interval, halts the check at the
+first 429, and returns an :class:`Exchange` whose evidence line is masked.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from perisai.api_audit.interface import ClassifiedOperation, Exchange, FieldKind, Operation, Outcome
+from perisai.api_audit.responses import classify_response
+from perisai.api_audit.sink import SmtpSink
+from perisai.classify import redact_text
+
+__all__ = [
+    "DEFAULT_SINK_EMAIL",
+    "DEFAULT_SINK_PHONE",
+    "Allowance",
+    "AuditConfig",
+    "AuditContext",
+    "BudgetExhausted",
+    "mask_value",
+    "reserved_test_number",
+]
+
+# Ofcom reserves +44 7700 900000-900999 for drama: never a real subscriber.
+_RESERVED_PREFIX = "+447700900"
+DEFAULT_SINK_PHONE = _RESERVED_PREFIX + "555"
+DEFAULT_SINK_EMAIL = "perisai-sink@example.invalid"  # .invalid never resolves (RFC 2606)
+_REGIONS = ("MY", "SG", "ID", "GB", "US", "AU")
+
+
+def reserved_test_number(avoid: str = "") -> str:
+    """A random number in the reserved drama range (never ``avoid``)."""
+    while True:
+        number = f"{_RESERVED_PREFIX}{secrets.randbelow(1000):03d}"
+        if number != avoid:
+            return number
+
+
+def mask_value(value: str) -> str:
+    """``+447700900555`` → ``+447******55``; ``ab@x.org`` → ``a***@x.org``."""
+    if "@" in value:
+        local, _, domain = value.partition("@")
+        return f"{local[:1]}***@{domain}"
+    if len(value) <= 4:
+        return "*" * len(value)
+    keep = 4 if len(value) >= 10 else 1
+    return value[:keep] + "*" * (len(value) - keep - 2) + value[-2:]
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """How one audit runs (the CLI's options, as values)."""
+
+    base_url: str
+    budget: int = 100
+    sink_phone: str = DEFAULT_SINK_PHONE
+    sink_email: str = DEFAULT_SINK_EMAIL
+    known_account: str | None = None
+    headers: tuple[tuple[str, str], ...] = ()
+    smtp_sink: tuple[str, int] | None = None
+    otp_sends: int = 12
+    verify_attempts: int = 20
+    pace: float = 0.05
+    timeout: float = 10.0
+    mail_wait: float = 5.0
+
+
+class BudgetExhausted(Exception):
+    """No request left in the run's budget or the check's allowance."""
+
+
+@dataclass
+class Allowance:
+    """One check's share of the budget on one operation; closed at the first 429."""
+
+    limit: int
+    used: int = 0
+    halted: bool = False
+
+    @property
+    def left(self) -> int:
+        return 0 if self.halted else max(0, self.limit - self.used)
+
+
+@dataclass
+class AuditContext:
+    config: AuditConfig
+    operations: list[ClassifiedOperation]
+    sink: SmtpSink | None = None
+    client: httpx.AsyncClient | None = None
+    spent: int = 0
+    allowance: Allowance = field(default_factory=lambda: Allowance(0))
+    _last: float = 0.0
+    _secrets: set[str] = field(default_factory=set)
+
+    @property
+    def budget_left(self) -> int:
+        return max(0, self.config.budget - self.spent)
+
+    def begin(self, planned: int) -> Allowance:
+        """A fresh allowance for one check on one operation: what it plans, within budget."""
+        self.allowance = Allowance(min(planned, self.budget_left))
+        return self.allowance
+
+    def remember_secret(self, value: str) -> None:
+        """Mask ``value`` wherever it shows up in evidence from now on."""
+        if value:
+            self._secrets.add(value)
+
+    def mask(self, text: str) -> str:
+        for value in sorted(self._secrets, key=len, reverse=True):
+            text = text.replace(value, mask_value(value))
+            if value.startswith("+"):
+                text = text.replace(quote(value, safe=""), mask_value(value))
+        return redact_text(text, _REGIONS)
+
+    # --- building requests ------------------------------------------------------------------
+
+    def values_for(self, op: Operation, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A value for every field but challenge fields: sinks for recipients, then examples."""
+        overrides = overrides or {}
+        values: dict[str, Any] = {}
+        for param in op.params:
+            if param.name in overrides:
+                values[param.name] = overrides[param.name]
+                continue
+            if param.kind is FieldKind.CHALLENGE or param.location == "header":
+                continue
+            if param.kind is FieldKind.PHONE:
+                values[param.name] = self.config.sink_phone
+            elif param.kind is FieldKind.EMAIL:
+                values[param.name] = self.config.sink_email
+            elif param.kind is FieldKind.TEXT:
+                values[param.name] = "perisai audit test"
+            elif param.example is not None:
+                values[param.name] = param.example
+            elif param.type == "integer" or param.type == "number":
+                values[param.name] = 1
+            elif param.type == "boolean":
+                values[param.name] = False
+            elif param.kind is FieldKind.PASSWORD:
+                values[param.name] = "perisai-Not-A-Password-1"
+            elif param.required or param.location in ("path", "body", "form"):
+                values[param.name] = "perisai-test"
+        return values
+
+    async def send(
+        self,
+        op: Operation,
+        overrides: dict[str, Any] | None = None,
+        *,
+        anonymous: bool = False,
+        values: dict[str, Any] | None = None,
+    ) -> Exchange:
+        """One request for ``op``; raises :class:`BudgetExhausted` when none is left."""
+        if self.allowance.left <= 0 or self.budget_left <= 0:
+            raise BudgetExhausted()
+        values = values if values is not None else self.values_for(op, overrides)
+        path = op.path
+        query: dict[str, Any] = {}
+        body: dict[str, Any] = {}
+        for param in op.params:
+            if param.name not in values:
+                continue
+            value = values[param.name]
+            if param.location == "path":
+                path = path.replace("{" + param.name + "}", quote(str(value), safe=""))
+            elif param.location == "query":
+                query[param.name] = value
+            elif param.location in ("body", "form"):
+                body[param.name] = value
+        headers = {} if anonymous else dict(self.config.headers)
+        kwargs: dict[str, Any] = {"params": query or None, "headers": headers}
+        if op.body == "form":
+            kwargs["data"] = {k: str(v) for k, v in body.items()}
+        elif op.body == "json" or body:
+            kwargs["json"] = body
+        await self._pace()
+        self.allowance.used += 1
+        self.spent += 1
+        url = self.config.base_url.rstrip("/") + path
+        assert self.client is not None
+        started = time.monotonic()
+        try:
+            response = await self.client.request(op.method, url, **kwargs)
+            text = response.text
+            status = response.status_code
+            answer_headers = dict(response.headers)
+        except httpx.HTTPError as error:
+            elapsed = time.monotonic() - started
+            line = self._line(op.method, path, query, body, f"no answer ({type(error).__name__})")
+            return Exchange(op.method, path, 0, Outcome.UNREACHABLE, elapsed, line)
+        elapsed = time.monotonic() - started
+        outcome = classify_response(status, answer_headers, text)
+        if status == 429:
+            self.allowance.halted = True  # stop this check at the first 429
+        summary = f"{status} {outcome.value} {_CODE_LIKE.sub(_hide_digits, _short(text))}"
+        line = self._line(op.method, path, query, body, summary, elapsed)
+        return Exchange(
+            op.method,
+            path,
+            status,
+            outcome,
+            elapsed,
+            line,
+            text,
+            tuple(answer_headers.items()),
+        )
+
+    async def send_raw(self, method: str, path: str, *, anonymous: bool = False) -> Exchange:
+        """A bare request (the reachability and auth-header checks), within the run budget."""
+        if self.budget_left <= 0:
+            raise BudgetExhausted()
+        await self._pace()
+        self.spent += 1
+        headers = {} if anonymous else dict(self.config.headers)
+        assert self.client is not None
+        started = time.monotonic()
+        url = self.config.base_url.rstrip("/") + path
+        try:
+            response = await self.client.request(method, url, headers=headers)
+        except httpx.HTTPError as error:
+            line = self._line(method, path, {}, {}, f"no answer ({type(error).__name__})")
+            return Exchange(method, path, 0, Outcome.UNREACHABLE, 0.0, line)
+        elapsed = time.monotonic() - started
+        outcome = classify_response(response.status_code, dict(response.headers), response.text)
+        line = self._line(method, path, {}, {}, f"{response.status_code} {outcome.value}", elapsed)
+        return Exchange(method, path, response.status_code, outcome, elapsed, line, response.text)
+
+    async def _pace(self) -> None:
+        wait = self._last + self.config.pace - time.monotonic()
+        if wait > 0:
+            await asyncio.sleep(wait)
+        self._last = time.monotonic()
+
+    def _line(
+        self,
+        method: str,
+        path: str,
+        query: dict[str, Any],
+        body: dict[str, Any],
+        answer: str,
+        elapsed: float | None = None,
+    ) -> str:
+        shown = path
+        if query:
+            shown += "?" + "&".join(f"{k}={v}" for k, v in query.items())
+        if body:
+            shown += " " + json.dumps(body, ensure_ascii=False)
+        took = f" ({elapsed * 1000:.0f} ms)" if elapsed is not None else ""
+        return self.mask(f"{method} {shown} → {answer}{took}")
+
+
+_CODE_LIKE = re.compile(r"(?<![\w.])\d{4,8}(?![\w.])")
+
+
+def _hide_digits(match: re.Match[str]) -> str:
+    """Codes in answers are evidence of a flaw, never evidence to reuse: ``482913`` → ``4*****``."""
+    return match[0][0] + "*" * (len(match[0]) - 1)
+
+
+def _short(text: str, limit: int = 80) -> str:
+    flat = re.sub(r"\s+", " ", text).strip()
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -1,0 +1,219 @@
+"""``perisai audit-api`` end to end against the lab's API twins (real uvicorn servers on
+loopback) and perisai's own SMTP sink: every check positive on the vulnerable twin, none on the
+fixed twin, and the safety rules (dry run, budget, scope, auth headers, bad input)."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from perisai.lab.api_server import KNOWN_ACCOUNT, LAB_TOKEN, ApiInstance, start_api_server
+from perisai.lab.instances import free_port
+from tests.clirun import perisai
+
+RULES = {
+    "api.otp-send-unlimited",
+    "api.otp-send-any-recipient",
+    "api.otp-verify-bruteforce",
+    "api.otp-in-response",
+    "api.account-enumeration",
+    "api.mail-relay",
+    "api.no-challenge",
+}
+
+Twin = Callable[..., tuple[ApiInstance, int]]
+
+
+@pytest.fixture
+def twin(tmp_path: Path) -> Iterator[Twin]:
+    """Start a fresh twin (its limits start empty) whose mail goes to a free sink port."""
+    started: list[ApiInstance] = []
+
+    def start(exposed: bool = True, challenge: bool = True) -> tuple[ApiInstance, int]:
+        port = free_port()
+        instance = start_api_server(
+            tmp_path, exposed, smtp_relay=f"127.0.0.1:{port}", challenge=challenge
+        )
+        started.append(instance)
+        return instance, port
+
+    yield start
+    for instance in started:
+        instance.stop()
+
+
+def audit(instance: ApiInstance, sink_port: int, *extra: str, spec: str | None = None) -> list[str]:
+    return [
+        "audit-api",
+        "--spec",
+        spec or instance.spec_url,
+        "--base-url",
+        instance.url,
+        "--smtp-sink",
+        f"127.0.0.1:{sink_port}",
+        "--known-account",
+        KNOWN_ACCOUNT,
+        "--header",
+        f"Authorization: Bearer {LAB_TOKEN}",
+        "--pace",
+        "0",
+        "--format",
+        "json",
+        *extra,
+    ]
+
+
+def test_every_check_fires_on_the_vulnerable_twin(twin: Twin) -> None:
+    instance, port = twin(exposed=True)
+    result = perisai(*audit(instance, port))
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    rules = {f["rule"] for f in report["findings"]}
+    assert rules == RULES
+    for finding in report["findings"]:
+        assert finding["severity"] in ("high", "medium")
+        assert finding["remediation"]
+        assert len(finding["evidence"]) >= 2  # the summary and the requests made
+        text = " ".join(finding["evidence"])
+        assert KNOWN_ACCOUNT not in text and "+447700900555" not in text  # masked
+        assert "perisai-sink@example.invalid" not in text
+        assert not re.search(r'"tac":"\d{6}"', text)  # codes in answers are masked
+    relay = next(f for f in report["findings"] if f["rule"] == "api.mail-relay")
+    assert "arrived at perisai's SMTP sink" in relay["evidence"][0]
+    assert "auth headers accepted" in result.stderr
+    used = int(re.search(r"(\d+) of 100 requests used", result.stderr)[1])  # type: ignore[index]
+    assert len(instance.requests()) == used <= 100
+    assert all(sms["to"].startswith("+447700900") for sms in instance.sms())  # sinks only
+
+
+def test_no_findings_on_the_fixed_twin(twin: Twin) -> None:
+    instance, port = twin(exposed=False)
+    spec = instance.url + "/swagger.json"  # the fixed twin's spec, as Swagger 2.0
+    result = perisai(*audit(instance, port, spec=spec))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads(result.stdout)["findings"] == []
+    assert "lockout (HTTP 429" in result.stderr
+    assert "challenge (CAPTCHA / token) required (HTTP 403)" in result.stderr
+    assert "uniform answers" in result.stderr
+    assert instance.sms() == []
+
+
+def test_rate_limit_is_told_apart_from_failure(twin: Twin) -> None:
+    instance, port = twin(exposed=False, challenge=False)
+    result = perisai(*audit(instance, port))
+    rules = {f["rule"] for f in json.loads(result.stdout)["findings"]}
+    assert "api.otp-send-unlimited" not in rules
+    assert "api.otp-verify-bruteforce" not in rules
+    assert "api.otp-in-response" not in rules
+    assert re.search(
+        r"otp-send-unlimited .*rate limit \(HTTP 429, Retry-After 600\)", result.stderr
+    )
+
+
+def test_dry_run_sends_nothing(twin: Twin) -> None:
+    instance, port = twin(exposed=True)
+    result = perisai(*audit(instance, port, "--dry-run"))
+    assert result.returncode == 0, result.stderr
+    assert "nothing is sent" in result.stdout
+    for rule in RULES:
+        assert rule in result.stdout
+    assert instance.requests() == []
+    assert instance.sms() == []
+
+
+@pytest.mark.parametrize("budget", [5, 30])
+def test_budget_is_a_hard_limit(twin: Twin, budget: int) -> None:
+    instance, port = twin(exposed=True)
+    result = perisai(*audit(instance, port, "--budget", str(budget)))
+    assert result.returncode in (0, 1), result.stderr
+    assert 0 < len(instance.requests()) <= budget
+    assert "budget" in result.stderr
+
+
+def test_refused_auth_header_is_one_line(twin: Twin) -> None:
+    instance, port = twin(exposed=True)
+    args = audit(instance, port)
+    args[args.index(f"Authorization: Bearer {LAB_TOKEN}")] = "Authorization: Bearer wrong"
+    result = perisai(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "were refused" in result.stderr
+
+
+def test_spec_without_such_endpoints_says_so(tmp_path: Path) -> None:
+    spec = tmp_path / "health.yaml"
+    spec.write_text(
+        "openapi: 3.0.0\ninfo: {title: t, version: '1'}\n"
+        "paths:\n  /health:\n    get:\n      summary: Health check\n"
+        "      responses: {'200': {description: ok}}\n",
+        encoding="utf-8",
+    )
+    result = perisai("audit-api", "--spec", str(spec), "--base-url", "http://127.0.0.1:9")
+    assert result.returncode == 0
+    assert "no OTP, e-mail or account endpoints" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not: [valid", "just a string", '{"openapi": "1.0", "paths": {}}', '{"swagger": "2.0"}'],
+)
+def test_broken_spec_is_one_line(tmp_path: Path, content: str) -> None:
+    spec = tmp_path / "broken.json"
+    spec.write_text(content, encoding="utf-8")
+    result = perisai("audit-api", "--spec", str(spec), "--base-url", "http://127.0.0.1:9")
+    assert result.returncode == 2
+    assert result.stderr.startswith("perisai: error: ")
+    assert result.stderr.strip().count("\n") == 0
+    assert "Traceback" not in result.stderr
+
+
+def test_missing_spec_and_unreachable_spec_url() -> None:
+    for source in ("/nonexistent/spec.json", f"http://127.0.0.1:{free_port()}/openapi.json"):
+        result = perisai("audit-api", "--spec", source, "--base-url", "http://127.0.0.1:9")
+        assert result.returncode == 2
+        assert result.stderr.strip().count("\n") == 0
+
+
+def test_unreachable_base_url_is_one_line(twin: Twin) -> None:
+    instance, _ = twin(exposed=True)
+    dead = f"http://127.0.0.1:{free_port()}"
+    result = perisai("audit-api", "--spec", instance.spec_url, "--base-url", dead)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "cannot reach" in result.stderr
+
+
+def test_public_base_url_needs_authorized(twin: Twin) -> None:
+    instance, _ = twin(exposed=True)
+    result = perisai("audit-api", "--spec", instance.spec_url, "--base-url", "http://8.8.8.8")
+    assert result.returncode == 2
+    assert "--authorized" in result.stderr
+    assert instance.requests() == []
+
+
+def test_explain_and_flows(twin: Twin, tmp_path: Path) -> None:
+    instance, _ = twin(exposed=True)
+    result = perisai("audit-api", "--spec", instance.spec_url, "--explain")
+    assert result.returncode == 0
+    lines = {line.split()[1]: line for line in result.stdout.splitlines()}
+    assert "otp-send" in lines["/api/v1/register/request-tac"]
+    assert "otp-verify" in lines["/api/v1/register/verify-tac"]
+    assert "account-lookup" in lines["/api/v1/accounts/exists"]
+    assert "mail-send" in lines["/api/v1/helpdesk/tickets"]
+    assert "login" in lines["/api/v1/auth/login"]
+    assert "password-reset" in lines["/api/v1/auth/forgot-password"]
+    flows = tmp_path / "flows.yaml"
+    flows.write_text(
+        "flows:\n  - operation: GET /api/v1/me\n    role: account-lookup\n"
+        "  - operation: POST /api/v1/register/request-tac\n    role: none\n",
+        encoding="utf-8",
+    )
+    result = perisai("audit-api", "--spec", instance.spec_url, "--flows", str(flows), "--explain")
+    lines = {line.split()[1]: line for line in result.stdout.splitlines()}
+    assert "account-lookup" in lines["/api/v1/me"] and "--flows" in lines["/api/v1/me"]
+    assert "otp-send" not in lines["/api/v1/register/request-tac"]
+    assert instance.requests() == []

@@ -1,0 +1,118 @@
+"""Unit tests of api_audit's parsing and judging, on recorded specs and answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from perisai.api_audit.checks import all_checks, all_rules
+from perisai.api_audit.interface import FieldKind, Outcome, Param, Role
+from perisai.api_audit.responses import classify_response
+from perisai.api_audit.roles import classify, field_kind
+from perisai.api_audit.spec import SpecError, parse_spec
+
+
+@pytest.mark.parametrize(
+    ("status", "headers", "body", "outcome"),
+    [
+        (200, {}, '{"status":"sent"}', Outcome.ACCEPTED),
+        (429, {"Retry-After": "60"}, '{"error":"slow"}', Outcome.RATE_LIMITED),
+        (429, {}, '{"error":"too many wrong codes; locked"}', Outcome.LOCKED_OUT),
+        (423, {}, "", Outcome.LOCKED_OUT),
+        (403, {}, '{"error":"captcha required"}', Outcome.CHALLENGED),
+        (200, {}, '{"error":"rate limit exceeded"}', Outcome.RATE_LIMITED),
+        (400, {}, '{"error":"invalid code"}', Outcome.REJECTED),
+        (401, {}, "", Outcome.AUTH_REQUIRED),
+        (500, {}, "boom", Outcome.SERVER_ERROR),
+    ],
+)
+def test_defences_are_told_apart_from_failures(
+    status: int, headers: dict[str, str], body: str, outcome: Outcome
+) -> None:
+    assert classify_response(status, headers, body) is outcome
+
+
+@pytest.mark.parametrize(
+    ("name", "fmt", "kind"),
+    [
+        ("msisdn", None, FieldKind.PHONE),
+        ("mobileNo", None, FieldKind.PHONE),
+        ("phone_number", None, FieldKind.PHONE),
+        ("email", None, FieldKind.EMAIL),
+        ("to", "email", FieldKind.EMAIL),
+        ("tac", None, FieldKind.CODE),
+        ("otpCode", None, FieldKind.CODE),
+        ("pin", None, FieldKind.CODE),
+        ("country_code", None, FieldKind.OTHER),
+        ("nric", None, FieldKind.NATIONAL_ID),
+        ("ic_no", None, FieldKind.NATIONAL_ID),
+        ("captchaToken", None, FieldKind.CHALLENGE),
+        ("message", None, FieldKind.TEXT),
+        ("password", None, FieldKind.PASSWORD),
+    ],
+)
+def test_field_kinds(name: str, fmt: str | None, kind: FieldKind) -> None:
+    assert field_kind(Param(name, "body", format=fmt)) is kind
+
+
+def test_swagger2_form_and_refs() -> None:
+    spec = {
+        "swagger": "2.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {
+            "/otp/send": {
+                "post": {
+                    "summary": "Send verification code",
+                    "parameters": [{"name": "mobile", "in": "formData", "type": "string"}],
+                }
+            },
+            "/otp/check": {
+                "post": {
+                    "parameters": [
+                        {"in": "body", "name": "b", "schema": {"$ref": "#/definitions/Check"}}
+                    ]
+                }
+            },
+        },
+        "definitions": {
+            "Check": {"properties": {"phone": {"type": "string"}, "pin": {"maxLength": 4}}}
+        },
+    }
+    operations, _ = parse_spec(json.dumps(spec))
+    roles = {c.operation.key: c for c in classify(operations)}
+    send = roles["POST /otp/send"]
+    assert send.role is Role.OTP_SEND and send.operation.body == "form"
+    check = roles["POST /otp/check"]
+    assert check.role is Role.OTP_VERIFY
+    assert check.operation.fields_of(FieldKind.CODE)[0].max_length == 4
+
+
+def test_openapi3_account_lookup_by_nric() -> None:
+    spec = {
+        "openapi": "3.1.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {
+            "/users/check": {
+                "get": {"parameters": [{"name": "ic", "in": "query", "schema": {"type": "string"}}]}
+            }
+        },
+    }
+    operations, _ = parse_spec(json.dumps(spec))
+    assert classify(operations)[0].role is Role.ACCOUNT_LOOKUP
+
+
+def test_unresolvable_ref_is_a_spec_error() -> None:
+    spec = {
+        "openapi": "3.0.0",
+        "paths": {"/x": {"post": {"requestBody": {"$ref": "#/components/requestBodies/Nope"}}}},
+    }
+    with pytest.raises(SpecError, match="unresolvable"):
+        parse_spec(json.dumps(spec))
+
+
+def test_one_rule_per_check_with_metadata() -> None:
+    checks = all_checks()
+    assert len({c.rule.id for c in checks}) == len(checks) == len(all_rules()) == 7
+    for check in checks:
+        assert check.rule.id.startswith("api.") and check.rule.remediation and check.roles
