@@ -14,8 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from perisai import audit_api
+from perisai.api_audit.context import AuditConfig
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab import CATALOG, Lab, LabInstance, LabServer, scan_ports
+from perisai.lab.api_server import ApiInstance
 from perisai.probes import ScanConfig
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
@@ -27,30 +30,33 @@ pytestmark = pytest.mark.servers
 
 
 @pytest.fixture(scope="module")
-def scanned(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[list[tuple[LabServer, LabInstance, list[Finding]]]]:
-    """Each lab server, its running instance and the findings on its ports."""
+def lab_instances(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[LabInstance]]:
+    """The whole lab, up for this module."""
     lab = Lab(tmp_path_factory.mktemp("full-lab") / "state")
     instances = lab.up()
     try:
-        ports = [port for instance in instances for port in scan_ports(instance)]
-        config = ScanConfig(timeout=3.0, deep=True)
-        report = asyncio.run(Scanner(config).scan(parse_targets(["127.0.0.1"]), ports))
-        by_port: dict[int, list[Finding]] = {}
-        for finding in report.findings:
-            by_port.setdefault(finding.target.port, []).append(finding)
-        servers = {server.name: server for server in CATALOG}
-        yield [
-            (
-                servers[instance.name],
-                instance,
-                [f for port in scan_ports(instance) for f in by_port.get(port, [])],
-            )
-            for instance in instances
-        ]
+        yield instances
     finally:
         lab.down()
+
+
+@pytest.fixture(scope="module")
+def scanned(
+    lab_instances: list[LabInstance],
+) -> list[tuple[LabServer, LabInstance, list[Finding]]]:
+    """Each lab store, its running instance and the findings of one scan on its ports."""
+    servers = {server.name: server for server in CATALOG}
+    stores = [i for i in lab_instances if servers[i.name].kind == "store"]
+    ports = [port for instance in stores for port in scan_ports(instance)]
+    config = ScanConfig(timeout=3.0, deep=True)
+    report = asyncio.run(Scanner(config).scan(parse_targets(["127.0.0.1"]), ports))
+    by_port: dict[int, list[Finding]] = {}
+    for finding in report.findings:
+        by_port.setdefault(finding.target.port, []).append(finding)
+    return [
+        (servers[i.name], i, [f for port in scan_ports(i) for f in by_port.get(port, [])])
+        for i in stores
+    ]
 
 
 def test_every_port_is_identified_as_its_service(
@@ -106,3 +112,18 @@ def test_every_ransom_note_and_planted_payload_is_found(
             assert all(f.severity is Severity.CRITICAL for f in marks)
         else:
             assert not marks, (server.name, marks)
+
+
+def test_the_api_twins_audit_as_vulnerable_and_fixed(lab_instances: list[LabInstance]) -> None:
+    """`perisai audit-api` on the lab's API twins, as `lab up` tells a user to run it."""
+    twins = {i.name: i for i in lab_instances if isinstance(i, ApiInstance)}
+    rules = {}
+    for name in ("api-vulnerable", "api-fixed"):
+        twin = twins[name]
+        assert twin.smtp_relay is not None
+        host, _, port = twin.smtp_relay.rpartition(":")
+        config = AuditConfig(base_url=twin.url, smtp_sink=(host, int(port)), pace=0.0)
+        report = audit_api(twin.spec_url, config)
+        rules[name] = {f.rule for f in report.findings}
+    assert {"api.otp-send-unlimited", "api.mail-relay"} <= rules["api-vulnerable"]
+    assert rules["api-fixed"] == set()

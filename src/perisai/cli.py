@@ -37,6 +37,7 @@ from perisai.findings import ScanDiff, ScanReport, Severity
 from perisai.guard.cli import guard_app
 from perisai.lab import SERVICES as LAB_SERVICES
 from perisai.lab import Lab, LabError, MissingBinary, scan_ports
+from perisai.lab.api_server import ApiInstance
 from perisai.probes import ScanConfig
 from perisai.progress import NoProgress
 from perisai.redact import RedactionMode, Redactor, RedactorError, redact_lines
@@ -409,12 +410,21 @@ def lab_up(
             instances = Lab(state_dir, services=service).up(install=install)
     except (LabError, MissingBinary) as error:
         fail(str(error))
+    audits = []
     for instance in instances:
         kind = "exposed" if instance.exposed else "secured"
         ports = ",".join(str(port) for port in scan_ports(instance))
-        print(f"{instance.name:20} {kind:8} {instance.host}:{ports}")
+        where = f"{instance.host}:{ports}" if ports else instance.url
+        print(f"{instance.name:20} {kind:8} {where}")
+        if isinstance(instance, ApiInstance):
+            audits.append(
+                f"perisai audit-api --spec {instance.spec_url} --base-url {instance.url} "
+                f"--smtp-sink {instance.smtp_relay}"
+            )
     ports = ",".join(str(port) for instance in instances for port in scan_ports(instance))
     print(f"\nscan it:  perisai scan 127.0.0.1 --ports {ports}")
+    for command in audits:
+        print(f"audit it: {command}")
 
 
 @lab_app.command("status")

@@ -4,15 +4,18 @@ twins, each with its starter, its seeder and the binaries it needs.
 The exposed twins carry what a visited store carries: the exposed PostgreSQL, MariaDB and
 CouchDB hold extortion notes, the exposed Redis a cron job planted through it. One more
 exposed Redis holds only configuration and counters: no personal data, so perisai must rate
-it ``high``, not ``critical``.
+it ``high``, not ``critical``. Beside the stores, a vulnerable registration/helpdesk API and
+its fixed twin, for ``perisai audit-api``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from perisai.lab.api_server import ApiInstance, start_api_server
 from perisai.lab.binaries import BinarySearch, find_postgres, find_redis_server
 from perisai.lab.broker_servers import (
     find_mosquitto,
@@ -37,7 +40,7 @@ from perisai.lab.http_stores import (
     start_etcd,
     start_influxdb,
 )
-from perisai.lab.instances import LabInstance
+from perisai.lab.instances import LabInstance, free_port
 from perisai.lab.mariadb_server import find_mariadb, seed_mariadb, start_mariadb
 from perisai.lab.misc_servers import (
     find_memcached,
@@ -67,6 +70,7 @@ class LabServer:
     seed_args: Mapping[str, object] = field(default_factory=dict)
     personal_data: bool = True  # what a scan must find in it, when exposed
     compromised: bool = False  # holds a ransom note or a planted payload
+    kind: str = "store"  # "store": a scan's target; "api": an audit-api target
 
 
 def _twins(
@@ -113,6 +117,38 @@ CATALOG: tuple[LabServer, ...] = (
     *_twins("clickhouse", start_clickhouse, seed_clickhouse, find_clickhouse_server),
     *_twins("influxdb", start_influxdb, seed_influxdb, find_influxd),
 )
+API_SERVICE = "api"
+
+
+def _start_api(name: str, base_dir: Path, *, exposed: bool, search: BinarySearch) -> ApiInstance:
+    """An API twin whose helpdesk mail relays to a free loopback port: the address to give
+    ``perisai audit-api --smtp-sink``, which listens there while it audits."""
+    return start_api_server(
+        base_dir, exposed=exposed, smtp_relay=f"127.0.0.1:{free_port()}", name=name
+    )
+
+
+def _nothing_to_seed(instance: object) -> None:
+    """The API twins keep their state in memory; nothing to seed."""
+
+
+def _always_there(search: BinarySearch) -> None:
+    """The API twins run on this Python (Starlette, uvicorn): nothing to install."""
+
+
+CATALOG += tuple(
+    LabServer(
+        name=f"api-{'vulnerable' if exposed else 'fixed'}",
+        service=API_SERVICE,
+        exposed=exposed,
+        start=_start_api,
+        seed=_nothing_to_seed,
+        find=_always_there,
+        personal_data=False,
+        kind="api",
+    )
+    for exposed in (True, False)
+)
 SERVICES = tuple(dict.fromkeys(server.service for server in CATALOG))
 
 
@@ -132,6 +168,8 @@ def servers_for(services: tuple[str, ...] | None) -> tuple[LabServer, ...]:
 def scan_ports(instance: LabInstance) -> tuple[int, ...]:
     """Every port of a lab instance a scan should look at (RabbitMQ's management API and
     ClickHouse's native port besides the main one)."""
+    if instance.service == API_SERVICE:
+        return ()  # an HTTP API, audited with `perisai audit-api`, not a data store to scan
     ports = [instance.port]
     for extra in ("management_port", "native_port"):
         port = getattr(instance, extra, None)
