@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 LAB_DIR ?= .perisai-lab
 DEMO_DB ?= perisai.db
 
-.PHONY: help setup servers demo test lint typecheck unit clean bench-classify bench-scan
+.PHONY: help setup servers demo test lint typecheck unit clean bench-classify bench-scan bench-api
 
 help:
 	@echo "make demo   set up, bring up the local lab, scan it, show the report, bring it down"
@@ -52,11 +52,14 @@ BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
 $(BENCH_VENV)/.installed-stamp: pyproject.toml
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]' presidio-analyzer scrubadub datafog
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]' presidio-analyzer scrubadub datafog offat
 	@touch $@
 
 bench-classify: $(BENCH_VENV)/.installed-stamp
 	$(BENCH_VENV)/bin/python benchmarks/classify.py $(BENCH_ARGS)
+
+bench-api: setup $(BENCH_VENV)/.installed-stamp
+	$(BIN)/python benchmarks/api_audit.py
 
 bench-scan: setup servers
 	@command -v nmap >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq nmap >/dev/null; } || \
