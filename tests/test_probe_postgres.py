@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+import psycopg
 import pytest
+from psycopg import sql
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.probes import ScanConfig
@@ -57,3 +60,39 @@ async def test_redis_port_is_not_taken_for_postgres(lab: dict[str, Any]) -> None
     report = await Scanner(ScanConfig(timeout=2.0)).scan(parse_targets(["127.0.0.1"]), ports)
     services = {f.target.port: f.target.service for f in report.findings}
     assert services == {ports[0]: "redis", ports[1]: "postgres"}
+
+
+WRITES = re.compile(
+    r"\b(INSERT|UPDATE|DELETE|MERGE|CREATE|DROP|ALTER|TRUNCATE|GRANT|REVOKE|COPY|VACUUM|"
+    r"REINDEX|CLUSTER|COMMENT|SECURITY|LOCK|NOTIFY|CALL|DO|PREPARE TRANSACTION|"
+    r"SET\s+(?!LOCAL|SESSION|statement_timeout|default_transaction_read_only))\b",
+    re.IGNORECASE,
+)
+
+
+async def test_probe_issues_no_write_in_the_servers_own_statement_log(
+    lab: dict[str, Any],
+) -> None:
+    """With log_statement=all on the server, every statement the probe sent is a read."""
+    instance = lab["postgres-exposed"]
+    settings = {"log_statement": "all", "log_line_prefix": "%m [%p] app=%a "}
+    with psycopg.connect(instance.url, autocommit=True) as admin:
+        for name, value in settings.items():
+            admin.execute(sql.SQL("ALTER SYSTEM SET {} = {}").format(sql.Identifier(name), value))
+        admin.execute("SELECT pg_reload_conf()")
+    before = instance.log_file.stat().st_size
+    try:
+        findings = await _scan(instance.port)
+        assert any(f.rule == "postgres.unauthenticated" for f in findings)
+    finally:
+        with psycopg.connect(instance.url, autocommit=True) as admin:
+            for name in settings:
+                admin.execute(sql.SQL("ALTER SYSTEM RESET {}").format(sql.Identifier(name)))
+            admin.execute("SELECT pg_reload_conf()")
+    with instance.log_file.open(encoding="utf-8", errors="replace") as log:
+        log.seek(before)
+        lines = [line for line in log if "app=perisai" in line and "statement:" in line]
+    statements = [line.split("statement:", 1)[1].strip() for line in lines]
+    assert len(statements) >= 5  # the log really held the probe's session
+    assert any(s.upper().startswith("SELECT") for s in statements)
+    assert [s for s in statements if WRITES.search(s.split("--")[0])] == []

@@ -4,12 +4,17 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Sequence
 from functools import lru_cache
 
 __all__ = ["TrustedProxies", "ip_prefix"]
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+# a dotted quad exactly as ``ipaddress`` accepts it (0-255, no leading zeros, ASCII digits)
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9][0-9]|[0-9])"
+_IPV4 = re.compile(rf"({_OCTET}\.{_OCTET}\.{_OCTET})\.{_OCTET}")
 
 
 class TrustedProxies:
@@ -19,6 +24,8 @@ class TrustedProxies:
         ]
 
     def trusted(self, ip: str) -> bool:
+        if not self._networks:
+            return False
         try:
             address = ipaddress.ip_address(ip)
         except ValueError:
@@ -42,6 +49,9 @@ class TrustedProxies:
 @lru_cache(maxsize=65536)
 def ip_prefix(ip: str) -> str | None:
     """The /24 (IPv4) or /64 (IPv6) network an address belongs to, or None when not an IP."""
+    v4 = _IPV4.fullmatch(ip)
+    if v4 is not None:  # the common case, without building two ipaddress objects
+        return f"{v4.group(1)}.0/24"
     try:
         address = ipaddress.ip_address(ip)
     except ValueError:

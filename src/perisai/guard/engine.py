@@ -89,6 +89,16 @@ class Guard:
         self._clock = clock
         secret = self.config.secret
         self._secret = secret.encode() if secret else secrets.token_bytes(32)
+        # (key suffix, limit, window) per rate tuple of the frozen config, keyed by identity
+        self._templates: dict[int, tuple[tuple[str, int, float], ...]] = {}
+
+    def _limits(self, key: str, rates: tuple[Rate, ...], name: str) -> list[Limit]:
+        """One sliding-window Limit per rate, on ``key:0``, ``key:1`` …"""
+        template = self._templates.get(id(rates))
+        if template is None:
+            template = tuple((f":{i}", rate.limit, rate.window) for i, rate in enumerate(rates))
+            self._templates[id(rates)] = template
+        return [Limit(key + suffix, limit, window, name) for suffix, limit, window in template]
 
     # ------------------------------------------------------------------ decisions
     def check(
@@ -100,8 +110,8 @@ class Guard:
         account: str | None = None,
     ) -> Decision:
         """Decide on one request. Raises ValueError for an unknown action."""
-        action = Action(action)
         started = time.perf_counter()
+        action = Action(action)
         try:
             decision = self._decide(action, to, ip, device, account, self._clock())
         except BackendError as exc:
@@ -114,8 +124,9 @@ class Guard:
                 decision.reason,
             )
             decision = Decision(Verdict.ALLOW, f"monitor:{decision.reason}")
-        self.metrics.decisions.labels(action.value, decision.verdict.value, decision.reason).inc()
-        self.metrics.latency.labels(action.value).observe(time.perf_counter() - started)
+        self.metrics.decided(
+            action.value, decision.verdict.value, decision.reason, time.perf_counter() - started
+        )
         return decision
 
     def _backend_down(self, exc: BackendError) -> Decision:
@@ -145,14 +156,14 @@ class Guard:
         self, ip: str, device: str | None, account: str | None, space: str
     ) -> list[Limit]:
         policy = self.config.limits
-        limits = _limits(f"{space}:ip:{ip}", policy.ip, "ip-rate")
+        limits = self._limits(f"{space}:ip:{ip}", policy.ip, "ip-rate")
         prefix = ip_prefix(ip)
         if prefix is not None:
-            limits += _limits(f"{space}:net:{prefix}", policy.ip_prefix, "ip-prefix-rate")
+            limits += self._limits(f"{space}:net:{prefix}", policy.ip_prefix, "ip-prefix-rate")
         if device:
-            limits += _limits(f"{space}:dev:{device}", policy.device, "device-rate")
+            limits += self._limits(f"{space}:dev:{device}", policy.device, "device-rate")
         if account:
-            limits += _limits(f"{space}:acct:{account}", policy.account, "account-rate")
+            limits += self._limits(f"{space}:acct:{account}", policy.account, "account-rate")
         return limits
 
     def _decide_sms(
@@ -178,11 +189,11 @@ class Guard:
         spent = self._spend_check(info, now)
         if spent is not None:
             return spent
-        limits = _limits(f"s:to:{info.e164}", self.config.limits.recipient, "recipient-rate")
+        limits = self._limits(f"s:to:{info.e164}", self.config.limits.recipient, "recipient-rate")
         limits += self._source_limits(ip, device, account, "s")
         if not vetted:
             drop = self.config.pumping.prefix_drop_digits
-            limits += _limits(
+            limits += self._limits(
                 f"s:pfx:{info.prefix(drop)}", self.config.limits.number_prefix, "number-prefix-rate"
             )
         admission = self.backend.acquire(limits, now)
@@ -269,9 +280,9 @@ class Guard:
             verified = self.backend.get(f"acctmail:{account}") if account else None
             if verified != address:
                 return _deny("email-unverified")
-        limits = _limits(f"e:to:{address}", policy.recipient, "recipient-rate")
+        limits = self._limits(f"e:to:{address}", policy.recipient, "recipient-rate")
         if account:
-            limits += _limits(f"e:acct:{account}", policy.account, "account-rate")
+            limits += self._limits(f"e:acct:{account}", policy.account, "account-rate")
         limits += self._source_limits(ip, device, None, "e")
         admission = self.backend.acquire(limits, now)
         if not admission.allowed:
@@ -286,7 +297,7 @@ class Guard:
         if attempts >= self.config.verify.max_attempts:
             return _deny("verify-locked", self.config.verify.lockout)
         admission = self.backend.acquire(
-            _limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
+            self._limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
         )
         if not admission.allowed:
             return _deny(admission.denied_by or "rate", admission.retry_after)
@@ -409,7 +420,7 @@ class Guard:
         verify = self.config.verify
         now = self._clock()
         admission = self.backend.acquire(
-            _limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
+            self._limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
         )
         if not admission.allowed:
             return VerifyOutcome(VerifyStatus.LOCKED, admission.retry_after)
@@ -430,7 +441,3 @@ class Guard:
         self.backend.delete(f"code:{recipient}")
         self._record(Event.VERIFIED, recipient, ip, None, now)
         return VerifyOutcome(VerifyStatus.APPROVED)
-
-
-def _limits(key: str, rates: tuple[Rate, ...], name: str) -> list[Limit]:
-    return [Limit(f"{key}:{i}", rate.limit, rate.window, name) for i, rate in enumerate(rates)]

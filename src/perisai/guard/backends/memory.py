@@ -31,10 +31,14 @@ class MemoryBackend(Backend):
 
     def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
         with self._lock:
+            windows = self._windows
             updates: list[tuple[str, list[float]]] = []
             for limit in limits:
-                stamps = self._windows.get(limit.key, [])
-                allowed, kept, retry = slide(stamps, now, limit.limit, limit.window)
+                stamps = windows.get(limit.key)
+                if not stamps and limit.limit > 0:  # a key with no live log: admitted
+                    updates.append((limit.key, [now]))
+                    continue
+                allowed, kept, retry = slide(stamps or [], now, limit.limit, limit.window)
                 if not allowed:
                     return Admission(False, retry, limit.name)
                 updates.append((limit.key, kept))

@@ -68,20 +68,27 @@ class SQLiteBackend(Backend):
             return
 
     @staticmethod
-    def _num(conn: sqlite3.Connection, key: str, now: float) -> float | None:
-        row = conn.execute(
-            "SELECT num FROM guard_state WHERE key = ? AND expires > ?", (key, now)
-        ).fetchone()
-        return None if row is None or row[0] is None else float(row[0])
+    def _rows(
+        conn: sqlite3.Connection, column: str, keys: Sequence[str], now: float
+    ) -> dict[str, object]:
+        """``column`` of the live rows among ``keys``, in one query."""
+        marks = ",".join("?" * len(keys))
+        query = (
+            f"SELECT key, {column} FROM guard_state "  # column is ours; keys are bound
+            f"WHERE key IN ({marks}) AND expires > ?"
+        )
+        return dict(conn.execute(query, (*keys, now)).fetchall())
 
     def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
+        if not limits:
+            return Admission(True)
+
         def body(conn: sqlite3.Connection) -> Admission:
+            logs = self._rows(conn, "text", [limit.key for limit in limits], now)
             updates: list[tuple[str, str, float]] = []
             for limit in limits:
-                row = conn.execute(
-                    "SELECT text FROM guard_state WHERE key = ? AND expires > ?", (limit.key, now)
-                ).fetchone()
-                stamps = json.loads(row[0]) if row is not None and row[0] else []
+                text = logs.get(limit.key)
+                stamps = json.loads(text) if isinstance(text, str) and text else []
                 allowed, kept, retry = slide(stamps, now, limit.limit, limit.window)
                 if not allowed:
                     return Admission(False, retry, limit.name)
@@ -118,8 +125,15 @@ class SQLiteBackend(Backend):
     def get_many(self, keys: Sequence[str]) -> list[float]:
         now = time.time()
 
+        if not keys:
+            return []
+
         def body(conn: sqlite3.Connection) -> list[float]:
-            return [self._num(conn, key, now) or 0.0 for key in keys]
+            found = self._rows(conn, "num", keys, now)
+            return [
+                float(value) if isinstance(value, int | float) else 0.0
+                for value in (found.get(key) for key in keys)
+            ]
 
         return self._read(body)
 
