@@ -45,7 +45,8 @@ demo: setup servers
 	$(BIN)/perisai scan 127.0.0.1 --ports $$ports --deep --db $(DEMO_DB) --fail-on never; \
 	$(BIN)/perisai report --db $(DEMO_DB) --format json --output report.json --fail-on never; \
 	$(BIN)/perisai report --db $(DEMO_DB) --format sarif --output report.sarif --fail-on never; \
-	echo; echo "wrote report.json and report.sarif"
+	$(BIN)/perisai report --db $(DEMO_DB) --format html --output report.html --fail-on never; \
+	echo; echo "wrote report.html, report.json and report.sarif"
 
 # Peers live in a venv of their own, so their dependencies never leak into the tests.
 BENCH_VENV ?= .venv-bench
@@ -67,4 +68,4 @@ bench-scan: setup servers
 	$(BIN)/python benchmarks/scan.py
 
 clean:
-	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache report.json report.sarif
+	rm -rf $(VENV) $(BENCH_VENV) .mypy_cache .ruff_cache .pytest_cache report.json report.sarif report.html

@@ -19,6 +19,7 @@ has memcached || missing+=(memcached)
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
 has saslpasswd2 || missing+=(sasl2-bin)
 compgen -G '/usr/lib/*/sasl2/libplain.so*' >/dev/null || missing+=(libsasl2-modules)
+[ -x /usr/bin/chromium ] || missing+=(chromium)  # the HTML report's browser test (no download)
 has node || missing+=(nodejs)
 has npm || missing+=(npm)
 

@@ -41,7 +41,7 @@ from perisai.lab.api_server import ApiInstance
 from perisai.probes import ScanConfig
 from perisai.progress import NoProgress
 from perisai.redact import RedactionMode, Redactor, RedactorError, redact_lines
-from perisai.report import ReportFormat, get_reporter
+from perisai.report import ReportFormat, ScanHistory, get_reporter, load_history
 from perisai.report.profiles import render_profiles
 from perisai.scanner import Scanner
 from perisai.store import StoreError, open_store
@@ -206,13 +206,16 @@ def scan(
     with _progress() as progress:
         report = asyncio.run(Scanner(config, progress=progress).scan(specs, port_list))
     store_error = None
+    history = None
     if not no_store:
         try:
             with open_store(db) as store:
                 store.save(report)
+                if output_format in _HISTORY_FORMATS:
+                    history = load_history(store, report)
         except StoreError as error:
             store_error = str(error)
-    _emit(report, None, output_format, output)
+    _emit(report, None, output_format, output, history)
     for note in report.notes:
         _stderr.print(f"perisai: {note}", markup=False)
     if store_error:
@@ -249,9 +252,10 @@ def report(
                     f"no scan {scan_id} in {db}" if scan_id is not None else f"no scans in {db} yet"
                 )
             changes = ScanDiff.between(chosen, store.previous(chosen)) if diff else None
+            history = load_history(store, chosen) if output_format in _HISTORY_FORMATS else None
     except StoreError as error:
         fail(str(error))
-    _emit(chosen, changes, output_format, output)
+    _emit(chosen, changes, output_format, output, history)
     findings = list(changes.new) if changes else chosen.findings
     raise typer.Exit(
         _exit_code(
@@ -464,11 +468,19 @@ def lab_down(state_dir: StateDirOption = DEFAULT_LAB_DIR) -> None:
     print("lab is down")
 
 
+# Formats that show history over scans (trend charts, first-seen dates) from the store.
+_HISTORY_FORMATS = (ReportFormat.HTML, ReportFormat.MD)
+
+
 def _emit(
-    report: ScanReport, diff: ScanDiff | None, fmt: ReportFormat, output: Path | None
+    report: ScanReport,
+    diff: ScanDiff | None,
+    fmt: ReportFormat,
+    output: Path | None,
+    history: ScanHistory | None = None,
 ) -> None:
     color = output is None and fmt is ReportFormat.TABLE and sys.stdout.isatty()
-    text = get_reporter(fmt, color=color).render(report, diff)
+    text = get_reporter(fmt, color=color, history=history).render(report, diff)
     if output is None:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
         return
