@@ -56,4 +56,18 @@ def audit_api(
     return run(spec, config, flows=flows, authorized=authorized)
 
 
-__all__ = ["__version__", "audit_api", "scan"]
+def __getattr__(name: str) -> object:
+    """``perisai.Classifier`` and ``perisai.Guard`` without importing them with the package
+    (each compiles or loads what it needs on first use)."""
+    if name == "Classifier":
+        from perisai.classify import Classifier
+
+        return Classifier
+    if name == "Guard":
+        from perisai.guard import Guard
+
+        return Guard
+    raise AttributeError(f"module 'perisai' has no attribute {name!r}")
+
+
+__all__ = ["Classifier", "Guard", "__version__", "audit_api", "scan"]
