@@ -21,4 +21,4 @@ def test_classifier_and_guard_are_reachable_from_the_package() -> None:
 
 def test_unknown_attribute_is_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no attribute 'Scanner'"):
-        _ = perisai.Scanner  # type: ignore[attr-defined]
+        _ = perisai.Scanner

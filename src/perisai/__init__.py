@@ -19,7 +19,9 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from perisai.api_audit.context import AuditConfig
+    from perisai.classify import Classifier as Classifier
     from perisai.findings import ScanReport
+    from perisai.guard import Guard as Guard
     from perisai.probes.interface import ScanConfig
     from perisai.progress import Progress
 
