@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -185,6 +186,7 @@ def main() -> None:
         return
 
     tools = [t for t in args.tools.split(",") if t]
+    load_before = os.getloadavg()[0]
     corpus = generate(args.records)
     args.workdir.mkdir(parents=True, exist_ok=True)
     small_mb = max(1, args.big_mb // 10)
@@ -217,7 +219,9 @@ def main() -> None:
         "",
         f"`python benchmarks/classify.py --records {args.records} --big-mb {args.big_mb} "
         f"--field-mb {args.field_mb}` on {platform.machine()}, Python "
-        f"{platform.python_version()}, one core, {time.strftime('%Y-%m-%d')}.",
+        f"{platform.python_version()}, one core, {time.strftime('%Y-%m-%d')}; load average "
+        f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (2 cores: "
+        "above 1, other work shared the machine and the MB/s figures are low).",
         "",
         f"Accuracy: {args.records} labeled records from `benchmarks/corpus.py` (about 30% "
         "hard negatives). Every tool sees each field as `key: value` text; perisai also "
