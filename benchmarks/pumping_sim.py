@@ -1,6 +1,7 @@
 """A compressed day of OTP traffic against ``perisai guard serve``, over HTTP on loopback.
 
-    .venv/bin/python -m benchmarks.pumping_sim [--users 3000] [--seed 7] [--config FILE] [--write]
+    .venv/bin/python -m benchmarks.pumping_sim [--users 3000] [--seed 7] [--config FILE]
+        [--only bombing,adjacent,spread,brute,relay] [--write]
 
 Starts ``perisai guard serve`` as a real subprocess on a free 127.0.0.1 port, with SQLite
 state and a file delivery sink in a temporary directory, and drives its public API in the
@@ -16,6 +17,9 @@ order a day's events would come (sorted by a simulated time of day, sent one at 
   (198.19.0.0/16, so hundreds of different /24 networks);
 - verify brute force: random codes against a victim's live code, with resends;
 - mail relay: ``send_email`` decisions for strangers' and disposable addresses.
+
+``--only`` keeps the legitimate users and just the named attacks, to see one attack without
+the state the others left (the full run's attacks share per-day and per-hour counters).
 
 Every request goes to 127.0.0.1 only; the addresses above travel as the request's ``ip``.
 Time is compressed: the whole day runs in well under a minute of wall time, so per-recipient
@@ -383,9 +387,12 @@ def stopped_after(outcomes: list[bool]) -> int:
     return sum(outcomes[: last + 1])
 
 
-def report(sim: Sim, wall: float, users: int, seed: int, config: Path | None) -> str:
+def report(
+    sim: Sim, wall: float, users: int, seed: int, config: Path | None, only: str | None = None
+) -> str:
     lines: list[str] = []
     conf = f" --config {config}" if config else ""
+    conf += f" --only {only}" if only else ""
     lines.append(
         f"`.venv/bin/python -m benchmarks.pumping_sim --users {users} --seed {seed}{conf}` "
         f"on {platform.machine()}, Python {platform.python_version()}, {date.today()}: "
@@ -448,15 +455,20 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--config", type=Path, default=None, help="guard policy YAML")
     parser.add_argument("--prices", type=Path, default=None, help="JSON {country: USD}")
+    parser.add_argument("--only", default=None, help="attacks to run, e.g. spread,adjacent")
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
+    kinds = {"bombing", "adjacent", "spread", "brute", "relay"}
+    only = set(args.only.split(",")) if args.only else kinds
+    if not only <= kinds:
+        parser.error(f"--only takes {', '.join(sorted(kinds))}")
     users = max(10, min(args.users, 20_000))
     prices = dict(PRICES)
     if args.prices is not None:
         prices.update(json.loads(args.prices.read_text(encoding="utf-8")))
     rng = random.Random(args.seed)
     random.seed(args.seed)
-    steps = build_day(users, rng)
+    steps = [s for s in build_day(users, rng) if s.kind == "legit" or s.kind in only]
     with tempfile.TemporaryDirectory(prefix="perisai-sim-") as tmpdir:
         process, base, sink = start_server(Path(tmpdir), args.config)
         try:
@@ -475,10 +487,10 @@ def main() -> None:
                 process.wait(10)
             except subprocess.TimeoutExpired:
                 process.kill()
-    text = report(sim, wall, users, args.seed, args.config)
+    text = report(sim, wall, users, args.seed, args.config, args.only)
     print(text)
     if args.write:
-        write_section("pumping", text)
+        write_section(f"pumping-{args.only.replace(',', '-')}" if args.only else "pumping", text)
 
 
 if __name__ == "__main__":

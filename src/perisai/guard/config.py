@@ -106,7 +106,28 @@ class NumberPolicy(_Model):
 
 
 class PumpingPolicy(_Model):
-    """SMS-pumping detection from conversion rates (verified / sent) against baselines."""
+    """SMS-pumping detection from conversion rates (verified / sent) against baselines.
+
+    Numbers that verified before and ``trusted_ips`` skip every rule here. The rules, in order
+    (each challenges first and denies once the refused attempts reach ``deny_factor`` times
+    its threshold):
+
+    - ``max_countries_per_ip``: distinct countries one IP sent unverified codes to in a day;
+    - ``country_floor`` / ``country_fraction``: a country's daily budget of unverified sends,
+      ``max(floor, fraction x its verified sends today and yesterday)`` (``pumping-country``);
+    - ``prefix_floor`` / ``min_conversion``: one number prefix (the number minus
+      ``prefix_drop_digits``) with that many unverified sends and a conversion under
+      ``min_conversion`` (``pumping-prefix``);
+    - conversion collapse, over the current and the previous ``conversion_bucket`` seconds.
+      A country with at least ``baseline_min_verified`` verified sends today and yesterday is
+      judged alone: ``pumping-conversion`` once it has ``country_min_unverified`` unverified
+      sends and a conversion under ``collapse_ratio`` x its baseline (yesterday's conversion
+      when yesterday had ``baseline_min_sends`` sends, else ``default_conversion``). Countries
+      without that much verified traffic are counted together, so an attack spread over many
+      of them adds up: ``pumping-conversion-pool`` once they have ``pool_min_unverified``
+      unverified sends between them and a conversion under ``collapse_ratio`` x
+      ``default_conversion``.
+    """
 
     enabled: bool = True
     prefix_drop_digits: int = Field(default=3, ge=1, le=6)  # prefix = number minus these
@@ -117,6 +138,14 @@ class PumpingPolicy(_Model):
     deny_factor: float = Field(default=2.0, ge=1)  # challenge past the budget, deny past x times
     max_countries_per_ip: int = Field(default=3, ge=1)  # distinct unverified countries a day
     trusted_ips: tuple[str, ...] = ()
+    # conversion collapse (verified / sent over the current and the previous bucket)
+    conversion_bucket: float = Field(default=3600, ge=60)  # seconds per counting bucket
+    country_min_unverified: int = Field(default=25, ge=1)  # a baselined country, before judging
+    pool_min_unverified: int = Field(default=6, ge=1)  # countries without a baseline, together
+    collapse_ratio: float = Field(default=0.5, gt=0, le=1)  # "collapsed": under this x baseline
+    default_conversion: float = Field(default=0.8, gt=0, le=1)  # baseline without history
+    baseline_min_verified: int = Field(default=5, ge=0)  # today + yesterday, to be judged alone
+    baseline_min_sends: int = Field(default=50, ge=1)  # yesterday's, to use its conversion
 
     @field_validator("trusted_ips")
     @classmethod

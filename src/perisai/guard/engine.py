@@ -206,6 +206,7 @@ class Guard:
         if not policy.enabled:
             return None
         day = int(now // DAY)
+        bucket = int(now // policy.conversion_bucket)
         prefix = info.prefix(policy.prefix_drop_digits)
         c = info.country
         values = self.backend.get_many(
@@ -219,10 +220,25 @@ class Guard:
                 f"p:icm:{day}:{ip}:{c}",
                 f"p:cp:{day}:{c}",
                 f"p:pp:{day}:{prefix}",
+                f"p:cs:{day - 1}:{c}",
+                # the conversion window: this bucket and the one before, per country and for
+                # the pool of countries without a baseline of their own
+                f"p:hs:{bucket}:{c}",
+                f"p:hs:{bucket - 1}:{c}",
+                f"p:hv:{bucket}:{c}",
+                f"p:hv:{bucket - 1}:{c}",
+                f"p:hp:{bucket}:{c}",
+                f"p:hp:{bucket - 1}:{c}",
+                f"p:xs:{bucket}",
+                f"p:xs:{bucket - 1}",
+                f"p:xv:{bucket}",
+                f"p:xv:{bucket - 1}",
+                f"p:xp:{bucket}",
+                f"p:xp:{bucket - 1}",
             ]
         )
         c_sent, c_ver, c_ver_before, p_sent, p_ver, ip_countries, ip_this = values[:7]
-        c_pressure, p_pressure = values[7:]
+        c_pressure, p_pressure, c_sent_before = values[7:10]
         if not ip_this and ip_countries >= policy.max_countries_per_ip:
             return _deny("pumping-ip-countries")
         budget = self.config.numbers.country_budgets.get(c)
@@ -242,7 +258,56 @@ class Guard:
                 return _deny("pumping-prefix")
             self.backend.add(f"p:pp:{day}:{prefix}", 1, 2 * DAY)
             return _challenge("pumping-prefix")
-        return None
+        if c_ver + c_ver_before >= policy.baseline_min_verified:
+            # a country with verified traffic of its own: judged against its own baseline
+            h = values[10:16]
+            sent, verified, pressure = h[0] + h[1], h[2] + h[3], h[4] + h[5]
+            baseline = policy.default_conversion
+            if c_sent_before >= policy.baseline_min_sends:
+                baseline = min(1.0, c_ver_before / c_sent_before)
+            return self._collapse(
+                sent,
+                verified,
+                pressure,
+                baseline,
+                policy.country_min_unverified,
+                f"p:hp:{bucket}:{c}",
+                "pumping-conversion",
+            )
+        x = values[16:22]
+        return self._collapse(
+            max(0.0, x[0] + x[1]),
+            max(0.0, x[2] + x[3]),
+            x[4] + x[5],
+            policy.default_conversion,
+            policy.pool_min_unverified,
+            f"p:xp:{bucket}",
+            "pumping-conversion-pool",
+        )
+
+    def _collapse(
+        self,
+        sent: float,
+        verified: float,
+        pressure: float,
+        baseline: float,
+        threshold: int,
+        pressure_key: str,
+        reason: str,
+    ) -> Decision | None:
+        """Challenge once ``threshold`` sends went unverified in the window and the conversion
+        there fell under ``collapse_ratio`` x ``baseline``; deny once challenged before and
+        ``deny_factor`` x ``threshold`` went unverified (refused attempts count)."""
+        policy = self.config.pumping
+        unverified = sent - verified + pressure
+        if unverified < threshold:
+            return None
+        if verified >= policy.collapse_ratio * baseline * (sent + pressure):
+            return None
+        if pressure > 0 and unverified >= threshold * policy.deny_factor:
+            return _deny(reason, policy.conversion_bucket)
+        self.backend.add(pressure_key, 1, 2 * policy.conversion_bucket + 60)
+        return _challenge(reason)
 
     def _cost(self, info: NumberInfo) -> float:
         return self.config.spend.costs.get(info.country, self.config.spend.default_cost)
@@ -341,22 +406,65 @@ class Guard:
                     self.backend.put(f"acctmail:{account}", recipient, KNOWN_TTL)
                 return
             self.backend.put(f"known:{info.e164}", "1", KNOWN_TTL)
-            prefix = info.prefix(self.config.pumping.prefix_drop_digits)
-            self.backend.add(f"p:cv:{day}:{info.country}", 1, ttl)
-            self.backend.add(f"p:pv:{day}:{prefix}", 1, ttl)
+            self.backend.add_many(self._pumping_counts(info, "v", now))
             return
         if info is None:  # an e-mail went out: its rates were taken at check time
             return
-        prefix = info.prefix(self.config.pumping.prefix_drop_digits)
-        self.backend.add(f"p:cs:{day}:{info.country}", 1, ttl)
-        self.backend.add(f"p:ps:{day}:{prefix}", 1, ttl)
-        if ip and self.backend.add(f"p:icm:{day}:{ip}:{info.country}", 1, ttl) == 1:
-            self.backend.add(f"p:ic:{day}:{ip}", 1, ttl)
+        counts = self._pumping_counts(info, "s", now)
         spend = self.config.spend
         if spend.hourly_cap is not None or spend.daily_cap is not None:
             cost = self._cost(info)
-            self.backend.add(f"sp:h:{int(now // HOUR)}", cost, HOUR + 60)
-            self.backend.add(f"sp:d:{day}", cost, DAY + 60)
+            counts.append((f"sp:h:{int(now // HOUR)}", cost, HOUR + 60))
+            counts.append((f"sp:d:{day}", cost, DAY + 60))
+        if ip:
+            counts.append((f"p:icm:{day}:{ip}:{info.country}", 1, ttl))
+        values = self.backend.add_many(counts)
+        if ip and values[-1] == 1:  # the first send from this IP to this country today
+            self.backend.add(f"p:ic:{day}:{ip}", 1, ttl)
+
+    def _pumping_counts(
+        self, info: NumberInfo, kind: str, now: float
+    ) -> list[tuple[str, float, float]]:
+        """The counters one ``sent`` (``kind`` "s") or ``verified`` ("v") moves: per country
+        and per prefix for the day, per country for the conversion bucket, and the pool of
+        countries without a baseline when this one has none."""
+        policy = self.config.pumping
+        day = int(now // DAY)
+        bucket = int(now // policy.conversion_bucket)
+        c = info.country
+        ttl = 2 * DAY + 60
+        bucket_ttl = 2 * policy.conversion_bucket + 60
+        counts: list[tuple[str, float, float]] = [
+            (f"p:c{kind}:{day}:{c}", 1, ttl),
+            (f"p:p{kind}:{day}:{info.prefix(policy.prefix_drop_digits)}", 1, ttl),
+            (f"p:h{kind}:{bucket}:{c}", 1, bucket_ttl),
+        ]
+        if not policy.enabled:
+            return counts
+        before = self.backend.get_many(
+            [
+                f"p:cv:{day}:{c}",
+                f"p:cv:{day - 1}:{c}",
+                f"p:hs:{bucket}:{c}",
+                f"p:hs:{bucket - 1}:{c}",
+                f"p:hv:{bucket}:{c}",
+                f"p:hv:{bucket - 1}:{c}",
+            ]
+        )
+        verified = before[0] + before[1]
+        if verified + (kind == "v") < policy.baseline_min_verified:
+            counts.append((f"p:x{kind}:{bucket}", 1, bucket_ttl))
+        elif kind == "v" and verified < policy.baseline_min_verified:
+            # this verification gives the country a baseline of its own: it leaves the pool,
+            # and takes out of it what it put in, so its early traffic cannot hide an attack
+            hs, hs_before, hv, hv_before = before[2:]
+            counts += [
+                (f"p:xs:{bucket}", -hs, bucket_ttl),
+                (f"p:xs:{bucket - 1}", -hs_before, bucket_ttl),
+                (f"p:xv:{bucket}", -hv, bucket_ttl),
+                (f"p:xv:{bucket - 1}", -hv_before, bucket_ttl),
+            ]
+        return counts
 
     # ------------------------------------------------------------------ verifications
     @staticmethod

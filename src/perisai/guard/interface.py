@@ -103,6 +103,11 @@ class Backend(ABC):
     def add(self, key: str, amount: float, ttl: float) -> float:
         """Add ``amount`` to a counter (created at 0, living ``ttl`` s); its new value."""
 
+    def add_many(self, items: Sequence[tuple[str, float, float]]) -> list[float]:
+        """:meth:`add` for each ``(key, amount, ttl)``, in one round trip or transaction where
+        the store allows it; the new values in order."""
+        return [self.add(key, amount, ttl) for key, amount, ttl in items]
+
     @abstractmethod
     def get_many(self, keys: Sequence[str]) -> list[float]:
         """The counters' values (0 for missing ones)."""

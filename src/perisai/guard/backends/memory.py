@@ -48,16 +48,24 @@ class MemoryBackend(Backend):
                 self._windows = {k: v for k, v in self._windows.items() if v[-1] > now - 86400}
             return Admission(True)
 
+    def _add(self, key: str, amount: float, ttl: float, now: float) -> float:
+        current = self._num(key, now)
+        if current is None:
+            value, expires = amount, now + ttl
+        else:
+            value, expires = current + amount, self._nums[key][1]
+        self._nums[key] = (value, expires)
+        return value
+
     def add(self, key: str, amount: float, ttl: float) -> float:
         now = time.time()
         with self._lock:
-            current = self._num(key, now)
-            if current is None:
-                value, expires = amount, now + ttl
-            else:
-                value, expires = current + amount, self._nums[key][1]
-            self._nums[key] = (value, expires)
-            return value
+            return self._add(key, amount, ttl, now)
+
+    def add_many(self, items: Sequence[tuple[str, float, float]]) -> list[float]:
+        now = time.time()
+        with self._lock:
+            return [self._add(key, amount, ttl, now) for key, amount, ttl in items]
 
     def get_many(self, keys: Sequence[str]) -> list[float]:
         now = time.time()

@@ -88,6 +88,22 @@ class RedisBackend(Backend):
         )
         return float(value)
 
+    def add_many(self, items: Sequence[tuple[str, float, float]]) -> list[float]:
+        """One pipelined round trip; each counter is still its own atomic script."""
+        if not items:
+            return []
+
+        def run() -> list[Any]:
+            pipe = self._client.pipeline(transaction=False)
+            for key, amount, ttl in items:
+                self._add(
+                    keys=[self._key(key)], args=[amount, max(1, int(ttl * 1000))], client=pipe
+                )
+            result: list[Any] = pipe.execute()
+            return result
+
+        return [float(value) for value in self._call("add", run)]
+
     def get_many(self, keys: Sequence[str]) -> list[float]:
         if not keys:
             return []
