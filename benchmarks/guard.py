@@ -8,7 +8,7 @@ Backends: memory, SQLite (a temporary file) and Redis: a throwaway ``redis-serve
 at the end. ``limits`` has no SQLite storage, so its rows are memory and Redis.
 
 Each decision is ``Guard.check("send_otp", …)`` for a fresh valid number and a fresh IP:
-number intelligence, pumping counters and six sliding-window limits, all-or-nothing. The
+number intelligence, pumping counters and seven sliding-window limits, all-or-nothing. The
 reference does one ``limits`` moving-window hit per decision (a single limit), so it is the
 cost floor of one limiter, not a like-for-like guard. Rates are decisions per second of
 wall time and per second of this process's CPU time (the two differ when the machine is busy).

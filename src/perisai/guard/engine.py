@@ -34,6 +34,60 @@ DAY = 86400.0
 HOUR = 3600.0
 KNOWN_TTL = 90 * DAY
 ALLOW = Decision(Verdict.ALLOW, "ok")
+_ACTIONS: dict[str, Action] = {action.value: action for action in Action}
+_KEY_CACHE_SIZE = 4096  # (day, bucket, country) entries; a day and two buckets are live
+
+
+@dataclass(frozen=True, slots=True)
+class _PumpingKeys:
+    """The pumping counters' keys that depend only on the day, the conversion bucket and the
+    country, built once per (day, bucket, country) instead of once per decision; ``*_head``
+    are the starts of the per-prefix and per-IP keys."""
+
+    counters: tuple[str, ...]  # read in this order, see Guard._pumping
+    country_pressure: str  # p:cp:{day}:{c}
+    conversion_pressure: str  # p:hp:{bucket}:{c}
+    pool_pressure: str  # p:xp:{bucket}
+    prefix_sent_head: str  # p:ps:{day}:
+    prefix_verified_head: str  # p:pv:{day}:
+    prefix_pressure_head: str  # p:pp:{day}:
+    ip_countries_head: str  # p:ic:{day}:
+    ip_country_head: str  # p:icm:{day}:
+
+    @classmethod
+    def build(cls, day: int, bucket: int, c: str) -> _PumpingKeys:
+        before = bucket - 1
+        return cls(
+            counters=(
+                f"p:cs:{day}:{c}",
+                f"p:cv:{day}:{c}",
+                f"p:cv:{day - 1}:{c}",
+                f"p:cp:{day}:{c}",
+                f"p:cs:{day - 1}:{c}",
+                # the conversion window: this bucket and the one before, per country and for
+                # the pool of countries without a baseline of their own
+                f"p:hs:{bucket}:{c}",
+                f"p:hs:{before}:{c}",
+                f"p:hv:{bucket}:{c}",
+                f"p:hv:{before}:{c}",
+                f"p:hp:{bucket}:{c}",
+                f"p:hp:{before}:{c}",
+                f"p:xs:{bucket}",
+                f"p:xs:{before}",
+                f"p:xv:{bucket}",
+                f"p:xv:{before}",
+                f"p:xp:{bucket}",
+                f"p:xp:{before}",
+            ),
+            country_pressure=f"p:cp:{day}:{c}",
+            conversion_pressure=f"p:hp:{bucket}:{c}",
+            pool_pressure=f"p:xp:{bucket}",
+            prefix_sent_head=f"p:ps:{day}:",
+            prefix_verified_head=f"p:pv:{day}:",
+            prefix_pressure_head=f"p:pp:{day}:",
+            ip_countries_head=f"p:ic:{day}:",
+            ip_country_head=f"p:icm:{day}:",
+        )
 
 
 class VerifyStatus(StrEnum):
@@ -86,19 +140,27 @@ class Guard:
         self.metrics = metrics if metrics is not None else GuardMetrics()
         self.proxies = TrustedProxies(self.config.trusted_proxies)
         self._trusted_ips = TrustedProxies(self.config.pumping.trusted_ips)
+        self._any_trusted_ips = bool(self.config.pumping.trusted_ips)
         self._clock = clock
         secret = self.config.secret
         self._secret = secret.encode() if secret else secrets.token_bytes(32)
         # (key suffix, limit, window) per rate tuple of the frozen config, keyed by identity
         self._templates: dict[int, tuple[tuple[str, int, float], ...]] = {}
+        self._pumping_keys: dict[tuple[int, int, str], _PumpingKeys] = {}
 
-    def _limits(self, key: str, rates: tuple[Rate, ...], name: str) -> list[Limit]:
-        """One sliding-window Limit per rate, on ``key:0``, ``key:1`` …"""
+    def _add_limits(self, out: list[Limit], key: str, rates: tuple[Rate, ...], name: str) -> None:
+        """Append one sliding-window Limit per rate, on ``key:0``, ``key:1`` …"""
         template = self._templates.get(id(rates))
         if template is None:
             template = tuple((f":{i}", rate.limit, rate.window) for i, rate in enumerate(rates))
             self._templates[id(rates)] = template
-        return [Limit(key + suffix, limit, window, name) for suffix, limit, window in template]
+        for suffix, limit, window in template:
+            out.append(Limit(key + suffix, limit, window, name))
+
+    def _limits(self, key: str, rates: tuple[Rate, ...], name: str) -> list[Limit]:
+        limits: list[Limit] = []
+        self._add_limits(limits, key, rates, name)
+        return limits
 
     # ------------------------------------------------------------------ decisions
     def check(
@@ -111,7 +173,8 @@ class Guard:
     ) -> Decision:
         """Decide on one request. Raises ValueError for an unknown action."""
         started = time.perf_counter()
-        action = Action(action)
+        known = _ACTIONS.get(action) if isinstance(action, str) else None
+        action = known if known is not None else Action(action)
         try:
             decision = self._decide(action, to, ip, device, account, self._clock())
         except BackendError as exc:
@@ -153,18 +216,18 @@ class Guard:
         return self._decide_sms(to, ip, device, account, now)
 
     def _source_limits(
-        self, ip: str, device: str | None, account: str | None, space: str
-    ) -> list[Limit]:
+        self, out: list[Limit], ip: str, device: str | None, account: str | None, space: str
+    ) -> None:
         policy = self.config.limits
-        limits = self._limits(f"{space}:ip:{ip}", policy.ip, "ip-rate")
+        add = self._add_limits
+        add(out, f"{space}:ip:{ip}", policy.ip, "ip-rate")
         prefix = ip_prefix(ip)
         if prefix is not None:
-            limits += self._limits(f"{space}:net:{prefix}", policy.ip_prefix, "ip-prefix-rate")
+            add(out, f"{space}:net:{prefix}", policy.ip_prefix, "ip-prefix-rate")
         if device:
-            limits += self._limits(f"{space}:dev:{device}", policy.device, "device-rate")
+            add(out, f"{space}:dev:{device}", policy.device, "device-rate")
         if account:
-            limits += self._limits(f"{space}:acct:{account}", policy.account, "account-rate")
-        return limits
+            add(out, f"{space}:acct:{account}", policy.account, "account-rate")
 
     def _decide_sms(
         self, to: str, ip: str, device: str | None, account: str | None, now: float
@@ -181,64 +244,61 @@ class Guard:
             return _deny(f"number-{info.number_type}")
         if info.number_type in numbers.challenge_types:
             return _challenge(f"number-{info.number_type}")
-        vetted = self._trusted_ips.trusted(ip) or self.backend.get(f"known:{info.e164}") is not None
+        trusted = self._any_trusted_ips and self._trusted_ips.trusted(ip)
+        vetted = trusted or self.backend.get(f"known:{info.e164}") is not None
+        prefix = info.prefix(self.config.pumping.prefix_drop_digits)
         if not vetted:
-            verdict = self._pumping(info, ip, now)
+            verdict = self._pumping(info, prefix, ip, now)
             if verdict is not None:
                 return verdict
-        spent = self._spend_check(info, now)
-        if spent is not None:
-            return spent
-        limits = self._limits(f"s:to:{info.e164}", self.config.limits.recipient, "recipient-rate")
-        limits += self._source_limits(ip, device, account, "s")
+        spend = self.config.spend
+        if spend.hourly_cap is not None or spend.daily_cap is not None:
+            spent = self._spend_check(info, now)
+            if spent is not None:
+                return spent
+        policy = self.config.limits
+        limits: list[Limit] = []
+        self._add_limits(limits, f"s:to:{info.e164}", policy.recipient, "recipient-rate")
+        self._source_limits(limits, ip, device, account, "s")
         if not vetted:
-            drop = self.config.pumping.prefix_drop_digits
-            limits += self._limits(
-                f"s:pfx:{info.prefix(drop)}", self.config.limits.number_prefix, "number-prefix-rate"
-            )
+            self._add_limits(limits, f"s:pfx:{prefix}", policy.number_prefix, "number-prefix-rate")
         admission = self.backend.acquire(limits, now)
         if not admission.allowed:
             return _deny(admission.denied_by or "rate", admission.retry_after)
         return ALLOW
 
-    def _pumping(self, info: NumberInfo, ip: str, now: float) -> Decision | None:
+    def _keys_for(self, day: int, bucket: int, country: str) -> _PumpingKeys:
+        cache = self._pumping_keys
+        keys = cache.get((day, bucket, country))
+        if keys is None:
+            if len(cache) >= _KEY_CACHE_SIZE:
+                cache.clear()
+            keys = cache[day, bucket, country] = _PumpingKeys.build(day, bucket, country)
+        return keys
+
+    def _pumping(self, info: NumberInfo, prefix: str, ip: str, now: float) -> Decision | None:
+        """``prefix``: the number minus ``pumping.prefix_drop_digits``."""
         policy = self.config.pumping
         if not policy.enabled:
             return None
         day = int(now // DAY)
         bucket = int(now // policy.conversion_bucket)
-        prefix = info.prefix(policy.prefix_drop_digits)
         c = info.country
+        keys = self._keys_for(day, bucket, c)
+        # one read: the country's and the pool's counters (17, keys built once per bucket),
+        # then the number prefix's and the IP's
         values = self.backend.get_many(
             [
-                f"p:cs:{day}:{c}",
-                f"p:cv:{day}:{c}",
-                f"p:cv:{day - 1}:{c}",
-                f"p:ps:{day}:{prefix}",
-                f"p:pv:{day}:{prefix}",
-                f"p:ic:{day}:{ip}",
-                f"p:icm:{day}:{ip}:{c}",
-                f"p:cp:{day}:{c}",
-                f"p:pp:{day}:{prefix}",
-                f"p:cs:{day - 1}:{c}",
-                # the conversion window: this bucket and the one before, per country and for
-                # the pool of countries without a baseline of their own
-                f"p:hs:{bucket}:{c}",
-                f"p:hs:{bucket - 1}:{c}",
-                f"p:hv:{bucket}:{c}",
-                f"p:hv:{bucket - 1}:{c}",
-                f"p:hp:{bucket}:{c}",
-                f"p:hp:{bucket - 1}:{c}",
-                f"p:xs:{bucket}",
-                f"p:xs:{bucket - 1}",
-                f"p:xv:{bucket}",
-                f"p:xv:{bucket - 1}",
-                f"p:xp:{bucket}",
-                f"p:xp:{bucket - 1}",
+                *keys.counters,
+                keys.prefix_sent_head + prefix,
+                keys.prefix_verified_head + prefix,
+                keys.prefix_pressure_head + prefix,
+                keys.ip_countries_head + ip,
+                f"{keys.ip_country_head}{ip}:{c}",
             ]
         )
-        c_sent, c_ver, c_ver_before, p_sent, p_ver, ip_countries, ip_this = values[:7]
-        c_pressure, p_pressure, c_sent_before = values[7:10]
+        c_sent, c_ver, c_ver_before, c_pressure, c_sent_before = values[:5]
+        p_sent, p_ver, p_pressure, ip_countries, ip_this = values[17:]
         if not ip_this and ip_countries >= policy.max_countries_per_ip:
             return _deny("pumping-ip-countries")
         budget = self.config.numbers.country_budgets.get(c)
@@ -250,17 +310,17 @@ class Guard:
         if unverified >= allowance * policy.deny_factor:
             return _deny("pumping-country")
         if unverified >= allowance:
-            self.backend.add(f"p:cp:{day}:{c}", 1, 2 * DAY)
+            self.backend.add(keys.country_pressure, 1, 2 * DAY)
             return _challenge("pumping-country")
         p_unverified = p_sent - p_ver + p_pressure
         if p_unverified >= policy.prefix_floor and p_ver < policy.min_conversion * p_sent:
             if p_unverified >= policy.prefix_floor * policy.deny_factor:
                 return _deny("pumping-prefix")
-            self.backend.add(f"p:pp:{day}:{prefix}", 1, 2 * DAY)
+            self.backend.add(keys.prefix_pressure_head + prefix, 1, 2 * DAY)
             return _challenge("pumping-prefix")
         if c_ver + c_ver_before >= policy.baseline_min_verified:
             # a country with verified traffic of its own: judged against its own baseline
-            h = values[10:16]
+            h = values[5:11]
             sent, verified, pressure = h[0] + h[1], h[2] + h[3], h[4] + h[5]
             baseline = policy.default_conversion
             if c_sent_before >= policy.baseline_min_sends:
@@ -271,17 +331,17 @@ class Guard:
                 pressure,
                 baseline,
                 policy.country_min_unverified,
-                f"p:hp:{bucket}:{c}",
+                keys.conversion_pressure,
                 "pumping-conversion",
             )
-        x = values[16:22]
+        x = values[11:17]
         return self._collapse(
             max(0.0, x[0] + x[1]),
             max(0.0, x[2] + x[3]),
             x[4] + x[5],
             policy.default_conversion,
             policy.pool_min_unverified,
-            f"p:xp:{bucket}",
+            keys.pool_pressure,
             "pumping-conversion-pool",
         )
 
@@ -347,8 +407,8 @@ class Guard:
                 return _deny("email-unverified")
         limits = self._limits(f"e:to:{address}", policy.recipient, "recipient-rate")
         if account:
-            limits += self._limits(f"e:acct:{account}", policy.account, "account-rate")
-        limits += self._source_limits(ip, device, None, "e")
+            self._add_limits(limits, f"e:acct:{account}", policy.account, "account-rate")
+        self._source_limits(limits, ip, device, None, "e")
         admission = self.backend.acquire(limits, now)
         if not admission.allowed:
             return _deny(admission.denied_by or "rate", admission.retry_after)

@@ -39,20 +39,19 @@ class GuardMetrics:
         )
 
         # labelled children, looked up once: ``labels()`` costs more than the decision's counters
-        self._decision_children: dict[tuple[str, str, str], Any] = {}
-        self._latency_children: dict[str, Any] = {}
+        self._decision_children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     def decided(self, action: str, verdict: str, reason: str, seconds: float) -> None:
         """Count one decision and observe how long it took."""
         key = (action, verdict, reason)
-        counter = self._decision_children.get(key)
-        if counter is None:
-            counter = self._decision_children[key] = self.decisions.labels(*key)
-        counter.inc()
-        histogram = self._latency_children.get(action)
-        if histogram is None:
-            histogram = self._latency_children[action] = self.latency.labels(action)
-        histogram.observe(seconds)
+        children = self._decision_children.get(key)
+        if children is None:
+            children = self._decision_children[key] = (
+                self.decisions.labels(*key),
+                self.latency.labels(action),
+            )
+        children[0].inc()
+        children[1].observe(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
