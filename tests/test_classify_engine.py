@@ -139,3 +139,20 @@ def test_hostile_input_does_not_crash(classifier: Classifier) -> None:
     assert classifier.scan_record(deep_json) == []
     assert classifier.scan_text("\udcff invalid surrogate +60 12-345 6789")
     assert json.dumps([m.masked for _, m in classifier.scan_record({"a": "x@example.org"})])
+
+
+def test_thai_id_as_printed_on_the_card(classifier: Classifier) -> None:
+    for text in ("th_id: 1-1017-00203-11-5", "citizen id 1101700203115"):
+        assert [m.entity for m in classifier.scan_text(text)] == ["NATIONAL_ID"], text
+    assert classifier.scan_text("order 1-1017-00203-11-5") == []  # no keyword, no claim
+
+
+def test_an_id_that_passes_luhn_is_not_a_card(classifier: Classifier) -> None:
+    """A NIK can pass the card checksum; labelled NIK, it is an ID and nothing else."""
+    [match] = classifier.scan_text("3171066907439150", key="nik")
+    assert match.entity == "NATIONAL_ID"
+
+
+def test_a_card_run_inside_an_iban_is_the_iban(classifier: Classifier) -> None:
+    matches = classifier.scan_text("payout DE89 3704 0044 0532 0130 00 today")
+    assert [m.entity for m in matches] == ["IBAN"]

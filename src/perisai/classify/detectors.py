@@ -97,8 +97,10 @@ def _always(value: str) -> bool:
 _ID_KEYWORDS_MY = ("ic", "nric", "mykad", "kad pengenalan", "identity card", "no ic", "ic no")
 _ID_KEYWORDS_IN = ("aadhaar", "aadhar", "uidai", "uid")
 _ID_KEYWORDS_ID = ("nik", "ktp", "nomor induk")
-_ID_KEYWORDS_TH = ("thai id", "id card", "citizen id", "บัตรประชาชน")
+_ID_KEYWORDS_TH = ("thai id", "th id", "id card", "citizen id", "บัตรประชาชน")
 _IMEI_KEYWORDS = ("imei",)
+# A 16-digit NIK or a 13-digit Thai ID can pass Luhn: labelled as an ID, it is not a card.
+_CARD_EXCLUDED_BY = ("nik", "ktp", "nomor induk", "nric", "mykad", "aadhaar", "citizen id", "th id")
 _VERSION_WORDS = ("version", "ver", "build", "release", "firmware", "fw", "sdk", "os", "app")
 _GEO_KEYWORDS = (
     "lat",
@@ -174,6 +176,7 @@ DETECTORS: tuple[Detector, ...] = (
         rf"|\d{{3}}[ -]?\d{{6}}[ -]?\d{{4,5}}){_NOT_BEFORE_WORD}",
         re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w.])"),
         check.credit_card,
+        excluded_by=_CARD_EXCLUDED_BY,
         before=30,
         after=8,
     ),
@@ -278,11 +281,12 @@ DETECTORS: tuple[Detector, ...] = (
     Detector(
         "NATIONAL_ID",
         "th-id",
-        rf"{_NOT_AFTER_DIGIT}\d{{13}}{_NOT_BEFORE_DIGIT}",
-        re.compile(r"(?<!\d)\d{13}(?!\d)"),
+        # 13 digits, run together or grouped 1-4-5-2-1 as printed on the card.
+        rf"{_NOT_AFTER_DIGIT}\d-?\d{{4}}-?\d{{5}}-?\d{{2}}-?\d{_NOT_BEFORE_DIGIT}",
+        re.compile(r"(?<![\d-])\d(?:-?\d{4})(?:-?\d{5})(?:-?\d{2})-?\d(?![\d-])"),
         check.th_id,
         keywords=_ID_KEYWORDS_TH,
-        before=14,
+        before=18,
         after=1,
     ),
     Detector(
@@ -443,8 +447,8 @@ DETECTORS: tuple[Detector, ...] = (
 # When two detectors claim overlapping text, the more specific one wins.
 PRIORITY = {
     "SECRET": 0,
-    "CREDIT_CARD": 1,
-    "IBAN": 2,
+    "IBAN": 1,  # a grouped IBAN can hold a Luhn-valid run; a card never holds an IBAN
+    "CREDIT_CARD": 2,
     "NATIONAL_ID": 3,
     "IMEI": 4,
     "CRYPTO_ADDRESS": 5,
