@@ -214,14 +214,16 @@ def main() -> None:
     print("memory: perisai classify on the small app log", file=sys.stderr)
     small = in_subprocess("--_file", str(small_app))
 
+    load_after = os.getloadavg()[0]
+    busy = max(load_before, load_after) > 1.0
     lines = [
         BEGIN,
         "",
         f"`python benchmarks/classify.py --records {args.records} --big-mb {args.big_mb} "
         f"--field-mb {args.field_mb}` on {platform.machine()}, Python "
         f"{platform.python_version()}, one core, {time.strftime('%Y-%m-%d')}; load average "
-        f"{load_before:.1f} before and {os.getloadavg()[0]:.1f} after the run (2 cores: "
-        "above 1, other work shared the machine and the MB/s figures are low).",
+        f"{load_before:.1f} before and {load_after:.1f} after the run"
+        + (" (other work shared the machine: the MB/s figures are low)." if busy else "."),
         "",
         f"Accuracy: {args.records} labeled records from `benchmarks/corpus.py` (about 30% "
         "hard negatives). Every tool sees each field as `key: value` text; perisai also "
