@@ -140,9 +140,17 @@ class Lab:
         lock = threading.Lock()
 
         def bring_up(server: LabServer) -> None:
-            instance = server.start(
-                server.name, self.state_dir, exposed=server.exposed, search=self.search
-            )
+            try:
+                instance = server.start(
+                    server.name, self.state_dir, exposed=server.exposed, search=self.search
+                )
+            except ServerStartError:
+                # Once more: with 25 servers starting on 2 cores, a slow first start (initdb,
+                # Erlang, the JVM) is more often load than a broken server. Starters remove
+                # what a failed attempt left.
+                instance = server.start(
+                    server.name, self.state_dir, exposed=server.exposed, search=self.search
+                )
             with lock:
                 started[server.name] = instance
                 # Recorded at once, so `down` can clean up even after a crash mid-way.
