@@ -19,7 +19,6 @@ import socket
 import socketserver
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -38,6 +37,7 @@ from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 from tests.fakes import http_server, misbehave
+from tests.twins import started_in_parallel
 
 pytestmark = pytest.mark.servers
 
@@ -50,27 +50,21 @@ NOTE_TABLE = f"{CHATLOG_DATABASE}.{RANSOM_TABLE}"
 def clickhouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, HttpStoreInstance]]:
     """Exposed (empty password, ransom note), secured (random) and default ("clickhouse")."""
     base = tmp_path_factory.mktemp("clickhouse")
-    started: dict[str, HttpStoreInstance] = {}
     plans: dict[str, tuple[bool, str | None]] = {
         "exposed": (True, None),
         "secured": (False, None),
         "default": (False, "clickhouse"),
     }
 
-    def bring_up(name: str) -> None:
+    def start(name: str) -> HttpStoreInstance:
         exposed, password = plans[name]
-        instance = start_clickhouse(f"clickhouse-{name}", base, exposed=exposed, password=password)
-        started[name] = instance
+        return start_clickhouse(f"clickhouse-{name}", base, exposed=exposed, password=password)
+
+    def seed(name: str, instance: HttpStoreInstance) -> None:
         seed_clickhouse(instance, ransom_note=name == "exposed")
 
-    try:
-        with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-            for future in [pool.submit(bring_up, name) for name in plans]:
-                future.result()
+    with started_in_parallel(plans, start, seed) as started:
         yield started
-    finally:
-        for instance in started.values():
-            instance.stop()
 
 
 def _probes() -> list[Probe]:

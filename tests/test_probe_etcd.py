@@ -14,7 +14,6 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 
 import httpx
@@ -40,6 +39,7 @@ from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 from tests.fakes import http_server, misbehave
+from tests.twins import started_in_parallel
 
 pytestmark = pytest.mark.servers
 
@@ -54,7 +54,6 @@ _V2_WRITES = re.compile(r"^etcd_debugging_store_writes_total\{[^}]*\} (\d+)", re
 def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, HttpStoreInstance]]:
     """Exposed (v2 on, ransom note), secured (random root password) and default ("root")."""
     base = tmp_path_factory.mktemp("etcd")
-    started: dict[str, HttpStoreInstance] = {}
     # name: (exposed, root password, v2 API on)
     plans: dict[str, tuple[bool, str | None, bool]] = {
         "exposed": (True, None, True),
@@ -62,22 +61,15 @@ def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, HttpSto
         "default": (False, "root", False),
     }
 
-    def bring_up(name: str) -> None:
+    def start(name: str) -> HttpStoreInstance:
         exposed, password, v2 = plans[name]
-        instance = start_etcd(
-            f"etcd-{name}", base, exposed=exposed, password=password, enable_v2=v2
-        )
-        started[name] = instance
-        seed_etcd(instance, ransom_note=name == "exposed", v2=v2)
+        return start_etcd(f"etcd-{name}", base, exposed=exposed, password=password, enable_v2=v2)
 
-    try:
-        with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-            for future in [pool.submit(bring_up, name) for name in plans]:
-                future.result()
+    def seed(name: str, instance: HttpStoreInstance) -> None:
+        seed_etcd(instance, ransom_note=name == "exposed", v2=plans[name][2])
+
+    with started_in_parallel(plans, start, seed) as started:
         yield started
-    finally:
-        for instance in started.values():
-            instance.stop()
 
 
 def _probes() -> list[Probe]:

@@ -18,7 +18,6 @@ import asyncio
 import json
 import re
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from http.server import BaseHTTPRequestHandler
 from typing import ClassVar
 
@@ -37,6 +36,7 @@ from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 from tests.fakes import http_server, misbehave
+from tests.twins import started_in_parallel
 
 pytestmark = pytest.mark.servers
 
@@ -51,27 +51,21 @@ _QUERY_LOG = re.compile(r'msg="Executing query".* query="(?P<query>(?:[^"\\]|\\.
 def influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, HttpStoreInstance]]:
     """Exposed (no auth, ransom note), secured (random admin password), default (admin:admin)."""
     base = tmp_path_factory.mktemp("influxdb")
-    started: dict[str, HttpStoreInstance] = {}
     plans: dict[str, tuple[bool, str | None]] = {
         "exposed": (True, None),
         "secured": (False, None),
         "default": (False, "admin"),
     }
 
-    def bring_up(name: str) -> None:
+    def start(name: str) -> HttpStoreInstance:
         exposed, password = plans[name]
-        instance = start_influxdb(f"influxdb-{name}", base, exposed=exposed, password=password)
-        started[name] = instance
+        return start_influxdb(f"influxdb-{name}", base, exposed=exposed, password=password)
+
+    def seed(name: str, instance: HttpStoreInstance) -> None:
         seed_influxdb(instance, ransom_note=name == "exposed")
 
-    try:
-        with ThreadPoolExecutor(max_workers=len(plans)) as pool:
-            for future in [pool.submit(bring_up, name) for name in plans]:
-                future.result()
+    with started_in_parallel(plans, start, seed) as started:
         yield started
-    finally:
-        for instance in started.values():
-            instance.stop()
 
 
 def _probes() -> list[Probe]:

@@ -12,7 +12,6 @@ import asyncio
 import base64
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import aio_pika
 import pytest
@@ -38,6 +37,7 @@ from perisai.probes.rabbitmq import RabbitMQProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.twins import started_in_parallel
 
 pytestmark = pytest.mark.servers
 
@@ -49,24 +49,15 @@ SEEDED_MESSAGES = sum(count for _, _, count in RABBITMQ_QUEUES)
 def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerInstance]]:
     """An exposed (guest/guest, ransom note) and a secured RabbitMQ, started in parallel."""
     base = tmp_path_factory.mktemp("rabbitmq")
-    started: dict[str, BrokerInstance] = {}
 
-    def bring_up(name: str, exposed: bool) -> None:
-        instance = start_rabbitmq(f"rabbitmq-{name}", base, exposed=exposed)
-        started[name] = instance
-        seed_rabbitmq(instance, ransom_note=exposed)
+    def start(name: str) -> BrokerInstance:
+        return start_rabbitmq(f"rabbitmq-{name}", base, exposed=name == "exposed")
 
-    try:
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [
-                pool.submit(bring_up, "exposed", True),
-                pool.submit(bring_up, "secured", False),
-            ]:
-                future.result()
+    def seed(name: str, instance: BrokerInstance) -> None:
+        seed_rabbitmq(instance, ransom_note=name == "exposed")
+
+    with started_in_parallel(("exposed", "secured"), start, seed) as started:
         yield started
-    finally:
-        for instance in started.values():
-            instance.stop()
 
 
 @pytest.fixture(scope="module")
