@@ -42,6 +42,7 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    auth_required_finding,
     exchange,
     profile_evidence,
     readable_findings,
@@ -497,19 +498,13 @@ class ClickHouseProbe(Probe):
     def _auth_required(
         self, target: Target, answer: HttpAnswer, tried: int, prelude: list[Evidence]
     ) -> Finding:
-        rule = self.rule("clickhouse.auth-required")
         refused = f"; {tried} vendor default logins refused" if tried else ""
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="ClickHouse requires a password",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(
-                *prelude,
-                Evidence(f"SELECT version() without credentials: {_message(answer)}{refused}"),
-            ),
-            remediation=rule.remediation,
+        return auth_required_finding(
+            self,
+            target,
+            "ClickHouse requires a password",
+            *prelude,
+            Evidence(f"SELECT version() without credentials: {_message(answer)}{refused}"),
         )
 
     def _native_only(self, target: Target, named: re.Match[str] | None) -> Finding:

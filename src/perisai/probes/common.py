@@ -229,3 +229,17 @@ def payload_findings(target: Target, auth: Auth, payloads: list[PlantedPayload])
         )
         for payload in payloads
     ]
+
+
+def auth_required_finding(probe: Probe, target: Target, title: str, *evidence: Evidence) -> Finding:
+    """The info finding for a service that let no one in (``<service>.auth-required``)."""
+    rule = probe.rule(f"{probe.service}.auth-required")
+    return Finding(
+        rule=rule.id,
+        severity=rule.default_severity,
+        title=title,
+        target=target,
+        auth=Auth.REQUIRED,
+        evidence=evidence,
+        remediation=rule.remediation,
+    )

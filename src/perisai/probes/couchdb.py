@@ -22,6 +22,7 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    auth_required_finding,
     profile_evidence,
     readable_findings,
 )
@@ -342,15 +343,8 @@ class CouchDBProbe(Probe):
             users = [n for n in inventory.names if not n.startswith("_")]
             parts.append(f"GET /_all_dbs lists {len(users)} databases, none readable")
         parts.append(f"{tried} vendor default credentials refused")
-        rule = self.rule("couchdb.auth-required")
-        finding = Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="CouchDB requires authentication",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(Evidence("; ".join(parts)),),
-            remediation=rule.remediation,
+        finding = auth_required_finding(
+            self, target, "CouchDB requires authentication", Evidence("; ".join(parts))
         )
         if stopped:
             return ProbeSkipped(stopped, (finding,))

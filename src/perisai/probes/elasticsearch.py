@@ -25,6 +25,7 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    auth_required_finding,
     profile_evidence,
     readable_findings,
 )
@@ -379,15 +380,8 @@ class ElasticsearchProbe(Probe):
         )
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
-        rule = self.rule("elasticsearch.auth-required")
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="Elasticsearch requires authentication",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(Evidence(detail),),
-            remediation=rule.remediation,
+        return auth_required_finding(
+            self, target, "Elasticsearch requires authentication", Evidence(detail)
         )
 
 

@@ -37,6 +37,7 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    auth_required_finding,
     profile_evidence,
     readable_findings,
 )
@@ -420,15 +421,8 @@ class EtcdProbe(Probe):
         )
 
     def _auth_required(self, target: Target, v3_note: str, v2: _V2) -> Finding:
-        rule = self.rule("etcd.auth-required")
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="etcd requires authentication",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(Evidence(v3_note), Evidence(v2.note)),
-            remediation=rule.remediation,
+        return auth_required_finding(
+            self, target, "etcd requires authentication", Evidence(v3_note), Evidence(v2.note)
         )
 
 

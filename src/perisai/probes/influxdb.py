@@ -34,6 +34,7 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    auth_required_finding,
     profile_evidence,
     readable_findings,
 )
@@ -375,22 +376,16 @@ class InfluxDBProbe(Probe):
     def _auth_required(
         self, target: Target, fingerprint: Fingerprint, answer: HttpAnswer, tried: int
     ) -> Finding:
-        rule = self.rule("influxdb.auth-required")
         refused = f"; {tried} vendor default logins refused" if tried else ""
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="InfluxDB requires authentication",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(
-                Evidence(fingerprint.detail),
-                Evidence(
-                    f"GET /query SHOW DATABASES answered HTTP {answer.status}: "
-                    f"{error_text(answer)}{refused}"
-                ),
+        return auth_required_finding(
+            self,
+            target,
+            "InfluxDB requires authentication",
+            Evidence(fingerprint.detail),
+            Evidence(
+                f"GET /query SHOW DATABASES answered HTTP {answer.status}: "
+                f"{error_text(answer)}{refused}"
             ),
-            remediation=rule.remediation,
         )
 
     def _unclaimed(self, target: Target, fingerprint: Fingerprint) -> Finding:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding
+from perisai.probes.common import auth_required_finding, exposure_finding
 from perisai.probes.http import (
     Deadline,
     HttpAnswer,
@@ -180,16 +180,7 @@ class KibanaProbe(Probe):
         )
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
-        rule = self.rule("kibana.auth-required")
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="Kibana requires a login",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(Evidence(detail),),
-            remediation=rule.remediation,
-        )
+        return auth_required_finding(self, target, "Kibana requires a login", Evidence(detail))
 
 
 def _product(answer: HttpAnswer) -> str | None:

@@ -28,7 +28,12 @@ from urllib.parse import unquote
 from perisai.classify import profile_records, redact_text
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
-from perisai.probes.common import exposure_finding, profile_evidence, ransom_findings
+from perisai.probes.common import (
+    auth_required_finding,
+    exposure_finding,
+    profile_evidence,
+    ransom_findings,
+)
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
 
 MAX_LINE_BYTES = 8192  # keys are ≤ 250 bytes; stats and metadump lines are short
@@ -304,17 +309,10 @@ class MemcachedProbe(Probe):
         return (exposure, *ransom_findings(state.target, state.auth, state.notes))
 
     def _auth_required(self, target: Target, detail: str) -> ProbeResult:
-        rule = self.rule("memcached.auth-required")
         return ProbeResult(
             (
-                Finding(
-                    rule=rule.id,
-                    severity=rule.default_severity,
-                    title="memcached requires authentication",
-                    target=target,
-                    auth=Auth.REQUIRED,
-                    evidence=(Evidence(detail),),
-                    remediation=rule.remediation,
+                auth_required_finding(
+                    self, target, "memcached requires authentication", Evidence(detail)
                 ),
             )
         )

@@ -31,6 +31,7 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    auth_required_finding,
     exchange,
     first_line,
     profile_evidence,
@@ -348,15 +349,8 @@ class MQTTProbe(Probe):
         return ProbeResult(findings)
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
-        rule = self.rule("mqtt.auth-required")
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="MQTT broker requires authentication",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(Evidence(detail),),
-            remediation=rule.remediation,
+        return auth_required_finding(
+            self, target, "MQTT broker requires authentication", Evidence(detail)
         )
 
 

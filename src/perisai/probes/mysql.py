@@ -41,6 +41,7 @@ from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severit
 from perisai.probes.common import (
     CONNECTION_BUDGET_BYTES,
     ReplyTooLarge,
+    auth_required_finding,
     exposure_finding,
     profile_evidence,
     ransom_findings,
@@ -430,15 +431,8 @@ class MySQLProbe(Probe):
             await session.close()
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
-        rule = self.rule("mysql.auth-required")
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="MySQL/MariaDB requires a password",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(Evidence(detail),),
-            remediation=rule.remediation,
+        return auth_required_finding(
+            self, target, "MySQL/MariaDB requires a password", Evidence(detail)
         )
 
     async def _inspect(

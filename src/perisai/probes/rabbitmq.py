@@ -43,6 +43,7 @@ from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    auth_required_finding,
     exposure_finding,
     first_line,
     profile_evidence,
@@ -495,15 +496,8 @@ class RabbitMQProbe(Probe):
         return await asyncio.wait_for(call, self.config.timeout * 2)
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
-        rule = self.rule("rabbitmq.auth-required")
-        return Finding(
-            rule=rule.id,
-            severity=rule.default_severity,
-            title="RabbitMQ requires authentication",
-            target=target,
-            auth=Auth.REQUIRED,
-            evidence=(Evidence(detail),),
-            remediation=rule.remediation,
+        return auth_required_finding(
+            self, target, "RabbitMQ requires authentication", Evidence(detail)
         )
 
 
