@@ -12,7 +12,7 @@ help:
 	@echo "make demo   set up, bring up the local lab, scan it, show the report, bring it down"
 	@echo "make test   set up (server packages too, when root) and run ruff, mypy and pytest"
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml src/perisai/classify/_jsonfields.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'

@@ -103,6 +103,15 @@ def test_lines_that_are_not_json_are_plain_text(classifier: Classifier) -> None:
     assert [sorted(m.entity for m in r) for r in results] == [["EMAIL", "IP_ADDRESS"], [], []]
 
 
+def test_a_line_holding_newlines_is_one_line(classifier: Classifier) -> None:
+    lines = ['{"email": "siti@example.org",\n "ip": "203.0.113.7"}', '{"lat": 3.139003}']
+    results = list(classifier.scan_json_lines(lines))
+    assert [sorted(m.entity for m in r) for r in results] == [
+        ["EMAIL", "IP_ADDRESS"],
+        ["GEO_COORDINATE"],
+    ]
+
+
 def test_hostile_lines_end_bounded(classifier: Classifier) -> None:
     lines = [
         "[" * 100_000 + "]" * 100_000,  # deep nesting: never parsed, never recursed

@@ -9,7 +9,9 @@ telling record key, where the value has no checksum.
 
 Three ways in, one engine: ``scan_text`` (one text, optional key), ``scan_record`` (a record's
 fields, each as ``key: value``) and ``scan_json_lines`` (raw JSON lines, the fast path: no JSON
-parsing; keys that tell are found by hyperscan too).
+parsing; keys that tell are found by hyperscan too). On that path each hit is traced to its
+field (``"key": "value"``, see :mod:`jsonfields`) and what the field holds is classified once,
+as the record walk would, and cached by its raw bytes: a service's log repeats its fields.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from operator import itemgetter
 import hyperscan
 import phonenumbers
 
+from perisai.classify import jsonfields
 from perisai.classify.detectors import (
     CONTEXT_CHARS,
     DETECTORS,
@@ -34,7 +37,7 @@ from perisai.classify.detectors import (
 )
 from perisai.classify.keyhints import JSON_KEY_TRIGGERS, from_key, from_kind, key_may_tell
 from perisai.classify.mask import mask_email, mask_phone, mask_text
-from perisai.classify.match import EntityMatch
+from perisai.classify.match import EntityMatch, FieldMatches
 from perisai.classify.records import iter_fields
 
 MAX_TEXT_CHARS = 1 << 20  # a single text longer than this is classified on its head only
@@ -51,6 +54,8 @@ _JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.){0,65536})"|(-?\d[\d.eE+-]{0,
 # The same inside JSON that is itself a string value (`\"msisdn\": \"6012…\"`).
 _EMBEDDED_VALUE = re.compile(r'\s*(?:\\"(.{0,65536}?)\\"|(-?\d[\d.eE+-]{0,40}))')
 _DECODER = json.JSONDecoder()
+FIELD_CACHE_ENTRIES = 65536  # raw JSON fields remembered with what they hold (oldest go first)
+MAX_CACHED_FIELD_BYTES = 256  # longer fields (message bodies, mostly) seldom repeat
 _POSITION = itemgetter(1, 2)  # an EntityMatch's (start, end)
 _NOT_CONTINUATION = bytes(b for b in range(256) if b & 0xC0 != 0x80)  # delete all but 10xxxxxx
 
@@ -79,6 +84,9 @@ class Classifier:
             ],
         )
         self._phone_cache = lru_cache(maxsize=65536)(self._phone_in)  # numbers repeat in logs
+        # raw JSON field -> what it holds, None where nothing
+        self._fields: dict[bytes, FieldMatches | None] = {}
+        self._entity_sets: dict[tuple[str, ...], tuple[str, ...]] = {}  # one object per set
 
     # ----- public API -------------------------------------------------------------------
 
@@ -120,7 +128,112 @@ class Classifier:
         are not JSON are classified as plain text.
         """
         for batch in _batches(lines):
-            yield from self._scan_batch(batch, json_lines=True)
+            yield from self._json_lines_batch(batch)
+
+    def scan_json_block(self, data: bytes) -> tuple[list[int], list[FieldMatches]]:
+        """Personal data in ``data``, whole JSON lines as bytes (invalid UTF-8 is replaced),
+        as two parallel lists: line starts, and what one field holds (spans relative to its
+        value) or one line read the slow way (spans relative to the line).
+
+        The cheapest way in, for counting (``perisai classify``): no per-line lists, no span
+        arithmetic, a recurring field is one cached object. Lines are classified as
+        :meth:`scan_json_lines` classifies them.
+        """
+        located = self._json_fields(data)
+        lines, results = located.lines, located.results
+        if located.fallback:
+            texts = [_line_at(data, start).decode("utf-8", "replace") for start in located.fallback]
+            slow = self._scan_batch(texts, json_lines=True)
+            for start, matches in zip(located.fallback, slow, strict=True):
+                if matches:
+                    lines.append(start)
+                    results.append(self._field_matches(tuple(matches)))
+        return lines, results
+
+    # ----- the JSON-lines field path ----------------------------------------------------
+
+    def _json_lines_batch(self, lines: list[str]) -> list[list[EntityMatch]]:
+        """Matches per line, spans indexing the line, for a batch of JSON lines."""
+        data = "\n".join(lines).encode("utf-8", "surrogatepass")
+        if data.count(b"\n") != len(lines) - 1:  # a "line" holding newlines: one line each
+            lines = [line.replace("\n", " ") for line in lines]
+            data = "\n".join(lines).encode("utf-8", "surrogatepass")
+        located = self._json_fields(data)
+        starts = list(itertools.accumulate((len(b) + 1 for b in data.split(b"\n")), initial=0))
+        index_of = {start: n for n, start in enumerate(starts[:-1])}
+        per_line: list[list[EntityMatch]] = [[] for _ in lines]
+        ascii_only = data.isascii()
+        found = sorted(zip(located.values, located.lines, located.results, strict=True))
+        for value_start, line_start, (matches, _) in found:
+            offset = value_start - line_start
+            if not ascii_only:
+                offset = len(data[line_start:value_start].decode("utf-8", "surrogatepass"))
+            per_line[index_of[line_start]].extend(
+                EntityMatch(
+                    m.entity, m.start + offset, m.end + offset, m.masked, m.confidence, m.why
+                )
+                for m in matches
+            )
+        if located.fallback:
+            indices = [index_of[start] for start in located.fallback]
+            slow_lines = [lines[n] for n in indices]
+            for n, matches in zip(
+                indices, self._scan_batch(slow_lines, json_lines=True), strict=True
+            ):
+                per_line[n] = matches
+        return per_line
+
+    def _json_fields(self, data: bytes) -> jsonfields.Located:
+        """Stage 1 over ``data``, each hit traced to its field, each field classified once:
+        the fields with personal data, and the starts of lines to read the slow way."""
+        hits = jsonfields.new_hits()
+        self._database.scan(data, match_event_handler=hits)
+        located = jsonfields.locate(data, hits, _FIRST_KEY_ID, self._fields, MAX_CACHED_FIELD_BYTES)
+        for line_start, value_start, result in self._classify_fields(data, located.missing):
+            located.lines.append(line_start)
+            located.values.append(value_start)
+            located.results.append(result)
+        return located
+
+    def _classify_fields(
+        self, data: bytes, missing: list[jsonfields.Missing]
+    ) -> Iterator[tuple[int, int, FieldMatches]]:
+        """Fields not in the cache, classified as the record walk classifies a field, then
+        remembered: all stages over ``key: value`` (one batch), or, where no value trigger
+        fired inside the value (only its key's did), what the key tells alone, which is all
+        the record walk would find there too."""
+        pairs = [
+            (
+                data[k_start:k_end].decode("utf-8", "replace"),
+                data[v_start:v_end].decode("utf-8", "replace"),
+            )
+            for _, k_start, k_end, v_start, v_end, _, _ in missing
+        ]
+        scanned = [n for n, field in enumerate(missing) if field[6]]
+        lines = [f"{key}: {value}" if key else value for key, value in (pairs[n] for n in scanned)]
+        in_values: list[list[EntityMatch]] = [[] for _ in missing]
+        for n, line, matches in zip(scanned, lines, self._scan_batch(lines), strict=True):
+            key, value = pairs[n]
+            in_values[n] = _in_value(matches, len(line) - len(value), value, key or None)
+        for field, (key, value), in_value in zip(missing, pairs, in_values, strict=True):
+            line_start, k_start, _, v_start, _, f_end, value_hit = field
+            held = tuple(in_value if value_hit else from_key(value, key or None))
+            result = self._field_matches(held) if held else None
+            if f_end - k_start + 1 <= MAX_CACHED_FIELD_BYTES and not _one_time(held):
+                self._remember(data[k_start - 1 : f_end], result)
+            if result is not None:
+                yield line_start, v_start, result
+
+    def _field_matches(self, matches: tuple[EntityMatch, ...]) -> FieldMatches:
+        entities = tuple(match.entity for match in matches)
+        return FieldMatches(matches, self._entity_sets.setdefault(entities, entities))
+
+    def _remember(self, field: bytes, result: FieldMatches | None) -> None:
+        fields = self._fields
+        if len(fields) >= FIELD_CACHE_ENTRIES:  # bounded: the oldest quarter goes
+            for old in list(itertools.islice(fields, FIELD_CACHE_ENTRIES // 4)):
+                del fields[old]
+        fields[field] = result
 
     # ----- stages -----------------------------------------------------------------------
 
@@ -242,9 +355,9 @@ def _in_value(
 ) -> list[EntityMatch]:
     """Matches in a ``key: value`` line moved onto the value, plus what the key alone tells."""
     in_value = [
-        match._replace(start=match.start - offset, end=match.end - offset)
-        for match in matches
-        if match.start >= offset
+        EntityMatch(m.entity, m.start - offset, m.end - offset, m.masked, m.confidence, m.why)
+        for m in matches
+        if m.start >= offset
     ]
     if key and key_may_tell(key):
         in_value = _resolve(in_value + from_key(text, key))
@@ -282,6 +395,17 @@ def _from_json_array(block: str, at: int, kind: str, found: list[_Found]) -> Non
     for _, value in iter_fields(scalars):
         for match in from_kind(value, kind):
             found.append((at, at + length, match.entity, match.masked, match.confidence, match.why))
+
+
+def _one_time(result: tuple[EntityMatch, ...]) -> bool:
+    """A field with a one-time code will not recur: remembering it would only push out
+    fields that do (a log of OTP sends holds a new code on every line)."""
+    return any(match.entity == "OTP_CODE" for match in result)
+
+
+def _line_at(data: bytes, start: int) -> bytes:
+    end = data.find(b"\n", start)
+    return data[start : len(data) if end < 0 else end]
 
 
 def _unescape(raw: str) -> str:

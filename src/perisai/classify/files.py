@@ -9,18 +9,23 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from perisai.classify.engine import Classifier
-from perisai.classify.match import EntityMatch
+from perisai.classify.jsonfields import count_records
+from perisai.classify.match import EntityMatch, FieldMatches
 
 SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 1 << 20
 EXAMPLES_PER_ENTITY = 3
 LINES_PER_BATCH = 2048
+_ENTITIES = itemgetter(1)  # a FieldMatches' entity types
+BLOCK_BYTES = 1 << 20  # JSON lines are read and classified about this much at a time
 
 
 @dataclass
@@ -47,6 +52,13 @@ class FileProfile:
         self.entities[entity] = self.entities.get(entity, 0) + 1
         if self._shown.get(entity, 0) < EXAMPLES_PER_ENTITY:
             self._example(f"{entity}: {masked}")
+
+    def wants_example(self, entity: str) -> bool:
+        return self._shown.get(entity, 0) < EXAMPLES_PER_ENTITY
+
+    def example(self, entity: str, masked: str) -> None:
+        """Keep ``masked`` as an example of ``entity`` if the type still has few."""
+        self._example(f"{entity}: {masked}")
 
     def _example(self, example: str) -> None:
         entity = example.split(": ", 1)[0]
@@ -99,13 +111,14 @@ def profile_file(
             if b"\x00" in head:
                 profile.skipped = "binary file (NUL bytes)"
                 return profile
-            text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
             profile.kind = _kind(path, head)
+            if profile.kind == "jsonl":
+                _profile_jsonl(binary, classifier, profile, on_bytes)
+                return profile
+            text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
             reader = _CountingLines(text, on_bytes)
             if profile.kind == "csv":
                 _profile_csv(reader, classifier, profile)
-            elif profile.kind == "jsonl":
-                _profile_jsonl(reader, classifier, profile)
             else:
                 _profile_text(reader, classifier, profile)
             profile.bytes_read = reader.bytes
@@ -177,11 +190,76 @@ def _profile_text(lines: Iterable[str], classifier: Classifier, profile: FilePro
         _count(profile, matches)
 
 
-def _profile_jsonl(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:
-    """The fast path: raw lines through hyperscan, no JSON parsing (see ``scan_json_lines``)."""
-    records = (line for line in lines if line.strip())
-    for matches in classifier.scan_json_lines(records):
-        _count(profile, matches)
+def _profile_jsonl(
+    binary: io.BufferedReader | gzip.GzipFile,
+    classifier: Classifier,
+    profile: FileProfile,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    """The fast path: blocks of raw bytes, never decoded or parsed as a whole; each field
+    with personal data is found once per block (see ``Classifier.scan_json_block``)."""
+    for block in _line_blocks(binary, profile, on_bytes):
+        profile.records += count_records(block)
+        lines, results = classifier.scan_json_block(block)
+        profile.records_with_personal_data += len(set(lines))
+        # Count by each field's set of entity types (a handful per block), never field by
+        # field; walk the matches only while some type still lacks its examples.
+        wanting: set[str] = set()
+        for entities, count in Counter(map(_ENTITIES, results)).items():
+            for entity in entities:
+                profile.entities[entity] = profile.entities.get(entity, 0) + count
+                if profile.wants_example(entity):
+                    wanting.add(entity)
+        if wanting:
+            _collect_examples(profile, results, wanting)
+
+
+def _collect_examples(profile: FileProfile, results: list[FieldMatches], wanting: set[str]) -> None:
+    for matches, _ in results:
+        for match in matches:
+            if match.entity in wanting:
+                profile.example(match.entity, match.masked)
+                if not profile.wants_example(match.entity):
+                    wanting.discard(match.entity)
+        if not wanting:
+            return
+
+
+def _line_blocks(
+    binary: io.BufferedReader | gzip.GzipFile,
+    profile: FileProfile,
+    on_bytes: Callable[[int], None] | None,
+) -> Iterator[bytes]:
+    """Whole lines, about BLOCK_BYTES at a time; a line longer than MAX_LINE_CHARS bytes is
+    cut there (its head is classified, the rest skipped), so memory stays flat."""
+    carry = b""
+    skipping = False  # inside the tail of an over-long line
+    while chunk := binary.read(BLOCK_BYTES):
+        profile.bytes_read += len(chunk)
+        if on_bytes:
+            on_bytes(len(chunk))
+        if skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                continue
+            chunk, skipping = chunk[cut + 1 :], False
+        data = carry + chunk
+        last = data.rfind(b"\n")
+        if last < 0:
+            if len(data) > MAX_LINE_CHARS:
+                yield data[:MAX_LINE_CHARS]
+                carry, skipping = b"", True
+            else:
+                carry = data
+            continue
+        carry = data[last + 1 :]
+        if len(carry) > MAX_LINE_CHARS:
+            yield data[: last + 1 + MAX_LINE_CHARS]
+            carry, skipping = b"", True
+        else:
+            yield data[: last + 1]
+    if carry:
+        yield carry
 
 
 def _profile_csv(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:

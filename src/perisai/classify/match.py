@@ -18,3 +18,12 @@ class EntityMatch(NamedTuple):
     masked: str
     confidence: float = 0.9
     why: str = ""
+
+
+class FieldMatches(NamedTuple):
+    """What one field (or one line) holds: its matches and, for counting, their entity types
+    in order. Cached per raw JSON field, so recurring fields are one object, counted by
+    ``entities`` without walking the matches."""
+
+    matches: tuple[EntityMatch, ...]
+    entities: tuple[str, ...]

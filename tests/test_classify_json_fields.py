@@ -1,0 +1,189 @@
+"""The JSON-lines field step: the compiled ``locate`` equals the Python reference, and the field
+cache changes nothing but speed (the answers stay the record walk's)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import random
+import shutil
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+from benchmarks.applog import write_app_log
+from benchmarks.corpus import iter_records
+
+from perisai.classify import Classifier, engine, jsonfields
+from perisai.classify.files import profile_file
+
+# Lines the step must either read or hand to the slow path, never misread.
+AWKWARD = [
+    '{"msisdn": "60123456789", "client_ip": "203.0.113.7"}',
+    '{"a": {"phone": "+60 12-345 6789"}, "b": [1, 2]}',
+    '{"recipient": ["60198765432", "60123456780"]}',  # an array: slow path
+    '{"body": "he said \\"call 012-345 6789\\""}',  # escapes: slow path
+    '{"card": 4111111111111111, "note": "x"}',  # a value trigger on a number: slow path
+    '{"203.0.113.7": "a key that looks like an IP"}',  # hits in keys are not values
+    '{"payload": "{\\"to\\": \\"60123456780\\"}"}',  # JSON inside a string
+    '{"data": "[1, 2, 3]", "lat": 3.139003}',  # a string that may hold JSON
+    '{"note": ", x", "email": "siti@example.org"}',  # a string starting with a comma
+    '{"email":"a.b@example.org","lat":-3.5,"lon":101.686855}',  # no spaces
+    '{ "phone" : "+60 12-345 6789" , "ok" : true }',  # spaces everywhere
+    '{"sender": {"name": "Siti Aminah"}}',  # a telling key over an object
+    '{"msisdn": null, "to": false, "from": 60123456789}',
+    '{"email": "unterminated@example.org',
+    "plain text with siti@example.org and +60 12-345 6789",
+    '"just a string with 203.0.113.7"',
+    *(  # fields just under, at and just over the longest the cache keeps (256 bytes)
+        '{"body": "' + "kata " * 48 + "x" * n + '"}' for n in (5, 6, 7)
+    ),
+    "",
+    "   ",
+    '{"ip": "203.0.113.7"}\r',
+    '{"nama": "Ünsal Çelik", "note": "日本語 call +60 12-345 6789"}',
+]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier(("MY",))
+
+
+def _blocks(lines: list[str], size: int = 64) -> list[bytes]:
+    return ["\n".join(lines[i : i + size]).encode() for i in range(0, len(lines), size)]
+
+
+def _corpus_lines(count: int) -> list[str]:
+    records = itertools.islice(iter_records(seed=5), count)
+    return [json.dumps(r.record, ensure_ascii=False) for r in records]
+
+
+def _both(classifier: Classifier, data: bytes, cache: dict[bytes, Any]) -> tuple[Any, Any]:
+    compiled_hits = jsonfields.new_hits()
+    classifier._database.scan(data, match_event_handler=compiled_hits)
+    python_hits = jsonfields.PyHits()
+    python_hits.hits = compiled_hits.pairs()
+    first_key = engine._FIRST_KEY_ID
+    limit = engine.MAX_CACHED_FIELD_BYTES
+    compiled = jsonfields.locate(data, compiled_hits, first_key, cache, limit)
+    reference = jsonfields.py_locate(data, python_hits, first_key, cache, limit)
+    return compiled, reference
+
+
+def test_the_extension_is_built_where_a_compiler_is() -> None:
+    """Without this, every comparison below would silently compare Python with itself."""
+    if shutil.which("cc") or shutil.which("gcc"):
+        assert jsonfields.COMPILED, "a C compiler is here but perisai.classify._jsonfields is not"
+
+
+@pytest.mark.skipif(not jsonfields.COMPILED, reason="the C step is not built here")
+def test_compiled_locate_equals_the_reference(classifier: Classifier) -> None:
+    lines = _corpus_lines(1500) + AWKWARD
+    random.Random(2).shuffle(lines)
+    cache: dict[bytes, Any] = {}
+    located = 0
+    for round_ in range(2):  # with nothing cached, then with every field of round one cached
+        for data in _blocks(lines):
+            compiled, reference = _both(classifier, data, cache)
+            assert compiled == reference
+            located += len(reference.missing)
+            if round_ == 0:
+                for missing in reference.missing:
+                    field = data[missing[1] - 1 : missing[5]]
+                    cache[field] = None if len(cache) % 3 == 0 else (field, "held")
+    assert located > 1000 and cache  # not vacuous
+
+
+@pytest.mark.skipif(not jsonfields.COMPILED, reason="the C step is not built here")
+def test_compiled_locate_survives_mangled_json(classifier: Classifier) -> None:
+    """Cut, spliced and byte-flipped lines: the same answer from both, never a crash."""
+    rnd = random.Random(9)
+    lines = _corpus_lines(400) + AWKWARD
+    alphabet = b'"{}[],:\\ \n\r\t0123456789.+-@abc'
+    for _ in range(300):
+        data = bytearray("\n".join(rnd.sample(lines, 6)).encode())
+        for _ in range(rnd.randint(1, 12)):
+            at = rnd.randrange(len(data))
+            choice = rnd.random()
+            if choice < 0.4:
+                data[at] = rnd.choice(alphabet)
+            elif choice < 0.7:
+                del data[at : at + rnd.randint(1, 20)]
+            else:
+                data[at:at] = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 8)))
+        compiled, reference = _both(classifier, bytes(data), {})
+        assert compiled == reference
+
+
+def test_count_records_equals_the_reference() -> None:
+    rnd = random.Random(3)
+    for _ in range(5000):
+        data = bytes(rnd.choice(b"ab {}\n\t\r\x0b\x0c") for _ in range(rnd.randint(0, 16)))
+        assert jsonfields.count_records(data) == jsonfields.py_count_records(data), data
+
+
+def _walked(classifier: Classifier, line: str) -> Counter[tuple[str, str]]:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return Counter((m.entity, m.masked) for m in classifier.scan_text(line))
+    return Counter((m.entity, m.masked) for _, m in classifier.scan_record(record))
+
+
+def test_field_path_agrees_with_the_record_walk_on_a_service_log(tmp_path: Path) -> None:
+    """The benchmark's service log, where fields recur: read twice, so the second time every
+    answer comes from the field cache, and each time equal to the record walk."""
+    path = tmp_path / "app.jsonl"
+    write_app_log(path, 400_000, users=50)
+    lines = path.read_text(encoding="utf-8").splitlines()
+    classifier = Classifier(("MY",))
+    walker = Classifier(("MY",))
+    for _ in range(2):
+        found = 0
+        for line, matches in zip(lines, classifier.scan_json_lines(lines), strict=True):
+            assert Counter((m.entity, m.masked) for m in matches) == _walked(walker, line), line
+            assert all(line[m.start : m.end] for m in matches)
+            found += len(matches)
+        assert found > len(lines)
+    assert 0 < len(classifier._fields) < len(lines)  # fields recur: far fewer than lines
+
+
+def test_spans_from_the_cache_index_each_line(classifier: Classifier) -> None:
+    line = json.dumps({"ts": "2026-11-01", "email": "siti@example.org", "ip": "203.0.113.7"})
+    for _ in range(2):  # the second time both fields come from the cache
+        (matches,) = classifier.scan_json_lines([line])
+        assert {line[m.start : m.end] for m in matches} == {"siti@example.org", "203.0.113.7"}
+
+
+def test_one_time_codes_are_not_remembered() -> None:
+    classifier = Classifier(("MY",))
+    lines = [json.dumps({"sms_text": f"Your TAC is {n:06d}. Do not share it."}) for n in range(50)]
+    results = list(classifier.scan_json_lines(lines))
+    assert all([m.entity for m in r] == ["OTP_CODE"] for r in results)
+    assert classifier._fields == {}
+
+
+def test_the_field_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(engine, "FIELD_CACHE_ENTRIES", 64)
+    classifier = Classifier(("MY",))
+    lines = _corpus_lines(600)
+    fast = list(classifier.scan_json_lines(lines))
+    assert len(classifier._fields) <= 64
+    walker = Classifier(("MY",))
+    for line, matches in zip(lines, fast, strict=True):
+        assert Counter((m.entity, m.masked) for m in matches) == _walked(walker, line)
+
+
+def test_python_step_gives_the_same_profile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where the extension is not built, ``perisai classify`` answers the same, slower."""
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(_corpus_lines(300) + AWKWARD) + "\n", encoding="utf-8")
+    compiled = profile_file(path, Classifier(("MY",))).to_dict()
+    monkeypatch.setattr(jsonfields, "COMPILED", False)
+    python = profile_file(path, Classifier(("MY",))).to_dict()
+    assert python == compiled
+    assert compiled["records"] == 300 + sum(1 for line in AWKWARD if line.strip())
