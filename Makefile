@@ -51,7 +51,7 @@ demo: setup servers
 # Peers live in a venv of their own, so their dependencies never leak into the tests.
 BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
-$(BENCH_VENV)/.installed-stamp: pyproject.toml
+$(BENCH_VENV)/.installed-stamp: pyproject.toml src/perisai/classify/_jsonfields.c
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]' presidio-analyzer scrubadub datafog offat
 	@touch $@

@@ -132,9 +132,18 @@ def _walked(classifier: Classifier, line: str) -> Counter[tuple[str, str]]:
     return Counter((m.entity, m.masked) for _, m in classifier.scan_record(record))
 
 
-def test_field_path_agrees_with_the_record_walk_on_a_service_log(tmp_path: Path) -> None:
+# The share of new values above which a block's lines go the slow way: the default, never
+# (every new field classified field by field) and always (every line holding one).
+MODES = [engine.MOSTLY_NEW, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("mostly_new", MODES)
+def test_field_path_agrees_with_the_record_walk_on_a_service_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mostly_new: float
+) -> None:
     """The benchmark's service log, where fields recur: read twice, so the second time every
     answer comes from the field cache, and each time equal to the record walk."""
+    monkeypatch.setattr(engine, "MOSTLY_NEW", mostly_new)
     path = tmp_path / "app.jsonl"
     write_app_log(path, 400_000, users=50)
     lines = path.read_text(encoding="utf-8").splitlines()
@@ -165,7 +174,10 @@ def test_one_time_codes_are_not_remembered() -> None:
     assert classifier._fields == {}
 
 
-def test_the_field_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("mostly_new", MODES)
+def test_the_field_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, mostly_new: float) -> None:
+    """Distinct records (every value new), through a tiny cache: the record walk's answers."""
+    monkeypatch.setattr(engine, "MOSTLY_NEW", mostly_new)
     monkeypatch.setattr(engine, "FIELD_CACHE_ENTRIES", 64)
     classifier = Classifier(("MY",))
     lines = _corpus_lines(600)

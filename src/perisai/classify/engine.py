@@ -54,9 +54,14 @@ _JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.){0,65536})"|(-?\d[\d.eE+-]{0,
 # The same inside JSON that is itself a string value (`\"msisdn\": \"6012…\"`).
 _EMBEDDED_VALUE = re.compile(r'\s*(?:\\"(.{0,65536}?)\\"|(-?\d[\d.eE+-]{0,40}))')
 _DECODER = json.JSONDecoder()
+# Where most fields of a block are new (a dump of distinct records, not a service's log), the
+# lines holding them are read the slow way, a line at a time: cheaper than field by field when
+# the cache cannot help, and the same answers.
+MOSTLY_NEW = 0.5
 FIELD_CACHE_ENTRIES = 65536  # raw JSON fields remembered with what they hold (oldest go first)
 MAX_CACHED_FIELD_BYTES = 256  # longer fields (message bodies, mostly) seldom repeat
 _POSITION = itemgetter(1, 2)  # an EntityMatch's (start, end)
+_ENTITY = itemgetter(0)  # an EntityMatch's entity type
 _NOT_CONTINUATION = bytes(b for b in range(256) if b & 0xC0 != 0x80)  # delete all but 10xxxxxx
 
 # (start, end, entity, masked, confidence, why) in batch offsets, before lines are assigned.
@@ -189,6 +194,9 @@ class Classifier:
         hits = jsonfields.new_hits()
         self._database.scan(data, match_event_handler=hits)
         located = jsonfields.locate(data, hits, _FIRST_KEY_ID, self._fields, MAX_CACHED_FIELD_BYTES)
+        new_values = [field for field in located.missing if field[6]]
+        if len(new_values) > MOSTLY_NEW * (len(located.lines) + len(located.missing)):
+            located = _lines_with_new_values_slow(located, new_values)
         for line_start, value_start, result in self._classify_fields(data, located.missing):
             located.lines.append(line_start)
             located.values.append(value_start)
@@ -225,8 +233,8 @@ class Classifier:
                 yield line_start, v_start, result
 
     def _field_matches(self, matches: tuple[EntityMatch, ...]) -> FieldMatches:
-        entities = tuple(match.entity for match in matches)
-        return FieldMatches(matches, self._entity_sets.setdefault(entities, entities))
+        entities = tuple(map(_ENTITY, matches))
+        return matches, self._entity_sets.setdefault(entities, entities)
 
     def _remember(self, field: bytes, result: FieldMatches | None) -> None:
         fields = self._fields
@@ -395,6 +403,21 @@ def _from_json_array(block: str, at: int, kind: str, found: list[_Found]) -> Non
     for _, value in iter_fields(scalars):
         for match in from_kind(value, kind):
             found.append((at, at + length, match.entity, match.masked, match.confidence, match.why))
+
+
+def _lines_with_new_values_slow(
+    located: jsonfields.Located, new_values: list[jsonfields.Missing]
+) -> jsonfields.Located:
+    """``located`` with every line that holds a new value moved to the slow path."""
+    slow = {field[0] for field in new_values}
+    keep = [n for n, line in enumerate(located.lines) if line not in slow]
+    return jsonfields.Located(
+        [located.lines[n] for n in keep],
+        [located.values[n] for n in keep],
+        [located.results[n] for n in keep],
+        [field for field in located.missing if field[0] not in slow],
+        located.fallback + sorted(slow),
+    )
 
 
 def _one_time(result: tuple[EntityMatch, ...]) -> bool:

@@ -20,10 +20,7 @@ class EntityMatch(NamedTuple):
     why: str = ""
 
 
-class FieldMatches(NamedTuple):
-    """What one field (or one line) holds: its matches and, for counting, their entity types
-    in order. Cached per raw JSON field, so recurring fields are one object, counted by
-    ``entities`` without walking the matches."""
-
-    matches: tuple[EntityMatch, ...]
-    entities: tuple[str, ...]
+# What one field (or one line) holds: its matches and, for counting, their entity types in
+# order. Cached per raw JSON field, so a recurring field is one object, counted by its types
+# without walking its matches. A plain tuple: one is built for every new field.
+FieldMatches = tuple[tuple[EntityMatch, ...], tuple[str, ...]]
