@@ -188,6 +188,38 @@ def test_the_field_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, mostly_new:
         assert Counter((m.entity, m.masked) for m in matches) == _walked(walker, line)
 
 
+@pytest.mark.parametrize("mostly_new", MODES)
+def test_profile_counts_lines_right_whatever_the_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, mostly_new: float
+) -> None:
+    """Lines read the slow way for different reasons (escapes, new values) in one block: each
+    keeps its own answer, so the records-with-personal-data count stays the record walk's."""
+    monkeypatch.setattr(engine, "MOSTLY_NEW", mostly_new)
+    lines = [
+        '{"body": "say \\"hi\\" now"}',  # escapes: slow, holds a message
+        '{"email": "siti@example.org"}',
+        '{"event": "tick"}',
+        '{"note": "call +60 12-345 6789"}',
+        '{"quote": "\\"", "card": "4111111111111112"}',  # slow, a hit that holds nothing
+        '{"ip": "203.0.113.7"}',
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("\n".join(lines * 3) + "\n", encoding="utf-8")
+    walker = Classifier(("MY",))
+    holding = sum(1 for line in lines if _walked(walker, line))
+    profile = profile_file(path, Classifier(("MY",)))
+    assert (profile.records, profile.records_with_personal_data) == (18, 3 * holding)
+    assert holding == 4
+    # each answer is tied to its own line, here where every line goes the slow way
+    block = "\n".join(line for line in lines if "tick" not in line).encode()
+    starts, results = Classifier(("MY",)).scan_json_block(block)
+    for start, (matches, _) in zip(starts, results, strict=True):
+        line = block[start:].split(b"\n", 1)[0].decode()
+        assert Counter(m.entity for m in matches) == Counter(
+            entity for entity, _ in _walked(walker, line).elements()
+        ), line
+
+
 def test_python_step_gives_the_same_profile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

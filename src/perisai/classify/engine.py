@@ -58,6 +58,7 @@ _DECODER = json.JSONDecoder()
 # lines holding them are read the slow way, a line at a time: cheaper than field by field when
 # the cache cannot help, and the same answers.
 MOSTLY_NEW = 0.5
+SLOW_CHECK_EVERY = 8  # after such a block, the next ones go the slow way whole, until this one
 FIELD_CACHE_ENTRIES = 65536  # raw JSON fields remembered with what they hold (oldest go first)
 MAX_CACHED_FIELD_BYTES = 256  # longer fields (message bodies, mostly) seldom repeat
 _POSITION = itemgetter(1, 2)  # an EntityMatch's (start, end)
@@ -92,6 +93,7 @@ class Classifier:
         # raw JSON field -> what it holds, None where nothing
         self._fields: dict[bytes, FieldMatches | None] = {}
         self._entity_sets: dict[tuple[str, ...], tuple[str, ...]] = {}  # one object per set
+        self._slow_streak = 0  # blocks read the slow way in a row (see MOSTLY_NEW)
 
     # ----- public API -------------------------------------------------------------------
 
@@ -147,8 +149,7 @@ class Classifier:
         located = self._json_fields(data)
         lines, results = located.lines, located.results
         if located.fallback:
-            texts = [_line_at(data, start).decode("utf-8", "replace") for start in located.fallback]
-            slow = self._scan_batch(texts, json_lines=True)
+            slow = self._scan_batch(_texts_at(data, located.fallback), json_lines=True)
             for start, matches in zip(located.fallback, slow, strict=True):
                 if matches:
                     lines.append(start)
@@ -191,11 +192,16 @@ class Classifier:
     def _json_fields(self, data: bytes) -> jsonfields.Located:
         """Stage 1 over ``data``, each hit traced to its field, each field classified once:
         the fields with personal data, and the starts of lines to read the slow way."""
+        if 0 < self._slow_streak < SLOW_CHECK_EVERY:  # fields did not recur a block ago
+            self._slow_streak += 1
+            return jsonfields.Located([], [], [], [], _line_starts(data))
         hits = jsonfields.new_hits()
         self._database.scan(data, match_event_handler=hits)
         located = jsonfields.locate(data, hits, _FIRST_KEY_ID, self._fields, MAX_CACHED_FIELD_BYTES)
         new_values = [field for field in located.missing if field[6]]
+        self._slow_streak = 0
         if len(new_values) > MOSTLY_NEW * (len(located.lines) + len(located.missing)):
+            self._slow_streak = 1
             located = _lines_with_new_values_slow(located, new_values)
         for line_start, value_start, result in self._classify_fields(data, located.missing):
             located.lines.append(line_start)
@@ -416,7 +422,7 @@ def _lines_with_new_values_slow(
         [located.values[n] for n in keep],
         [located.results[n] for n in keep],
         [field for field in located.missing if field[0] not in slow],
-        located.fallback + sorted(slow),
+        sorted(slow.union(located.fallback)),
     )
 
 
@@ -426,9 +432,21 @@ def _one_time(result: tuple[EntityMatch, ...]) -> bool:
     return any(match.entity == "OTP_CODE" for match in result)
 
 
-def _line_at(data: bytes, start: int) -> bytes:
-    end = data.find(b"\n", start)
-    return data[start : len(data) if end < 0 else end]
+def _line_starts(data: bytes) -> list[int]:
+    starts = list(itertools.accumulate((len(line) + 1 for line in data.split(b"\n")), initial=0))
+    return [start for start in starts[:-1] if start < len(data)]
+
+
+def _texts_at(data: bytes, starts: list[int]) -> list[str]:
+    """The lines of ``data`` that begin at ``starts``, decoded."""
+    lines = data.count(b"\n") + 1 - data.endswith(b"\n")
+    if len(starts) == lines and starts == sorted(starts):  # all of them, in order
+        return data.decode("utf-8", "replace").split("\n")[:lines]
+    texts = []
+    for start in starts:
+        end = data.find(b"\n", start)
+        texts.append(data[start : len(data) if end < 0 else end].decode("utf-8", "replace"))
+    return texts
 
 
 def _unescape(raw: str) -> str:
