@@ -15,7 +15,7 @@ import pytest
 from benchmarks.applog import write_app_log
 from benchmarks.corpus import iter_records
 
-from perisai.classify import Classifier, engine, jsonfields
+from perisai.classify import Classifier, engine, fieldcache, jsonfields
 from perisai.classify.files import profile_file
 
 # Lines the step must either read or hand to the slow path, never misread.
@@ -66,7 +66,7 @@ def _both(classifier: Classifier, data: bytes, cache: dict[bytes, Any]) -> tuple
     python_hits = jsonfields.PyHits()
     python_hits.hits = compiled_hits.pairs()
     first_key = engine._FIRST_KEY_ID
-    limit = engine.MAX_CACHED_FIELD_BYTES
+    limit = fieldcache.MAX_CACHED_FIELD_BYTES
     compiled = jsonfields.locate(data, compiled_hits, first_key, cache, limit)
     reference = jsonfields.py_locate(data, python_hits, first_key, cache, limit)
     return compiled, reference
@@ -156,7 +156,7 @@ def test_field_path_agrees_with_the_record_walk_on_a_service_log(
             assert all(line[m.start : m.end] for m in matches)
             found += len(matches)
         assert found > len(lines)
-    assert 0 < len(classifier._fields) < len(lines)  # fields recur: far fewer than lines
+    assert 0 < len(classifier._fields.fields) < len(lines)  # fields recur: far fewer than lines
 
 
 def test_spans_from_the_cache_index_each_line(classifier: Classifier) -> None:
@@ -171,18 +171,18 @@ def test_one_time_codes_are_not_remembered() -> None:
     lines = [json.dumps({"sms_text": f"Your TAC is {n:06d}. Do not share it."}) for n in range(50)]
     results = list(classifier.scan_json_lines(lines))
     assert all([m.entity for m in r] == ["OTP_CODE"] for r in results)
-    assert classifier._fields == {}
+    assert classifier._fields.fields == {}
 
 
 @pytest.mark.parametrize("mostly_new", MODES)
 def test_the_field_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, mostly_new: float) -> None:
     """Distinct records (every value new), through a tiny cache: the record walk's answers."""
     monkeypatch.setattr(engine, "MOSTLY_NEW", mostly_new)
-    monkeypatch.setattr(engine, "FIELD_CACHE_ENTRIES", 64)
+    monkeypatch.setattr(fieldcache, "FIELD_CACHE_ENTRIES", 64)
     classifier = Classifier(("MY",))
     lines = _corpus_lines(600)
     fast = list(classifier.scan_json_lines(lines))
-    assert len(classifier._fields) <= 64
+    assert len(classifier._fields.fields) <= 64
     walker = Classifier(("MY",))
     for line, matches in zip(lines, fast, strict=True):
         assert Counter((m.entity, m.masked) for m in matches) == _walked(walker, line)

@@ -35,6 +35,7 @@ from perisai.classify.detectors import (
     PRIORITY,
     Detector,
 )
+from perisai.classify.fieldcache import MAX_CACHED_FIELD_BYTES, FieldCache
 from perisai.classify.keyhints import JSON_KEY_TRIGGERS, from_key, from_kind, key_may_tell
 from perisai.classify.mask import mask_email, mask_phone, mask_text
 from perisai.classify.match import EntityMatch, FieldMatches
@@ -59,10 +60,7 @@ _DECODER = json.JSONDecoder()
 # the cache cannot help, and the same answers.
 MOSTLY_NEW = 0.5
 SLOW_CHECK_EVERY = 8  # after such a block, the next ones go the slow way whole, until this one
-FIELD_CACHE_ENTRIES = 65536  # raw JSON fields remembered with what they hold (oldest go first)
-MAX_CACHED_FIELD_BYTES = 256  # longer fields (message bodies, mostly) seldom repeat
 _POSITION = itemgetter(1, 2)  # an EntityMatch's (start, end)
-_ENTITY = itemgetter(0)  # an EntityMatch's entity type
 _NOT_CONTINUATION = bytes(b for b in range(256) if b & 0xC0 != 0x80)  # delete all but 10xxxxxx
 
 # (start, end, entity, masked, confidence, why) in batch offsets, before lines are assigned.
@@ -90,9 +88,7 @@ class Classifier:
             ],
         )
         self._phone_cache = lru_cache(maxsize=65536)(self._phone_in)  # numbers repeat in logs
-        # raw JSON field -> what it holds, None where nothing
-        self._fields: dict[bytes, FieldMatches | None] = {}
-        self._entity_sets: dict[tuple[str, ...], tuple[str, ...]] = {}  # one object per set
+        self._fields = FieldCache()
         self._slow_streak = 0  # blocks read the slow way in a row (see MOSTLY_NEW)
 
     # ----- public API -------------------------------------------------------------------
@@ -149,11 +145,12 @@ class Classifier:
         located = self._json_fields(data)
         lines, results = located.lines, located.results
         if located.fallback:
-            slow = self._scan_batch(_texts_at(data, located.fallback), json_lines=True)
+            texts = jsonfields.texts_at(data, located.fallback)
+            slow = self._scan_batch(texts, json_lines=True)
             for start, matches in zip(located.fallback, slow, strict=True):
                 if matches:
                     lines.append(start)
-                    results.append(self._field_matches(tuple(matches)))
+                    results.append(self._fields.held(tuple(matches)))
         return lines, results
 
     # ----- the JSON-lines field path ----------------------------------------------------
@@ -165,8 +162,7 @@ class Classifier:
             lines = [line.replace("\n", " ") for line in lines]
             data = "\n".join(lines).encode("utf-8", "surrogatepass")
         located = self._json_fields(data)
-        starts = list(itertools.accumulate((len(b) + 1 for b in data.split(b"\n")), initial=0))
-        index_of = {start: n for n, start in enumerate(starts[:-1])}
+        index_of = {start: n for n, start in enumerate(jsonfields.line_starts(data))}
         per_line: list[list[EntityMatch]] = [[] for _ in lines]
         ascii_only = data.isascii()
         found = sorted(zip(located.values, located.lines, located.results, strict=True))
@@ -194,15 +190,17 @@ class Classifier:
         the fields with personal data, and the starts of lines to read the slow way."""
         if 0 < self._slow_streak < SLOW_CHECK_EVERY:  # fields did not recur a block ago
             self._slow_streak += 1
-            return jsonfields.Located([], [], [], [], _line_starts(data))
+            return jsonfields.Located([], [], [], [], jsonfields.line_starts(data))
         hits = jsonfields.new_hits()
         self._database.scan(data, match_event_handler=hits)
-        located = jsonfields.locate(data, hits, _FIRST_KEY_ID, self._fields, MAX_CACHED_FIELD_BYTES)
+        located = jsonfields.locate(
+            data, hits, _FIRST_KEY_ID, self._fields.fields, MAX_CACHED_FIELD_BYTES
+        )
         new_values = [field for field in located.missing if field[6]]
         self._slow_streak = 0
         if len(new_values) > MOSTLY_NEW * (len(located.lines) + len(located.missing)):
             self._slow_streak = 1
-            located = _lines_with_new_values_slow(located, new_values)
+            located = jsonfields.lines_to_slow_path(located, {field[0] for field in new_values})
         for line_start, value_start, result in self._classify_fields(data, located.missing):
             located.lines.append(line_start)
             located.values.append(value_start)
@@ -232,22 +230,9 @@ class Classifier:
         for field, (key, value), in_value in zip(missing, pairs, in_values, strict=True):
             line_start, k_start, _, v_start, _, f_end, value_hit = field
             held = tuple(in_value if value_hit else from_key(value, key or None))
-            result = self._field_matches(held) if held else None
-            if f_end - k_start + 1 <= MAX_CACHED_FIELD_BYTES and not _one_time(held):
-                self._remember(data[k_start - 1 : f_end], result)
+            result = self._fields.remember(data[k_start - 1 : f_end], held)
             if result is not None:
                 yield line_start, v_start, result
-
-    def _field_matches(self, matches: tuple[EntityMatch, ...]) -> FieldMatches:
-        entities = tuple(map(_ENTITY, matches))
-        return matches, self._entity_sets.setdefault(entities, entities)
-
-    def _remember(self, field: bytes, result: FieldMatches | None) -> None:
-        fields = self._fields
-        if len(fields) >= FIELD_CACHE_ENTRIES:  # bounded: the oldest quarter goes
-            for old in list(itertools.islice(fields, FIELD_CACHE_ENTRIES // 4)):
-                del fields[old]
-        fields[field] = result
 
     # ----- stages -----------------------------------------------------------------------
 
@@ -409,44 +394,6 @@ def _from_json_array(block: str, at: int, kind: str, found: list[_Found]) -> Non
     for _, value in iter_fields(scalars):
         for match in from_kind(value, kind):
             found.append((at, at + length, match.entity, match.masked, match.confidence, match.why))
-
-
-def _lines_with_new_values_slow(
-    located: jsonfields.Located, new_values: list[jsonfields.Missing]
-) -> jsonfields.Located:
-    """``located`` with every line that holds a new value moved to the slow path."""
-    slow = {field[0] for field in new_values}
-    keep = [n for n, line in enumerate(located.lines) if line not in slow]
-    return jsonfields.Located(
-        [located.lines[n] for n in keep],
-        [located.values[n] for n in keep],
-        [located.results[n] for n in keep],
-        [field for field in located.missing if field[0] not in slow],
-        sorted(slow.union(located.fallback)),
-    )
-
-
-def _one_time(result: tuple[EntityMatch, ...]) -> bool:
-    """A field with a one-time code will not recur: remembering it would only push out
-    fields that do (a log of OTP sends holds a new code on every line)."""
-    return any(match.entity == "OTP_CODE" for match in result)
-
-
-def _line_starts(data: bytes) -> list[int]:
-    starts = list(itertools.accumulate((len(line) + 1 for line in data.split(b"\n")), initial=0))
-    return [start for start in starts[:-1] if start < len(data)]
-
-
-def _texts_at(data: bytes, starts: list[int]) -> list[str]:
-    """The lines of ``data`` that begin at ``starts``, decoded."""
-    lines = data.count(b"\n") + 1 - data.endswith(b"\n")
-    if len(starts) == lines and starts == sorted(starts):  # all of them, in order
-        return data.decode("utf-8", "replace").split("\n")[:lines]
-    texts = []
-    for start in starts:
-        end = data.find(b"\n", start)
-        texts.append(data[start : len(data) if end < 0 else end].decode("utf-8", "replace"))
-    return texts
 
 
 def _unescape(raw: str) -> str:

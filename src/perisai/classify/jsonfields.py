@@ -18,6 +18,7 @@ tens of nanoseconds) and the reference below, which the tests hold it to.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, NamedTuple
 
 # missing: (line start, key start, key end, value start, value end, field end, value hit);
@@ -41,6 +42,36 @@ _QUOTE = 0x22
 _SPACE = b" \t\r"
 _NUMBER = frozenset(b"0123456789.-+eE")
 MAX_VALUE_BYTES = 64 * 1024  # the record walk reads a value's head only; such lines go slow
+
+
+def line_starts(data: bytes) -> list[int]:
+    """Where each line of ``data`` begins (an empty last line after a final newline not)."""
+    starts = itertools.accumulate((len(line) + 1 for line in data.split(b"\n")), initial=0)
+    return [start for start in starts if start < len(data)]
+
+
+def texts_at(data: bytes, starts: list[int]) -> list[str]:
+    """The lines of ``data`` that begin at ``starts``, decoded, in the order of ``starts``."""
+    lines = data.count(b"\n") + 1 - data.endswith(b"\n")
+    if len(starts) == lines and starts == sorted(starts):  # all of them, in order
+        return data.decode("utf-8", "replace").split("\n")[:lines]
+    texts = []
+    for start in starts:
+        end = data.find(b"\n", start)
+        texts.append(data[start : len(data) if end < 0 else end].decode("utf-8", "replace"))
+    return texts
+
+
+def lines_to_slow_path(located: Located, slow: set[int]) -> Located:
+    """``located`` with the lines starting at ``slow`` moved to the slow path whole."""
+    keep = [n for n, line in enumerate(located.lines) if line not in slow]
+    return Located(
+        [located.lines[n] for n in keep],
+        [located.values[n] for n in keep],
+        [located.results[n] for n in keep],
+        [field for field in located.missing if field[0] not in slow],
+        sorted(slow.union(located.fallback)),
+    )
 
 
 class PyHits:
