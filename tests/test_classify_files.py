@@ -70,3 +70,19 @@ def test_ten_megabyte_line_and_invalid_utf8(tmp_path: Path) -> None:
     assert profile.skipped is None
     assert profile.records == 2
     assert profile.entities == {"PHONE": 1}  # the over-long line is classified on its head only
+
+
+def test_progress_is_told_every_byte_read(tmp_path: Path) -> None:
+    """`perisai classify` moves its bar by what each file reports, a single big log included."""
+    logs = _tree(tmp_path)
+    classifier = classifier_for(("MY",))
+    for name in ("app.jsonl", "old/app.jsonl.gz", "people.csv", "plain.log"):
+        told: list[int] = []
+        profile = profile_file(logs / name, classifier, told.append)
+        assert sum(told) == profile.bytes_read > 0, name
+    big = tmp_path / "big.jsonl"
+    big.write_text((json.dumps(RECORD) + "\n") * 40_000, encoding="utf-8")
+    told = []
+    profile = profile_file(big, classifier, told.append)
+    assert len(told) > 1 and sum(told) == big.stat().st_size == profile.bytes_read
+    assert profile.records == profile.records_with_personal_data == 40_000

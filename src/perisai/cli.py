@@ -298,11 +298,20 @@ def classify(
     classifier = classifier_for(_regions(region))
     files = list(iter_files(paths))
     results: list[FileProfile] = []
+    sizes = [_size_mb(path) for path in files]
     with _progress() as progress:
-        progress.phase("classify", len(files))
-        for path in files:
-            results.append(profile_file(path, classifier))
-            progress.advance()
+        progress.phase("MB read", max(1, round(sum(sizes))))  # a single big log moves it too
+        for path, size in zip(files, sizes, strict=True):
+            read = 0.0
+
+            def on_bytes(count: int, size: float = size) -> None:
+                nonlocal read
+                step = min(count / 1e6, size - read)  # a .gz holds more than its size
+                read += step
+                progress.advance(step)
+
+            results.append(profile_file(path, classifier, on_bytes))
+            progress.advance(size - read)
     total = FileProfile("TOTAL", kind="")
     for result in results:
         total.merge(result)
@@ -512,9 +521,16 @@ class _RichProgress:
             self.bar.update(self.task, visible=False)
         self.task = self.bar.add_task(name, total=total)
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: float = 1) -> None:
         if self.task is not None:
             self.bar.advance(self.task, steps)
+
+
+def _size_mb(path: Path) -> float:
+    try:
+        return path.stat().st_size / 1e6
+    except OSError:
+        return 0.0
 
 
 @contextmanager

@@ -11,7 +11,7 @@ class Progress(Protocol):
     def phase(self, name: str, total: int) -> None:
         """A new phase (``discover``, ``probe``) with this many steps begins."""
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: float = 1) -> None:
         """Steps of the current phase are done."""
 
 
@@ -21,5 +21,5 @@ class NoProgress:
     def phase(self, name: str, total: int) -> None:
         return None
 
-    def advance(self, steps: int = 1) -> None:
+    def advance(self, steps: float = 1) -> None:
         return None

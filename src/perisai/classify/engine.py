@@ -480,4 +480,6 @@ def mask_value(entity: str, value: str) -> str:
         return value.rsplit(".", 1)[0] + ".*" if "." in value else value.split(":", 1)[0] + ":…"
     if entity == "SECRET":
         return f"{value[:4]}…<secret, {len(value)} chars>"
+    if entity == "OTP_CODE":  # any digit kept would shrink what is left to guess
+        return f"<code, {len(value)} digits>"
     return mask_text(value)
