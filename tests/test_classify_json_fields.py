@@ -60,16 +60,25 @@ def _corpus_lines(count: int) -> list[str]:
     return [json.dumps(r.record, ensure_ascii=False) for r in records]
 
 
-def _both(classifier: Classifier, data: bytes, cache: dict[bytes, Any]) -> tuple[Any, Any]:
+Cache = dict[bytes, Any]
+
+
+def _both(
+    classifier: Classifier, data: bytes, young: Cache, old: Cache
+) -> tuple[Any, Any, tuple[Cache, Cache]]:
+    """Both implementations over ``data``, each with its own copy of the cache; the compiled
+    one's answer, the reference's, and the cache after each (fields move up from ``old``)."""
     compiled_hits = jsonfields.new_hits()
     classifier._database.scan(data, match_event_handler=compiled_hits)
     python_hits = jsonfields.PyHits()
     python_hits.hits = compiled_hits.pairs()
     first_key = engine._FIRST_KEY_ID
     limit = fieldcache.MAX_CACHED_FIELD_BYTES
-    compiled = jsonfields.locate(data, compiled_hits, first_key, cache, limit)
-    reference = jsonfields.py_locate(data, python_hits, first_key, cache, limit)
-    return compiled, reference
+    c_young, c_old, p_young, p_old = dict(young), dict(old), dict(young), dict(old)
+    compiled = jsonfields.locate(data, compiled_hits, first_key, c_young, c_old, limit)
+    reference = jsonfields.py_locate(data, python_hits, first_key, p_young, p_old, limit)
+    assert (c_young, c_old) == (p_young, p_old)
+    return compiled, reference, (c_young, c_old)
 
 
 def test_the_extension_is_built_where_a_compiler_is() -> None:
@@ -82,18 +91,20 @@ def test_the_extension_is_built_where_a_compiler_is() -> None:
 def test_compiled_locate_equals_the_reference(classifier: Classifier) -> None:
     lines = _corpus_lines(1500) + AWKWARD
     random.Random(2).shuffle(lines)
-    cache: dict[bytes, Any] = {}
-    located = 0
+    young: Cache = {}
+    old: Cache = {}
+    located = moved = 0
     for round_ in range(2):  # with nothing cached, then with every field of round one cached
         for data in _blocks(lines):
-            compiled, reference = _both(classifier, data, cache)
+            compiled, reference, (young_after, _) = _both(classifier, data, young, old)
             assert compiled == reference
             located += len(reference.missing)
-            if round_ == 0:
-                for missing in reference.missing:
+            moved += len(young_after) - len(young)
+            if round_ == 0:  # a third held nothing, the others something; half of them old
+                for n, missing in enumerate(reference.missing):
                     field = data[missing[1] - 1 : missing[5]]
-                    cache[field] = None if len(cache) % 3 == 0 else (field, "held")
-    assert located > 1000 and cache  # not vacuous
+                    (old if n % 2 else young)[field] = None if n % 3 == 0 else (field, "held")
+    assert located > 1000 and moved > 100  # not vacuous
 
 
 @pytest.mark.skipif(not jsonfields.COMPILED, reason="the C step is not built here")
@@ -113,7 +124,7 @@ def test_compiled_locate_survives_mangled_json(classifier: Classifier) -> None:
                 del data[at : at + rnd.randint(1, 20)]
             else:
                 data[at:at] = bytes(rnd.choice(alphabet) for _ in range(rnd.randint(1, 8)))
-        compiled, reference = _both(classifier, bytes(data), {})
+        compiled, reference, _ = _both(classifier, bytes(data), {}, {})
         assert compiled == reference
 
 
@@ -156,7 +167,7 @@ def test_field_path_agrees_with_the_record_walk_on_a_service_log(
             assert all(line[m.start : m.end] for m in matches)
             found += len(matches)
         assert found > len(lines)
-    assert 0 < len(classifier._fields.fields) < len(lines)  # fields recur: far fewer than lines
+    assert 0 < len(classifier._fields) < len(lines)  # fields recur: far fewer than lines
 
 
 def test_spans_from_the_cache_index_each_line(classifier: Classifier) -> None:
@@ -171,7 +182,7 @@ def test_one_time_codes_are_not_remembered() -> None:
     lines = [json.dumps({"sms_text": f"Your TAC is {n:06d}. Do not share it."}) for n in range(50)]
     results = list(classifier.scan_json_lines(lines))
     assert all([m.entity for m in r] == ["OTP_CODE"] for r in results)
-    assert classifier._fields.fields == {}
+    assert len(classifier._fields) == 0
 
 
 @pytest.mark.parametrize("mostly_new", MODES)
@@ -182,7 +193,7 @@ def test_the_field_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, mostly_new:
     classifier = Classifier(("MY",))
     lines = _corpus_lines(600)
     fast = list(classifier.scan_json_lines(lines))
-    assert len(classifier._fields.fields) <= 64
+    assert len(classifier._fields) <= 64 + 600  # a generation, plus one block's moves
     walker = Classifier(("MY",))
     for line, matches in zip(lines, fast, strict=True):
         assert Counter((m.entity, m.masked) for m in matches) == _walked(walker, line)

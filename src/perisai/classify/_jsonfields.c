@@ -171,12 +171,30 @@ static Py_ssize_t find_char(const char *d, char c, Py_ssize_t from, Py_ssize_t t
 }
 
 static Py_ssize_t rfind_char(const char *d, char c, Py_ssize_t from, Py_ssize_t to) {
+    if (from >= to) {
+        return -1;
+    }
+#ifdef __GLIBC__
+    const char *hit = memrchr(d + from, c, (size_t)(to - from)); /* vectorised in glibc */
+    return hit ? (Py_ssize_t)(hit - d) : -1;
+#else
     for (Py_ssize_t i = to - 1; i >= from; i--) {
         if (d[i] == c) {
             return i;
         }
     }
     return -1;
+#endif
+}
+
+/* How many `c` in d[from:to]: a plain loop the compiler vectorises (one memchr per quote
+ * cost more, quotes being a few bytes apart in JSON). */
+static Py_ssize_t count_char(const char *d, char c, Py_ssize_t from, Py_ssize_t to) {
+    Py_ssize_t count = 0;
+    for (Py_ssize_t i = from; i < to; i++) {
+        count += d[i] == c;
+    }
+    return count;
 }
 
 static int readable(const char *d, Py_ssize_t start, Py_ssize_t end) {
@@ -327,6 +345,46 @@ out:
     return status;
 }
 
+/* A tuple of ints (Py_BuildValue parses its format string on every call). */
+static PyObject *tuple_of(const Py_ssize_t *items, Py_ssize_t n) {
+    PyObject *tuple = PyTuple_New(n);
+    if (tuple == NULL) {
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *item = PyLong_FromSsize_t(items[k]);
+        if (item == NULL) {
+            Py_DECREF(tuple);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(tuple, k, item);
+    }
+    return tuple;
+}
+
+/* What the cache says `key` holds (a new reference), or NULL: from `young`, else from `old`,
+ * whence it moves up to `young`, so fields in use outlive the generation that drops `old`. */
+static PyObject *cache_get(PyObject *young, PyObject *old, PyObject *key) {
+    PyObject *cached = PyDict_GetItemWithError(young, key); /* borrowed */
+    if (cached != NULL) {
+        Py_INCREF(cached);
+        return cached;
+    }
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    cached = PyDict_GetItemWithError(old, key);
+    if (cached == NULL) {
+        return NULL;
+    }
+    Py_INCREF(cached);
+    if (PyDict_SetItem(young, key, cached) < 0 || PyDict_DelItem(old, key) < 0) {
+        Py_DECREF(cached);
+        return NULL;
+    }
+    return cached;
+}
+
 /* Set the value-hit flag (the last item) of the last tuple in `missing`. */
 static int mark_value_hit(PyObject *missing) {
     Py_ssize_t last = PyList_GET_SIZE(missing) - 1;
@@ -354,10 +412,10 @@ static int mark_value_hit(PyObject *missing) {
 
 static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer view;
-    PyObject *hits_object, *cache;
+    PyObject *hits_object, *young, *old;
     Py_ssize_t first_key_id, max_cached;
-    if (!PyArg_ParseTuple(args, "y*O!nO!n", &view, &HitsType, &hits_object, &first_key_id,
-                          &PyDict_Type, &cache, &max_cached)) {
+    if (!PyArg_ParseTuple(args, "y*O!nO!O!n", &view, &HitsType, &hits_object, &first_key_id,
+                          &PyDict_Type, &young, &PyDict_Type, &old, &max_cached)) {
         return NULL;
     }
     HitsObject *hits = (HitsObject *)hits_object;
@@ -368,6 +426,7 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
     PyObject *lines = PyList_New(0), *values = PyList_New(0), *results = PyList_New(0);
     PyObject *missing = PyList_New(0), *fallback = PyList_New(0);
     PyObject *result = NULL;
+    PyObject *line_object = NULL; /* the current line's start as a Python int, made once */
     Point *points = NULL;
     if (lines == NULL || values == NULL || results == NULL || missing == NULL || fallback == NULL) {
         goto done;
@@ -415,6 +474,7 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
                 line_end = size;
             }
             line_ok = readable(d, line_start, line_end);
+            Py_CLEAR(line_object);
             cursor = line_start;
             quotes = 0;
             last_quote = -1;
@@ -425,11 +485,12 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
         if (!line_ok) {
             continue;
         }
-        for (Py_ssize_t q; (q = find_char(d, '"', cursor, at)) >= 0; cursor = q + 1) {
-            quotes++;
-            last_quote = q;
-        }
-        if (cursor < at) {
+        if (cursor < at) { /* the quotes before `at`: their number and the last one */
+            Py_ssize_t counted = count_char(d, '"', cursor, at);
+            if (counted) {
+                quotes += counted;
+                last_quote = rfind_char(d, '"', cursor, at);
+            }
             cursor = at;
         }
         if (!points[i].is_key && quotes % 2 && last_quote + 1 == last_value) {
@@ -462,24 +523,24 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
         last_value = field.value_start;
         pending_key_only = 0;
         if (field.field_end - field.key_start + 1 <= max_cached) {
-            PyObject *key =
-                PyBytes_FromStringAndSize(d + field.key_start - 1, field.field_end - field.key_start + 1);
+            PyObject *key = PyBytes_FromStringAndSize(d + field.key_start - 1,
+                                                      field.field_end - field.key_start + 1);
             if (key == NULL) {
                 goto done;
             }
-            PyObject *cached = PyDict_GetItemWithError(cache, key); /* borrowed */
+            PyObject *cached = cache_get(young, old, key);
             Py_DECREF(key);
             if (cached == NULL && PyErr_Occurred()) {
                 goto done;
             }
-            if (cached == Py_None) {
-                continue; /* known to hold nothing */
-            }
             if (cached != NULL) {
-                Py_INCREF(cached);
-                int failed = append_steal(lines, PyLong_FromSsize_t(line_start)) < 0 ||
-                             append_steal(values, PyLong_FromSsize_t(field.value_start)) < 0 ||
-                             PyList_Append(results, cached) < 0;
+                if (cached != Py_None && line_object == NULL) {
+                    line_object = PyLong_FromSsize_t(line_start); /* one per line */
+                }
+                int failed = cached != Py_None && /* None: known to hold nothing */
+                             (line_object == NULL || PyList_Append(lines, line_object) < 0 ||
+                              append_steal(values, PyLong_FromSsize_t(field.value_start)) < 0 ||
+                              PyList_Append(results, cached) < 0);
                 Py_DECREF(cached);
                 if (failed) {
                     goto done;
@@ -487,10 +548,10 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
                 continue;
             }
         }
-        if (append_steal(missing, Py_BuildValue("(nnnnnni)", line_start, field.key_start,
-                                                field.key_end, field.value_start,
-                                                field.value_end, field.field_end,
-                                                !points[i].is_key)) < 0) {
+        Py_ssize_t entry[7] = {line_start,      field.key_start, field.key_end,
+                               field.value_start, field.value_end, field.field_end,
+                               !points[i].is_key};
+        if (append_steal(missing, tuple_of(entry, 7)) < 0) {
             goto done;
         }
         pending_key_only = points[i].is_key;
@@ -501,6 +562,7 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
 finish:
     result = PyTuple_Pack(5, lines, values, results, missing, fallback);
 done:
+    Py_XDECREF(line_object);
     PyMem_Free(points);
     Py_XDECREF(lines);
     Py_XDECREF(values);
@@ -544,7 +606,7 @@ static PyMethodDef module_methods[] = {
     {"count_records", count_records, METH_O,
      "count_records(data)\n--\n\nLines in data that are not blank; see jsonfields.py_count_records"},
     {"locate", locate, METH_VARARGS,
-     "locate(data, hits, first_key_id, cache, max_cached)\n--\n\n"
+     "locate(data, hits, first_key_id, young, old, max_cached)\n--\n\n"
      "-> (lines, values, results, missing, fallback); see jsonfields.py_locate"},
     {NULL, NULL, 0, NULL},
 };

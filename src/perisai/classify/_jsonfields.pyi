@@ -7,7 +7,12 @@ class Hits:
     def __len__(self) -> int: ...
 
 def locate(
-    data: bytes, hits: Hits, first_key_id: int, cache: dict[bytes, Any], max_cached: int
+    data: bytes,
+    hits: Hits,
+    first_key_id: int,
+    young: dict[bytes, Any],
+    old: dict[bytes, Any],
+    max_cached: int,
 ) -> tuple[
     list[int], list[int], list[Any], list[tuple[int, int, int, int, int, int, int]], list[int]
 ]: ...

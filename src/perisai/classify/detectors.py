@@ -37,6 +37,7 @@ class Detector:
     group: int = 0  # the regex group that is the value
     confidence: float = 0.9
     caseless: bool = False
+    recurs: bool = True  # False: each value is new (a one-time code): nothing to cache
     keyword_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     excluded_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
@@ -92,6 +93,9 @@ def _geo_pair(value: str) -> bool:
 
 def _always(value: str) -> bool:
     return True
+
+
+ALWAYS_VALID = _always  # the validator of values whose context is their whole check
 
 
 _ID_KEYWORDS_MY = ("ic", "nric", "mykad", "kad pengenalan", "identity card", "no ic", "ic no")
@@ -430,6 +434,7 @@ DETECTORS: tuple[Detector, ...] = (
         after=2,
         confidence=0.8,
         caseless=True,
+        recurs=False,
     ),
     Detector(
         "GEO_COORDINATE",

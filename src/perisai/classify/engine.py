@@ -29,6 +29,7 @@ import phonenumbers
 
 from perisai.classify import jsonfields
 from perisai.classify.detectors import (
+    ALWAYS_VALID,
     CONTEXT_CHARS,
     DETECTORS,
     PHONE_TRIGGER,
@@ -193,9 +194,11 @@ class Classifier:
             return jsonfields.Located([], [], [], [], jsonfields.line_starts(data))
         hits = jsonfields.new_hits()
         self._database.scan(data, match_event_handler=hits)
+        fields = self._fields
         located = jsonfields.locate(
-            data, hits, _FIRST_KEY_ID, self._fields.fields, MAX_CACHED_FIELD_BYTES
+            data, hits, _FIRST_KEY_ID, fields.young, fields.old, MAX_CACHED_FIELD_BYTES
         )
+        fields.settle()
         new_values = [field for field in located.missing if field[6]]
         self._slow_streak = 0
         if len(new_values) > MOSTLY_NEW * (len(located.lines) + len(located.missing)):
@@ -324,7 +327,7 @@ def _extract(
     for start, end in _windows(ends, detector.before + WINDOW_SLACK, detector.after, limit):
         for match in detector.extract.finditer(block, start, end):
             value = match.group(detector.group)
-            if not _validated(detector.name, value):
+            if detector.validate is not ALWAYS_VALID and not _validated(detector.name, value):
                 continue
             v_start, v_end = match.span(detector.group)
             if detector.keyword_pattern or detector.excluded_pattern:
@@ -333,7 +336,8 @@ def _extract(
                     continue
                 if detector.excluded_pattern and detector.excluded_pattern.search(context):
                     continue
-            masked = mask_value(detector.entity, value)
+            mask = mask_value if detector.recurs else _mask  # caching a one-off costs
+            masked = mask(detector.entity, value)
             found.append(
                 (v_start, v_end, detector.entity, masked, detector.confidence, detector.name)
             )
@@ -468,8 +472,7 @@ def _windows(ends: list[int], before: int, after: int, limit: int) -> Iterator[t
         yield current
 
 
-@lru_cache(maxsize=65536)
-def mask_value(entity: str, value: str) -> str:
+def _mask(entity: str, value: str) -> str:
     """A mask that keeps a hint of the value and nothing that identifies anyone."""
     if entity == "EMAIL":
         return mask_email(value)
@@ -483,3 +486,7 @@ def mask_value(entity: str, value: str) -> str:
     if entity == "OTP_CODE":  # any digit kept would shrink what is left to guess
         return f"<code, {len(value)} digits>"
     return mask_text(value)
+
+
+mask_value = lru_cache(maxsize=65536)(_mask)
+mask_value.__doc__ = _mask.__doc__

@@ -23,6 +23,7 @@ from perisai.classify.match import EntityMatch, FieldMatches
 SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 1 << 20
 EXAMPLES_PER_ENTITY = 3
+EXAMPLES_OFFERED = 64  # masks of one type looked at for distinct examples, at most
 LINES_PER_BATCH = 2048
 _ENTITIES = itemgetter(1)  # a FieldMatches' entity types
 BLOCK_BYTES = 1 << 20  # JSON lines are read and classified about this much at a time
@@ -46,6 +47,7 @@ class FileProfile:
         return self.records_with_personal_data / self.records if self.records else 0.0
 
     _shown: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    _offered: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, entity: str, masked: str) -> None:
         """Count one entity; keep its mask as an example while the type has few (hot path)."""
@@ -54,10 +56,16 @@ class FileProfile:
             self._example(f"{entity}: {masked}")
 
     def wants_example(self, entity: str) -> bool:
-        return self._shown.get(entity, 0) < EXAMPLES_PER_ENTITY
+        """Whether examples of ``entity`` are still sought: until it has a few distinct ones,
+        or enough were offered (masks that look alike, ``<code, 6 digits>``, never differ)."""
+        return (
+            self._shown.get(entity, 0) < EXAMPLES_PER_ENTITY
+            and self._offered.get(entity, 0) < EXAMPLES_OFFERED
+        )
 
     def example(self, entity: str, masked: str) -> None:
         """Keep ``masked`` as an example of ``entity`` if the type still has few."""
+        self._offered[entity] = self._offered.get(entity, 0) + 1
         self._example(f"{entity}: {masked}")
 
     def _example(self, example: str) -> None:

@@ -94,10 +94,18 @@ class PyHits:
 
 
 def py_locate(
-    data: bytes, hits: PyHits, first_key_id: int, cache: dict[bytes, Any], max_cached: int
+    data: bytes,
+    hits: PyHits,
+    first_key_id: int,
+    young: dict[bytes, Any],
+    old: dict[bytes, Any],
+    max_cached: int,
 ) -> Located:
     """The field of every hit in ``data`` (lines joined by newlines): cached answers, fields
-    to classify, and the starts of lines to read the slow way."""
+    to classify, and the starts of lines to read the slow way.
+
+    The cache is two generations: a field found in ``old`` moves up to ``young`` (its owner,
+    :class:`~perisai.classify.fieldcache.FieldCache`, drops ``old`` when ``young`` is full)."""
     found: list[tuple[int, int, Any]] = []
     missing: list[Missing] = []
     fallback: list[int] = []
@@ -157,8 +165,10 @@ def py_locate(
         pending_key_only = False
         if field_end - key_start + 1 <= max_cached:
             field_bytes = data[key_start - 1 : field_end]
-            if field_bytes in cache:
-                result = cache[field_bytes]
+            if field_bytes in old and field_bytes not in young:
+                young[field_bytes] = old.pop(field_bytes)
+            if field_bytes in young:
+                result = young[field_bytes]
                 if result is not None:  # None: known to hold nothing
                     found.append((line_start, value_start, result))
                 continue
@@ -293,10 +303,16 @@ def count_records(data: bytes) -> int:
 
 
 def locate(
-    data: bytes, hits: PyHits, first_key_id: int, cache: dict[bytes, Any], max_cached: int
+    data: bytes,
+    hits: PyHits,
+    first_key_id: int,
+    young: dict[bytes, Any],
+    old: dict[bytes, Any],
+    max_cached: int,
 ) -> Located:
     """:func:`py_locate`, compiled where the extension is built (``hits`` from
     :func:`new_hits`)."""
     if COMPILED:
-        return Located(*_jsonfields.locate(data, hits, first_key_id, cache, max_cached))  # type: ignore[arg-type]
-    return py_locate(data, hits, first_key_id, cache, max_cached)
+        found = _jsonfields.locate(data, hits, first_key_id, young, old, max_cached)  # type: ignore[arg-type]
+        return Located(*found)
+    return py_locate(data, hits, first_key_id, young, old, max_cached)
