@@ -77,6 +77,7 @@ def _both(
     c_young, c_old, p_young, p_old = dict(young), dict(old), dict(young), dict(old)
     compiled = jsonfields.locate(data, compiled_hits, first_key, c_young, c_old, limit)
     reference = jsonfields.py_locate(data, python_hits, first_key, p_young, p_old, limit)
+    compiled, reference = jsonfields.Located(*compiled), jsonfields.Located(*reference)
     assert (c_young, c_old) == (p_young, p_old)
     return compiled, reference, (c_young, c_old)
 
@@ -238,7 +239,9 @@ def test_python_step_gives_the_same_profile(
     path = tmp_path / "mixed.jsonl"
     path.write_text("\n".join(_corpus_lines(300) + AWKWARD) + "\n", encoding="utf-8")
     compiled = profile_file(path, Classifier(("MY",))).to_dict()
-    monkeypatch.setattr(jsonfields, "COMPILED", False)
+    monkeypatch.setattr(jsonfields, "new_hits", jsonfields.PyHits)
+    monkeypatch.setattr(jsonfields, "locate", jsonfields.py_locate)
+    monkeypatch.setattr(jsonfields, "count_records", jsonfields.py_count_records)
     python = profile_file(path, Classifier(("MY",))).to_dict()
     assert python == compiled
     assert compiled["records"] == 300 + sum(1 for line in AWKWARD if line.strip())

@@ -195,8 +195,10 @@ class Classifier:
         hits = jsonfields.new_hits()
         self._database.scan(data, match_event_handler=hits)
         fields = self._fields
-        located = jsonfields.locate(
-            data, hits, _FIRST_KEY_ID, fields.young, fields.old, MAX_CACHED_FIELD_BYTES
+        located = jsonfields.Located(
+            *jsonfields.locate(
+                data, hits, _FIRST_KEY_ID, fields.young, fields.old, MAX_CACHED_FIELD_BYTES
+            )
         )
         fields.settle()
         new_values = [field for field in located.missing if field[6]]

@@ -16,8 +16,8 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from perisai.classify import jsonfields
 from perisai.classify.engine import Classifier
-from perisai.classify.jsonfields import count_records
 from perisai.classify.match import EntityMatch, FieldMatches
 
 SNIFF_BYTES = 8192
@@ -207,7 +207,7 @@ def _profile_jsonl(
     """The fast path: blocks of raw bytes, never decoded or parsed as a whole; each field
     with personal data is found once per block (see ``Classifier.scan_json_block``)."""
     for block in _line_blocks(binary, profile, on_bytes):
-        profile.records += count_records(block)
+        profile.records += jsonfields.count_records(block)
         lines, results = classifier.scan_json_block(block)
         profile.records_with_personal_data += len(set(lines))
         # Count by each field's set of entity types (a handful per block), never field by

@@ -19,6 +19,7 @@ tens of nanoseconds) and the reference below, which the tests hold it to.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 # missing: (line start, key start, key end, value start, value end, field end, value hit);
@@ -93,14 +94,12 @@ class PyHits:
         return list(self.hits)
 
 
+Cache = dict[bytes, Any]
+
+
 def py_locate(
-    data: bytes,
-    hits: PyHits,
-    first_key_id: int,
-    young: dict[bytes, Any],
-    old: dict[bytes, Any],
-    max_cached: int,
-) -> Located:
+    data: bytes, hits: PyHits, first_key_id: int, young: Cache, old: Cache, max_cached: int
+) -> Found:
     """The field of every hit in ``data`` (lines joined by newlines): cached answers, fields
     to classify, and the starts of lines to read the slow way.
 
@@ -111,7 +110,7 @@ def py_locate(
     fallback: list[int] = []
     size = len(data)
     if not size:
-        return Located([], [], [], missing, fallback)
+        return [], [], [], missing, fallback
     points = sorted(
         (_point(trigger, end, first_key_id, data), trigger >= first_key_id)
         for trigger, end in hits.hits
@@ -180,9 +179,7 @@ def py_locate(
         slow = set(fallback)
         found = [f for f in found if f[0] not in slow]
         missing = [m for m in missing if m[0] not in slow]
-    return Located(
-        [f[0] for f in found], [f[1] for f in found], [f[2] for f in found], missing, fallback
-    )
+    return [f[0] for f in found], [f[1] for f in found], [f[2] for f in found], missing, fallback
 
 
 _SLOW = (-1, -1, -1, -1, -1)
@@ -279,6 +276,9 @@ def _skip_back(data: bytes, at: int, start: int) -> int:
     return at
 
 
+# What locate gives back: Located's fields as a plain tuple, as the C function builds it.
+Found = tuple[list[int], list[int], list[Any], list[Missing], list[int]]
+
 try:  # the compiled step: same contract, built with the package where a compiler is there
     from perisai.classify import _jsonfields
 
@@ -287,32 +287,14 @@ except ImportError:  # pragma: no cover - exercised where the extension is not b
     COMPILED = False
 
 
-def new_hits() -> PyHits:
-    """A hit collector for hyperscan: the compiled one where it is built."""
-    return _jsonfields.Hits() if COMPILED else PyHits()  # type: ignore[return-value]
-
-
 def py_count_records(data: bytes) -> int:
     """Lines in ``data`` that are not blank."""
     return sum(1 for line in data.split(b"\n") if line.strip())
 
 
-def count_records(data: bytes) -> int:
-    """:func:`py_count_records`, compiled where the extension is built."""
-    return _jsonfields.count_records(data) if COMPILED else py_count_records(data)
-
-
-def locate(
-    data: bytes,
-    hits: PyHits,
-    first_key_id: int,
-    young: dict[bytes, Any],
-    old: dict[bytes, Any],
-    max_cached: int,
-) -> Located:
-    """:func:`py_locate`, compiled where the extension is built (``hits`` from
-    :func:`new_hits`)."""
-    if COMPILED:
-        found = _jsonfields.locate(data, hits, first_key_id, young, old, max_cached)  # type: ignore[arg-type]
-        return Located(*found)
-    return py_locate(data, hits, first_key_id, young, old, max_cached)
+# The step itself: compiled where the extension is built, else the Python reference.
+new_hits: Callable[[], PyHits] = _jsonfields.Hits if COMPILED else PyHits  # type: ignore[assignment]
+locate: Callable[[bytes, PyHits, int, Cache, Cache, int], Found] = (
+    _jsonfields.locate if COMPILED else py_locate  # type: ignore[assignment]
+)
+count_records: Callable[[bytes], int] = _jsonfields.count_records if COMPILED else py_count_records
