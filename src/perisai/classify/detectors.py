@@ -38,6 +38,9 @@ class Detector:
     confidence: float = 0.9
     caseless: bool = False
     recurs: bool = True  # False: each value is new (a one-time code): nothing to cache
+    # Whether hyperscan itself waits for a keyword: cheap where keywords are rare (`mykad`);
+    # where they are everywhere in logs (`lat`), the value's own shape is the cheaper gate.
+    gate: bool = True
     keyword_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     excluded_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
@@ -49,7 +52,7 @@ class Detector:
     def gated_trigger(self) -> str:
         """The trigger hyperscan runs: a detector that needs a keyword fires only where one
         stands within CONTEXT_CHARS before the value (a superset of the exact check)."""
-        if not self.keywords:
+        if not self.keywords or not self.gate:
             return self.trigger
         words = "|".join(re.escape(word).replace("\\ ", "[ _]") for word in self.keywords)
         value = self.trigger.replace("(?:^|", "(?:", 1)  # a keyword stands before it
@@ -446,6 +449,7 @@ DETECTORS: tuple[Detector, ...] = (
         before=40,
         after=24,
         confidence=0.85,
+        gate=False,
     ),
 )
 
