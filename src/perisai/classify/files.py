@@ -24,7 +24,6 @@ SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 1 << 20
 EXAMPLES_PER_ENTITY = 3
 EXAMPLES_OFFERED = 64  # masks of one type looked at for distinct examples, at most
-LINES_PER_BATCH = 2048
 _ENTITIES = itemgetter(1)  # a FieldMatches' entity types
 BLOCK_BYTES = 1 << 20  # JSON lines are read and classified about this much at a time
 
