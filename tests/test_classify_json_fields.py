@@ -75,9 +75,12 @@ def _both(
     first_key = engine._FIRST_KEY_ID
     limit = fieldcache.MAX_CACHED_FIELD_BYTES
     c_young, c_old, p_young, p_old = dict(young), dict(old), dict(young), dict(old)
-    compiled = jsonfields.locate(data, compiled_hits, first_key, c_young, c_old, limit)
-    reference = jsonfields.py_locate(data, python_hits, first_key, p_young, p_old, limit)
+    compiled = jsonfields.locate(data, compiled_hits, first_key, c_young, c_old, limit, True)
+    reference = jsonfields.py_locate(data, python_hits, first_key, p_young, p_old, limit, True)
     compiled, reference = jsonfields.Located(*compiled), jsonfields.Located(*reference)
+    # without the value starts (what counting asks for), the same but for them
+    bare = jsonfields.locate(data, compiled_hits, first_key, dict(young), dict(old), limit, False)
+    assert jsonfields.Located(*bare) == reference._replace(values=[])
     assert (c_young, c_old) == (p_young, p_old)
     return compiled, reference, (c_young, c_old)
 

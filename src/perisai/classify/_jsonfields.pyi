@@ -13,6 +13,7 @@ def locate(
     young: dict[bytes, Any],
     old: dict[bytes, Any],
     max_cached: int,
+    want_values: bool,
 ) -> tuple[
     list[int], list[int], list[Any], list[tuple[int, int, int, int, int, int, int]], list[int]
 ]: ...

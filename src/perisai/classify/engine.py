@@ -143,7 +143,7 @@ class Classifier:
         arithmetic, a recurring field is one cached object. Lines are classified as
         :meth:`scan_json_lines` classifies them.
         """
-        located = self._json_fields(data)
+        located = self._json_fields(data, want_values=False)
         lines, results = located.lines, located.results
         if located.fallback:
             texts = jsonfields.texts_at(data, located.fallback)
@@ -186,7 +186,7 @@ class Classifier:
                 per_line[n] = matches
         return per_line
 
-    def _json_fields(self, data: bytes) -> jsonfields.Located:
+    def _json_fields(self, data: bytes, want_values: bool = True) -> jsonfields.Located:
         """Stage 1 over ``data``, each hit traced to its field, each field classified once:
         the fields with personal data, and the starts of lines to read the slow way."""
         if 0 < self._slow_streak < SLOW_CHECK_EVERY:  # fields did not recur a block ago
@@ -197,7 +197,13 @@ class Classifier:
         fields = self._fields
         located = jsonfields.Located(
             *jsonfields.locate(
-                data, hits, _FIRST_KEY_ID, fields.young, fields.old, MAX_CACHED_FIELD_BYTES
+                data,
+                hits,
+                _FIRST_KEY_ID,
+                fields.young,
+                fields.old,
+                MAX_CACHED_FIELD_BYTES,
+                want_values,
             )
         )
         fields.settle()
@@ -208,7 +214,8 @@ class Classifier:
             located = jsonfields.lines_to_slow_path(located, {field[0] for field in new_values})
         for line_start, value_start, result in self._classify_fields(data, located.missing):
             located.lines.append(line_start)
-            located.values.append(value_start)
+            if want_values:
+                located.values.append(value_start)
             located.results.append(result)
         return located
 

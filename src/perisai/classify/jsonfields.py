@@ -33,7 +33,7 @@ class Located(NamedTuple):
     per field: nothing for the cyclic GC to track in the hot loop)."""
 
     lines: list[int]  # line start of each cached field that holds personal data
-    values: list[int]  # where its value starts
+    values: list[int]  # where its value starts (empty unless asked for)
     results: list[Any]  # its cached (non-empty) result
     missing: list[Missing]  # fields not in the cache
     fallback: list[int]  # starts of lines to read the slow way, each once, in order
@@ -98,7 +98,13 @@ Cache = dict[bytes, Any]
 
 
 def py_locate(
-    data: bytes, hits: PyHits, first_key_id: int, young: Cache, old: Cache, max_cached: int
+    data: bytes,
+    hits: PyHits,
+    first_key_id: int,
+    young: Cache,
+    old: Cache,
+    max_cached: int,
+    want_values: bool,
 ) -> Found:
     """The field of every hit in ``data`` (lines joined by newlines): cached answers, fields
     to classify, and the starts of lines to read the slow way.
@@ -179,7 +185,8 @@ def py_locate(
         slow = set(fallback)
         found = [f for f in found if f[0] not in slow]
         missing = [m for m in missing if m[0] not in slow]
-    return [f[0] for f in found], [f[1] for f in found], [f[2] for f in found], missing, fallback
+    values = [f[1] for f in found] if want_values else []
+    return [f[0] for f in found], values, [f[2] for f in found], missing, fallback
 
 
 _SLOW = (-1, -1, -1, -1, -1)
@@ -294,7 +301,7 @@ def py_count_records(data: bytes) -> int:
 
 # The step itself: compiled where the extension is built, else the Python reference.
 new_hits: Callable[[], PyHits] = _jsonfields.Hits if COMPILED else PyHits  # type: ignore[assignment]
-locate: Callable[[bytes, PyHits, int, Cache, Cache, int], Found] = (
+locate: Callable[[bytes, PyHits, int, Cache, Cache, int, bool], Found] = (
     _jsonfields.locate if COMPILED else py_locate  # type: ignore[assignment]
 )
 count_records: Callable[[bytes], int] = _jsonfields.count_records if COMPILED else py_count_records
