@@ -235,6 +235,26 @@ def test_profile_counts_lines_right_whatever_the_path(
         ), line
 
 
+def test_known_fields_in_a_block_of_new_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block mostly of new values that also holds fields already cached: the new ones go the
+    slow way, the cached ones keep their answers, for counting and for spans alike."""
+    classifier = Classifier(("MY",))
+    known = [json.dumps({"email": f"user{n}@example.org"}) for n in range(20)]
+    with monkeypatch.context() as patch:  # all new, but read field by field: now cached
+        patch.setattr(engine, "MOSTLY_NEW", 1.0)
+        classifier.scan_json_block("\n".join(known).encode())
+    assert len(classifier._fields) == len(known)
+    fresh = _corpus_lines(200)
+    block = "\n".join(known + fresh)
+    starts, results = classifier.scan_json_block(block.encode())
+    walker = Classifier(("MY",))
+    expected = sum((_walked(walker, line) for line in known + fresh), Counter())
+    found = Counter((m.entity, m.masked) for matches, _ in results for m in matches)
+    assert found == expected and len(set(starts)) >= len(known)
+    lines = list(Classifier(("MY",)).scan_json_lines(known))  # a fresh classifier, then
+    assert [m.entity for r in lines for m in r] == ["EMAIL"] * len(known)
+
+
 def test_python_step_gives_the_same_profile(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -68,7 +68,7 @@ def lines_to_slow_path(located: Located, slow: set[int]) -> Located:
     keep = [n for n, line in enumerate(located.lines) if line not in slow]
     return Located(
         [located.lines[n] for n in keep],
-        [located.values[n] for n in keep],
+        [located.values[n] for n in keep] if located.values else [],
         [located.results[n] for n in keep],
         [field for field in located.missing if field[0] not in slow],
         sorted(slow.union(located.fallback)),
