@@ -103,6 +103,21 @@ def _check_positive(entity: str, value: str) -> bool:
     return bool(value.strip())  # MESSAGE_BODY, PERSON: free text
 
 
+def test_mykad_validator_is_stdnums() -> None:
+    """perisai's MyKad check remembers place codes; its answers stay python-stdnum's."""
+    from random import Random
+
+    from perisai.classify.validators import mykad
+
+    rnd = Random(4)
+    numbers = [f"{rnd.randrange(10**12):012d}" for _ in range(20000)]
+    numbers += [f"900101{code:02d}5566" for code in range(100)]  # every place code
+    numbers += ["900230015566", "900101-14-5566", "90010114556", "9001011455667"]
+    valid = [n for n in numbers if mykad(n)]
+    assert [mykad(n) for n in numbers] == [my_nric.is_valid(n) for n in numbers]
+    assert 500 < len(valid) < len(numbers) - 500  # both answers common: not vacuous
+
+
 def test_positives_pass_their_validators() -> None:
     for item in generate(1500, seed=9):
         for label in item.labels:

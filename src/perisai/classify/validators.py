@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
+from functools import lru_cache
 
 from Crypto.Hash import keccak
 from stdnum import iban, imei, luhn
 from stdnum.cn import ric as cn_ric
+from stdnum.exceptions import ValidationError
 from stdnum.in_ import aadhaar
 from stdnum.my import nric as my_nric
 from stdnum.th import pin as th_pin
@@ -65,9 +67,27 @@ def ip_address(value: str) -> bool:
 
 
 def mykad(value: str) -> bool:
-    """Malaysian IC: a valid birth date and a real place-of-birth code (no check digit)."""
+    """Malaysian IC: a valid birth date and a real place-of-birth code (no check digit);
+    ``my_nric.is_valid``'s checks, with its place lookup remembered per code."""
     number = digits_of(value)
-    return len(number) == 12 and my_nric.is_valid(number)
+    if len(number) != 12:
+        return False
+    try:
+        my_nric.get_birth_date(number)
+    except ValidationError:
+        return False
+    return _known_birth_place(number[6:8])
+
+
+@lru_cache(maxsize=128)
+def _known_birth_place(code: str) -> bool:
+    """Whether a MyKad place-of-birth code exists: python-stdnum reads it from its number
+    database each time (tens of µs); there are a hundred codes, and every new IC asks."""
+    try:
+        my_nric.get_birth_place(f"000000{code}0000")
+    except ValidationError:
+        return False
+    return True
 
 
 _NRIC_WEIGHTS = (2, 7, 6, 5, 4, 3, 2)
