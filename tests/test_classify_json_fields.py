@@ -16,6 +16,7 @@ from benchmarks.applog import write_app_log
 from benchmarks.corpus import iter_records
 
 from perisai.classify import Classifier, engine, fieldcache, jsonfields
+from perisai.classify.detectors import DETECTORS
 from perisai.classify.files import profile_file
 
 # Lines the step must either read or hand to the slow path, never misread.
@@ -38,6 +39,16 @@ AWKWARD = [
     '"just a string with 203.0.113.7"',
     *(  # fields just under, at and just over the longest the cache keeps (256 bytes)
         '{"body": "' + "kata " * 48 + "x" * n + '"}' for n in (5, 6, 7)
+    ),
+    *(  # one-time codes, and look-alikes the template rule must keep away from templates
+        '{"sms_text": "Your TAC is 482913. Do not share it."}',
+        '{"sms_text": "Your TAC is 012345. Do not share it."}',
+        '{"sms_text": "Your TAC is 01234567 now"}',  # eight digits from 0: a phone trigger
+        '{"body": "OTP 4829 for 60123456789"}',  # a number beside the code
+        '{"text": "code 4829 ref 1234 5678 9012"}',  # a long digit group
+        '{"msisdn": "60123456789", "sms": "kod pengesahan 5521", "to": "code 4829"}',
+        '{"code": "4829"}',  # the keyword in the key: no hit in raw JSON
+        '{"imei_of_the_registered_handset_x": "TAC 1234 356938035643809"}',
     ),
     "",
     "   ",
@@ -64,7 +75,7 @@ Cache = dict[bytes, Any]
 
 
 def _both(
-    classifier: Classifier, data: bytes, young: Cache, old: Cache
+    classifier: Classifier, data: bytes, young: Cache, old: Cache, templates: Cache | None = None
 ) -> tuple[Any, Any, tuple[Cache, Cache]]:
     """Both implementations over ``data``, each with its own copy of the cache; the compiled
     one's answer, the reference's, and the cache after each (fields move up from ``old``)."""
@@ -74,12 +85,20 @@ def _both(
     python_hits.hits = compiled_hits.pairs()
     first_key = engine._FIRST_KEY_ID
     limit = fieldcache.MAX_CACHED_FIELD_BYTES
+    templates = templates or {}
+    otp = engine._TEMPLATE_ID
     c_young, c_old, p_young, p_old = dict(young), dict(old), dict(young), dict(old)
-    compiled = jsonfields.locate(data, compiled_hits, first_key, c_young, c_old, limit, True)
-    reference = jsonfields.py_locate(data, python_hits, first_key, p_young, p_old, limit, True)
+    compiled = jsonfields.locate(
+        data, compiled_hits, first_key, c_young, c_old, limit, True, templates, otp
+    )
+    reference = jsonfields.py_locate(
+        data, python_hits, first_key, p_young, p_old, limit, True, templates, otp
+    )
     compiled, reference = jsonfields.Located(*compiled), jsonfields.Located(*reference)
     # without the value starts (what counting asks for), the same but for them
-    bare = jsonfields.locate(data, compiled_hits, first_key, dict(young), dict(old), limit, False)
+    bare = jsonfields.locate(
+        data, compiled_hits, first_key, dict(young), dict(old), limit, False, templates, otp
+    )
     assert jsonfields.Located(*bare) == reference._replace(values=[])
     assert (c_young, c_old) == (p_young, p_old)
     return compiled, reference, (c_young, c_old)
@@ -97,18 +116,30 @@ def test_compiled_locate_equals_the_reference(classifier: Classifier) -> None:
     random.Random(2).shuffle(lines)
     young: Cache = {}
     old: Cache = {}
-    located = moved = 0
+    templates: Cache = {}
+    located = moved = templated = 0
     for round_ in range(2):  # with nothing cached, then with every field of round one cached
         for data in _blocks(lines):
-            compiled, reference, (young_after, _) = _both(classifier, data, young, old)
+            compiled, reference, (young_after, _) = _both(classifier, data, young, old, templates)
             assert compiled == reference
             located += len(reference.missing)
             moved += len(young_after) - len(young)
             if round_ == 0:  # a third held nothing, the others something; half of them old
                 for n, missing in enumerate(reference.missing):
                     field = data[missing[1] - 1 : missing[5]]
+                    if missing[6] == jsonfields.TEMPLATED:
+                        templated += 1
+                        template = jsonfields.template_of(data, *missing[1:2], *missing[3:6])
+                        templates[template] = (template, "held")
+                        continue
                     (old if n % 2 else young)[field] = None if n % 3 == 0 else (field, "held")
-    assert located > 1000 and moved > 100  # not vacuous
+    assert located > 1000 and moved > 100 and templated > 10  # not vacuous
+    # round two found every templated field by its template
+    assert not any(
+        m[6] == jsonfields.TEMPLATED
+        for data in _blocks(lines)
+        for m in _both(classifier, data, young, old, templates)[1].missing
+    )
 
 
 @pytest.mark.skipif(not jsonfields.COMPILED, reason="the C step is not built here")
@@ -181,12 +212,79 @@ def test_spans_from_the_cache_index_each_line(classifier: Classifier) -> None:
         assert {line[m.start : m.end] for m in matches} == {"siti@example.org", "203.0.113.7"}
 
 
-def test_one_time_codes_are_not_remembered() -> None:
+def test_one_time_codes_are_remembered_by_template_only() -> None:
     classifier = Classifier(("MY",))
     lines = [json.dumps({"sms_text": f"Your TAC is {n:06d}. Do not share it."}) for n in range(50)]
     results = list(classifier.scan_json_lines(lines))
     assert all([m.entity for m in r] == ["OTP_CODE"] for r in results)
     assert len(classifier._fields) == 0
+    assert list(classifier._fields.templates) == [
+        b'"sms_text": "Your TAC is 000000. Do not share it."'
+    ]
+    assert {r[0].masked for r in results} == {"<code, 6 digits>"}
+
+
+def _code_messages(rnd: random.Random) -> list[str]:
+    """Code messages whose digits vary around one template each, with neighbours that look like
+    other entities: phone numbers, cards, IDs, IPs, dates, numbers glued to the code."""
+    templates = [
+        "Your TAC is #. Do not share it with anyone.",
+        "OTP # (valid 5 min)",
+        "kod pengesahan anda # untuk 60123456789",
+        "Your code is # , card 4111 1111 1111 1111",
+        "verification code: # ref ORD-2026-#",
+        "PIN #, call 012-345 6789 if this was not you",
+        "code # from 203.0.113.# at 2026-11-23",
+        "passcode #.# is not a code",
+        "Kod # IC 900101-14-5566",
+        "code # imei 35693803564380#",
+        "TAC #####",
+    ]
+    messages = []
+    for template in templates:
+        for _ in range(40):
+            text = template
+            while "#" in text:
+                digits = "".join(rnd.choice("0123456789") for _ in range(rnd.choice((4, 6, 8))))
+                text = text.replace("#", digits, 1)
+            messages.append(text)
+    return messages
+
+
+@pytest.mark.parametrize("key", ["sms_text", "body", "note", "msg", "phone", "name", "lat"])
+def test_templated_codes_get_the_record_walks_answers(key: str) -> None:
+    """Fields answered by their template give, line for line, what the record walk gives each
+    line on its own, whatever the digits (keys that tell about digits are never templated)."""
+    rnd = random.Random(11)
+    lines = [json.dumps({"event": "otp.sent", key: text}) for text in _code_messages(rnd)]
+    rnd.shuffle(lines)
+    classifier = Classifier(("MY",))
+    walker = Classifier(("MY",))
+    for _ in range(2):  # the second time, every templated field is known
+        for line, matches in zip(lines, classifier.scan_json_lines(lines), strict=True):
+            assert Counter((m.entity, m.masked) for m in matches) == _walked(walker, line), line
+    if key in ("sms_text", "body", "note", "msg"):
+        assert 0 < len(classifier._fields.templates) < len(lines) // 4
+    else:
+        assert not classifier._fields.templates
+
+
+def test_templates_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(fieldcache, "TEMPLATE_ENTRIES", 8)
+    classifier = Classifier(("MY",))
+    lines = [json.dumps({f"sms_{n}": f"Your TAC is {n:06d}."}) for n in range(40)]
+    assert all(classifier.scan_json_lines(lines))
+    assert 0 < len(classifier._fields.templates) <= 8
+
+
+def test_gated_detectors_need_long_digit_groups() -> None:
+    """The template rule (``jsonfields.template_of``) holds because every detector that a
+    keyword gates in hyperscan needs a run of twelve digits or more: a new one must too."""
+    gated = {d.name for d in DETECTORS if d.keywords and d.gate}
+    assert gated == {"imei-luhn", "my-mykad", "in-aadhaar", "th-id", "id-nik"}
+    for detector in DETECTORS:
+        if detector.name in gated:
+            assert not detector.extract.search("a 1234 5678 1234-5678 12345678 b")
 
 
 @pytest.mark.parametrize("mostly_new", MODES)
@@ -230,7 +328,7 @@ def test_profile_counts_lines_right_whatever_the_path(
     starts, results = Classifier(("MY",)).scan_json_block(block)
     for start, (matches, _) in zip(starts, results, strict=True):
         line = block[start:].split(b"\n", 1)[0].decode()
-        assert Counter(m.entity for m in matches) == Counter(
+        assert Counter(m[0] for m in matches) == Counter(
             entity for entity, _ in _walked(walker, line).elements()
         ), line
 
@@ -249,7 +347,7 @@ def test_known_fields_in_a_block_of_new_ones(monkeypatch: pytest.MonkeyPatch) ->
     starts, results = classifier.scan_json_block(block.encode())
     walker = Classifier(("MY",))
     expected = sum((_walked(walker, line) for line in known + fresh), Counter())
-    found = Counter((m.entity, m.masked) for matches, _ in results for m in matches)
+    found = Counter((m[0], m[3]) for matches, _ in results for m in matches)
     assert found == expected and len(set(starts)) >= len(known)
     lines = list(Classifier(("MY",)).scan_json_lines(known))  # a fresh classifier, then
     assert [m.entity for r in lines for m in r] == ["EMAIL"] * len(known)

@@ -108,6 +108,7 @@ static PyTypeObject HitsType = {
 
 typedef struct {
     Py_ssize_t at;
+    long long trigger;
     int is_key;
 } Point;
 
@@ -299,6 +300,83 @@ static int key_field(const char *d, Py_ssize_t at, Py_ssize_t line_start, Py_ssi
     return FIELD_NONE;
 }
 
+/* ----- templates: fields answered whatever the values of their digits (template_of) ------ */
+
+#define TEMPLATED 2
+#define TEMPLATE_MAX_DIGIT_GROUP 8
+
+static int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* The first point at or after `at` (points are sorted by position). */
+static Py_ssize_t first_point_at(const Point *points, Py_ssize_t n, Py_ssize_t at) {
+    Py_ssize_t low = 0, high = n;
+    while (low < high) {
+        Py_ssize_t middle = low + (high - low) / 2;
+        if (points[middle].at < at) {
+            low = middle + 1;
+        } else {
+            high = middle;
+        }
+    }
+    return low;
+}
+
+static Py_ssize_t longest_digit_group(const char *d, Py_ssize_t start, Py_ssize_t end) {
+    Py_ssize_t longest = 0, run = 0;
+    for (Py_ssize_t at = start; at < end; at++) {
+        if (is_digit(d[at])) {
+            run++;
+            if (run > longest) {
+                longest = run;
+            }
+        } else {
+            int joins = (d[at] == ' ' || d[at] == '-') && at + 1 < end && is_digit(d[at + 1]);
+            if (!(joins && run)) {
+                run = 0;
+            }
+        }
+    }
+    return longest;
+}
+
+/* _templated in jsonfields.py: a string value, every non-key hit in the field the template
+ * trigger's, one of them inside the value, and no long digit group in it. */
+static int templated(const char *d, const Point *points, Py_ssize_t n, const Field *field,
+                     long long template_trigger) {
+    if (template_trigger < 0 || field->field_end != field->value_end + 1) {
+        return 0;
+    }
+    int in_value = 0;
+    Py_ssize_t last = first_point_at(points, n, field->field_end);
+    for (Py_ssize_t j = first_point_at(points, n, field->key_start - 1); j < last; j++) {
+        if (points[j].is_key) {
+            continue;
+        }
+        if (points[j].trigger != template_trigger) {
+            return 0;
+        }
+        in_value |= field->value_start <= points[j].at && points[j].at < field->value_end;
+    }
+    return in_value && longest_digit_group(d, field->value_start, field->value_end) <=
+                           TEMPLATE_MAX_DIGIT_GROUP;
+}
+
+/* template_of in jsonfields.py: the field's bytes, each ASCII digit of the value read as 0. */
+static PyObject *template_of(const char *d, const Field *field) {
+    Py_ssize_t start = field->key_start - 1;
+    PyObject *template = PyBytes_FromStringAndSize(d + start, field->field_end - start);
+    if (template == NULL) {
+        return NULL;
+    }
+    char *bytes = PyBytes_AS_STRING(template);
+    for (Py_ssize_t at = field->value_start; at < field->value_end; at++) {
+        if (is_digit(bytes[at - start])) {
+            bytes[at - start] = '0';
+        }
+    }
+    return template;
+}
+
 /* Append a new Python object to a list, stealing the reference; -1 on error. */
 static int append_steal(PyObject *list, PyObject *item) {
     if (item == NULL) {
@@ -425,12 +503,13 @@ static int mark_value_hit(PyObject *missing) {
 
 static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
     Py_buffer view;
-    PyObject *hits_object, *young, *old;
+    PyObject *hits_object, *young, *old, *templates;
     Py_ssize_t first_key_id, max_cached;
+    long long template_trigger;
     int want_values;
-    if (!PyArg_ParseTuple(args, "y*O!nO!O!np", &view, &HitsType, &hits_object, &first_key_id,
-                          &PyDict_Type, &young, &PyDict_Type, &old, &max_cached,
-                          &want_values)) {
+    if (!PyArg_ParseTuple(args, "y*O!nO!O!npO!L", &view, &HitsType, &hits_object,
+                          &first_key_id, &PyDict_Type, &young, &PyDict_Type, &old, &max_cached,
+                          &want_values, &PyDict_Type, &templates, &template_trigger)) {
         return NULL;
     }
     HitsObject *hits = (HitsObject *)hits_object;
@@ -472,6 +551,7 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
             at = size - 1;
         }
         points[i].at = (Py_ssize_t)at;
+        points[i].trigger = hits->items[i].trigger;
         points[i].is_key = is_key;
     }
     sort_points(points, hits->size);
@@ -537,6 +617,7 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
         }
         last_value = field.value_start;
         pending_key_only = 0;
+        int seen_as = !points[i].is_key;
         if (field.field_end - field.key_start + 1 <= max_cached) {
             PyObject *key = PyBytes_FromStringAndSize(d + field.key_start - 1,
                                                       field.field_end - field.key_start + 1);
@@ -547,6 +628,19 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
             Py_DECREF(key);
             if (cached == NULL && PyErr_Occurred()) {
                 goto done;
+            }
+            if (cached == NULL && templated(d, points, hits->size, &field, template_trigger)) {
+                seen_as = TEMPLATED;
+                PyObject *template = template_of(d, &field);
+                if (template == NULL) {
+                    goto done;
+                }
+                cached = PyDict_GetItemWithError(templates, template); /* borrowed */
+                Py_XINCREF(cached);
+                Py_DECREF(template);
+                if (cached == NULL && PyErr_Occurred()) {
+                    goto done;
+                }
             }
             if (cached != NULL) {
                 if (cached != Py_None && line_object == NULL) {
@@ -564,13 +658,13 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
                 continue;
             }
         }
-        Py_ssize_t entry[7] = {line_start,      field.key_start, field.key_end,
+        Py_ssize_t entry[7] = {line_start,        field.key_start, field.key_end,
                                field.value_start, field.value_end, field.field_end,
-                               !points[i].is_key};
+                               seen_as};
         if (append_steal(missing, tuple_of(entry, 7)) < 0) {
             goto done;
         }
-        pending_key_only = points[i].is_key;
+        pending_key_only = seen_as == 0;
     }
     if (any_late &&
         drop_slow_lines(fallback, &lines, want_values ? &values : NULL, &results, &missing) < 0) {

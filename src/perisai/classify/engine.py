@@ -11,7 +11,8 @@ Three ways in, one engine: ``scan_text`` (one text, optional key), ``scan_record
 fields, each as ``key: value``) and ``scan_json_lines`` (raw JSON lines, the fast path: no JSON
 parsing; keys that tell are found by hyperscan too). On that path each hit is traced to its
 field (``"key": "value"``, see :mod:`jsonfields`) and what the field holds is classified once,
-as the record walk would, and cached by its raw bytes: a service's log repeats its fields.
+as the record walk would, and cached by its raw bytes: a service's log repeats its fields
+(a field with a one-time code, new on every line, is cached by its template instead).
 """
 
 from __future__ import annotations
@@ -37,7 +38,13 @@ from perisai.classify.detectors import (
     Detector,
 )
 from perisai.classify.fieldcache import MAX_CACHED_FIELD_BYTES, FieldCache
-from perisai.classify.keyhints import JSON_KEY_TRIGGERS, from_key, from_kind, key_may_tell
+from perisai.classify.keyhints import (
+    JSON_KEY_TRIGGERS,
+    from_key,
+    from_kind,
+    key_kind,
+    key_may_tell,
+)
 from perisai.classify.mask import mask_email, mask_phone, mask_text
 from perisai.classify.match import EntityMatch, FieldMatches
 from perisai.classify.records import iter_fields
@@ -48,6 +55,17 @@ WINDOW_SLACK = 2  # a trigger's end lies past the boundary character after its v
 _PHONE_ID = len(DETECTORS)
 _FIRST_KEY_ID = _PHONE_ID + 1  # then one trigger per kind of telling JSON key
 _WHOLE_VALUE = ("MESSAGE_BODY", "PERSON")  # may overlap other entities: both are kept
+# The trigger whose fields are remembered by template (``jsonfields.template_of``): the
+# one-time code's, while its extraction, context and mask see digits only as a class.
+_TEMPLATE_ID = next(
+    (
+        n
+        for n, d in enumerate(DETECTORS)
+        if not d.recurs and d.validate is ALWAYS_VALID and not d.keywords and not d.excluded_by
+    ),
+    -1,
+)
+_DIGIT_BLIND_KEY_KINDS = (None, "message")  # what these keys tell never rests on a digit
 
 # A phone-number-shaped run not glued to words, decimals, dates, UUIDs or paths.
 _PHONE_CANDIDATE = re.compile(r"(?<![\w.:/@=-])(?:\+|00)?\(?\d[\d \-().]{5,18}\d(?![\w.:/@]|-\d)")
@@ -172,10 +190,8 @@ class Classifier:
             if not ascii_only:
                 offset = len(data[line_start:value_start].decode("utf-8", "surrogatepass"))
             per_line[index_of[line_start]].extend(
-                EntityMatch(
-                    m.entity, m.start + offset, m.end + offset, m.masked, m.confidence, m.why
-                )
-                for m in matches
+                EntityMatch(entity, start + offset, end + offset, masked, confidence, why)
+                for entity, start, end, masked, confidence, why in matches
             )
         if located.fallback:
             indices = [index_of[start] for start in located.fallback]
@@ -204,10 +220,13 @@ class Classifier:
                 fields.old,
                 MAX_CACHED_FIELD_BYTES,
                 want_values,
+                fields.templates,
+                _TEMPLATE_ID,
             )
         )
         fields.settle()
-        new_values = [field for field in located.missing if field[6]]
+        # fields new as bytes whose template may recur (one-time codes) count as known
+        new_values = [field for field in located.missing if field[6] == 1]
         self._slow_streak = 0
         if len(new_values) > MOSTLY_NEW * (len(located.lines) + len(located.missing)):
             self._slow_streak = 1
@@ -240,9 +259,13 @@ class Classifier:
             key, value = pairs[n]
             in_values[n] = _in_value(matches, len(line) - len(value), value, key or None)
         for field, (key, value), in_value in zip(missing, pairs, in_values, strict=True):
-            line_start, k_start, _, v_start, _, f_end, value_hit = field
+            line_start, k_start, _, v_start, v_end, f_end, value_hit = field
             held = tuple(in_value if value_hit else from_key(value, key or None))
-            result = self._fields.remember(data[k_start - 1 : f_end], held)
+            if value_hit == jsonfields.TEMPLATED and key_kind(key) in _DIGIT_BLIND_KEY_KINDS:
+                template = jsonfields.template_of(data, k_start, v_start, v_end, f_end)
+                result = self._fields.remember_template(template, held)
+            else:
+                result = self._fields.remember(data[k_start - 1 : f_end], held)
             if result is not None:
                 yield line_start, v_start, result
 

@@ -7,18 +7,21 @@ Bounded, and close to least-recently-used at the cost of a dict lookup: two gene
 ``young`` and ``old``; a field found in ``old`` moves up to ``young``, and when ``young``
 holds half of :data:`FIELD_CACHE_ENTRIES` it becomes ``old`` and the previous ``old``, holding
 only fields not seen for a generation, goes. Fields that cannot recur (a one-time code) or
-seldom do (longer than :data:`MAX_CACHED_FIELD_BYTES`) are not kept.
+seldom do (longer than :data:`MAX_CACHED_FIELD_BYTES`) are not kept; a field with a one-time
+code is kept by its template instead (``jsonfields.template_of``), where the rule for one holds.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 from operator import itemgetter
+from typing import cast
 
-from perisai.classify.match import EntityMatch, FieldMatches
+from perisai.classify.match import EntityMatch, FieldMatches, MatchFields
 
 FIELD_CACHE_ENTRIES = 262144  # raw fields remembered with what they hold, two generations
 MAX_CACHED_FIELD_BYTES = 256  # longer fields (message bodies, mostly) seldom repeat
+TEMPLATE_ENTRIES = 4096  # templates of fields with one-time codes (a service sends a few kinds)
 _ENTITY = itemgetter(0)  # an EntityMatch's entity type
 
 
@@ -28,16 +31,18 @@ class FieldCache:
     def __init__(self) -> None:
         self.young: dict[bytes, FieldMatches | None] = {}
         self.old: dict[bytes, FieldMatches | None] = {}
+        self.templates: dict[bytes, FieldMatches | None] = {}
         self._entity_sets: dict[tuple[str, ...], tuple[str, ...]] = {}  # one object per set
 
     def __len__(self) -> int:
         return len(self.young) + len(self.old)
 
     def held(self, matches: tuple[EntityMatch, ...]) -> FieldMatches:
-        """``matches`` with their entity types, the types one shared object per set (so
-        counting by them hashes a handful of distinct tuples)."""
+        """``matches`` as plain tuples (see ``MatchFields``) with their entity types, the
+        types one shared object per set (so counting by them hashes a handful of tuples)."""
         entities = tuple(map(_ENTITY, matches))
-        return matches, self._entity_sets.setdefault(entities, entities)
+        plain = cast("tuple[MatchFields, ...]", tuple(map(tuple, matches)))
+        return plain, self._entity_sets.setdefault(entities, entities)
 
     def remember(self, field: bytes, matches: tuple[EntityMatch, ...]) -> FieldMatches | None:
         """Keep what ``field`` holds, where it may recur; returns it as :meth:`held` does."""
@@ -45,6 +50,17 @@ class FieldCache:
         if len(field) <= MAX_CACHED_FIELD_BYTES and (result is None or _RECURS(result[1])):
             self.young[field] = result
             self.settle()
+        return result
+
+    def remember_template(
+        self, template: bytes, matches: tuple[EntityMatch, ...]
+    ) -> FieldMatches | None:
+        """Keep what every field with this template holds; returns it as :meth:`held` does.
+        Full, the templates start over (only a log of many kinds of code messages fills them)."""
+        result = self.held(matches) if matches else None
+        if len(self.templates) >= TEMPLATE_ENTRIES:
+            self.templates.clear()
+        self.templates[template] = result
         return result
 
     def settle(self) -> None:

@@ -223,11 +223,11 @@ def _profile_jsonl(
 
 def _collect_examples(profile: FileProfile, results: list[FieldMatches], wanting: set[str]) -> None:
     for matches, _ in results:
-        for match in matches:
-            if match.entity in wanting:
-                profile.example(match.entity, match.masked)
-                if not profile.wants_example(match.entity):
-                    wanting.discard(match.entity)
+        for entity, _, _, masked, _, _ in matches:
+            if entity in wanting:
+                profile.example(entity, masked)
+                if not profile.wants_example(entity):
+                    wanting.discard(entity)
         if not wanting:
             return
 

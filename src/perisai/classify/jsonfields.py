@@ -6,6 +6,11 @@ raw field (``"key": "value"``, bytes) holds. This module is the step between hyp
 cache: for every trigger hit, the field around it, found without parsing the line, and the
 cached answer when there is one.
 
+A one-time code is new on every line, so a field holding one never recurs as bytes; its
+*template* does (``"sms_text": "Your TAC is 000000. …"``, every ASCII digit of the value read
+as ``0``), and where the template step's rule holds (:func:`template_of`) what the field holds
+is the template's answer.
+
 It only reads what is certain: a line that starts with ``{`` and ends with ``}`` and holds no
 backslash, where quotes alternate strictly between opening and closing. A hit in any other line
 (escapes, arrays of scalars, a value trigger outside a string, a string that is itself JSON,
@@ -18,14 +23,17 @@ tens of nanoseconds) and the reference below, which the tests hold it to.
 
 from __future__ import annotations
 
+import bisect
 import itertools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 # missing: (line start, key start, key end, value start, value end, field end, value hit);
 # the field (the cache key) is data[key start - 1 : field end]; value hit is 1 when a value
-# trigger fired inside the value, 0 when only the key's trigger found the field
+# trigger fired inside the value, 0 when only the key's trigger found the field, TEMPLATED
+# when only the template trigger fired there (see :func:`template_of`)
 Missing = tuple[int, int, int, int, int, int, int]
+TEMPLATED = 2
 
 
 class Located(NamedTuple):
@@ -105,12 +113,16 @@ def py_locate(
     old: Cache,
     max_cached: int,
     want_values: bool,
+    templates: Cache,
+    template_trigger: int,
 ) -> Found:
     """The field of every hit in ``data`` (lines joined by newlines): cached answers, fields
     to classify, and the starts of lines to read the slow way.
 
     The cache is two generations: a field found in ``old`` moves up to ``young`` (its owner,
-    :class:`~perisai.classify.fieldcache.FieldCache`, drops ``old`` when ``young`` is full)."""
+    :class:`~perisai.classify.fieldcache.FieldCache`, drops ``old`` when ``young`` is full).
+    A field not cached whose hits are all ``template_trigger``'s (-1: none) is looked up by
+    its template in ``templates`` (see :func:`template_of`)."""
     found: list[tuple[int, int, Any]] = []
     missing: list[Missing] = []
     fallback: list[int] = []
@@ -118,15 +130,16 @@ def py_locate(
     if not size:
         return [], [], [], missing, fallback
     points = sorted(
-        (_point(trigger, end, first_key_id, data), trigger >= first_key_id)
+        (_point(trigger, end, first_key_id, data), trigger >= first_key_id, trigger)
         for trigger, end in hits.hits
     )
+    positions = [point[0] for point in points]
     line_start = line_end = -1
     line_ok = False
     cursor = quotes = last_quote = 0
     last_value = -1
     pending_key_only = False  # the last entry of `missing` was found by its key alone
-    for at, is_key in points:
+    for at, is_key, _ in points:
         if at >= line_end:
             line_start = data.rfind(b"\n", 0, at) + 1
             line_end = data.find(b"\n", at)
@@ -177,6 +190,15 @@ def py_locate(
                 if result is not None:  # None: known to hold nothing
                     found.append((line_start, value_start, result))
                 continue
+            if _templated(data, points, positions, field, template_trigger):
+                template = template_of(data, key_start, value_start, value_end, field_end)
+                if template in templates:
+                    result = templates[template]
+                    if result is not None:
+                        found.append((line_start, value_start, result))
+                    continue
+                missing.append((line_start, *field, TEMPLATED))
+                continue
         missing.append(
             (line_start, key_start, key_end, value_start, value_end, field_end, int(not is_key))
         )
@@ -203,6 +225,70 @@ def _point(trigger: int, end: int, first_key_id: int, data: bytes) -> int:
     else:
         at = end - 1
     return min(max(at, 0), len(data) - 1)
+
+
+_DIGITS_AS_ZERO = bytes.maketrans(b"0123456789", b"0000000000")
+# Digits joined by single spaces or dashes, as the ID numbers that a keyword gates in
+# hyperscan are written (MyKad, IMEI, Aadhaar, NIK, Thai ID: twelve digits and more).
+TEMPLATE_MAX_DIGIT_GROUP = 8
+
+
+def template_of(data: bytes, key_start: int, value_start: int, value_end: int, end: int) -> bytes:
+    """The field ``data[key_start - 1 : end]`` with every ASCII digit of its value read as 0.
+
+    Sound as a cache key only under :func:`_templated`'s rule, which ``locate`` checks on every
+    field it looks up this way. Two fields with one template differ in the values of digits
+    alone; where every trigger hit in the field (key and value) is the template trigger's (the
+    one-time code's, whose pattern, extraction, context and mask see digits as a class and never
+    their values), no other detector runs there in the record walk either: a value trigger
+    fires inside ``key: value`` exactly where it fires inside the raw value (the characters
+    around a value are a quote or a space and a line end, none of them part of any value
+    pattern), and a trigger that a keyword in the key gates may fire in ``key: value`` where it
+    did not in the raw field (its keyword two characters nearer) only on a run of twelve digits
+    or more, which no templated value holds. What the key alone tells is left to the caller,
+    which keeps a template only for keys that tell nothing of digits (none, or a message key:
+    its test counts words of letters and its mask says the length).
+    """
+    value = data[value_start:value_end].translate(_DIGITS_AS_ZERO)
+    return data[key_start - 1 : value_start] + value + data[value_end:end]
+
+
+def _templated(
+    data: bytes,
+    points: list[tuple[int, bool, int]],
+    positions: list[int],
+    field: _Field,
+    template_trigger: int,
+) -> bool:
+    """Whether ``field`` may be answered by its template (see :func:`template_of`)."""
+    key_start, _, value_start, value_end, field_end = field
+    if template_trigger < 0 or field_end != value_end + 1:  # a string value only
+        return False
+    first = bisect.bisect_left(positions, key_start - 1)
+    last = bisect.bisect_left(positions, field_end)
+    in_value = False
+    for at, is_key, trigger in points[first:last]:
+        if is_key:
+            continue
+        if trigger != template_trigger:
+            return False
+        in_value = in_value or value_start <= at < value_end
+    return in_value and _longest_digit_group(data, value_start, value_end) <= (
+        TEMPLATE_MAX_DIGIT_GROUP
+    )
+
+
+def _longest_digit_group(data: bytes, start: int, end: int) -> int:
+    """The most digits in ``data[start:end]`` joined by nothing or by one space or dash."""
+    longest = run = 0
+    for at in range(start, end):
+        byte = data[at]
+        if 0x30 <= byte <= 0x39:
+            run += 1
+            longest = max(longest, run)
+        elif not (byte in b" -" and run and at + 1 < end and 0x30 <= data[at + 1] <= 0x39):
+            run = 0
+    return longest
 
 
 def _readable(data: bytes, start: int, end: int) -> bool:
@@ -301,7 +387,7 @@ def py_count_records(data: bytes) -> int:
 
 # The step itself: compiled where the extension is built, else the Python reference.
 new_hits: Callable[[], PyHits] = _jsonfields.Hits if COMPILED else PyHits  # type: ignore[assignment]
-locate: Callable[[bytes, PyHits, int, Cache, Cache, int, bool], Found] = (
+locate: Callable[[bytes, PyHits, int, Cache, Cache, int, bool, Cache, int], Found] = (
     _jsonfields.locate if COMPILED else py_locate  # type: ignore[assignment]
 )
 count_records: Callable[[bytes], int] = _jsonfields.count_records if COMPILED else py_count_records

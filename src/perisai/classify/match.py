@@ -20,7 +20,12 @@ class EntityMatch(NamedTuple):
     why: str = ""
 
 
+# An EntityMatch's fields as a plain tuple, in its order. The field cache keeps matches so:
+# the cyclic GC stops tracking a plain tuple of strings and numbers, never a named tuple, and
+# every full collection would otherwise walk each of the 10⁵ cached fields' matches.
+MatchFields = tuple[str, int, int, str, float, str]
+
 # What one field (or one line) holds: its matches and, for counting, their entity types in
 # order. Cached per raw JSON field, so a recurring field is one object, counted by its types
 # without walking its matches. A plain tuple: one is built for every new field.
-FieldMatches = tuple[tuple[EntityMatch, ...], tuple[str, ...]]
+FieldMatches = tuple[tuple[MatchFields, ...], tuple[str, ...]]
