@@ -13,7 +13,9 @@ import pytest
 import redis
 
 from perisai.findings import Auth, Severity
+from perisai.lab import start_redis
 from perisai.probes import ScanConfig
+from perisai.probes.redis import _key_family, _round_robin
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 from tests.clirun import perisai
@@ -61,6 +63,37 @@ async def test_planted_cron_job_is_found_among_hundreds_of_keys(lab: dict[str, A
     assert planted.severity is Severity.CRITICAL
     assert planted.object == "db0/backup1"
     assert "cron job" in planted.evidence[0].text and "curl" in planted.evidence[0].text
+
+
+async def test_sample_reaches_every_kind_of_key(tmp_path: Path) -> None:
+    """Two user hashes among 600 counters: a sample of the first keys SCAN returns would miss
+    them (SCAN's order is the server's hash order, random per start); one per kind does not."""
+    instance = start_redis("redis-many-counters", tmp_path, exposed=True)
+    try:
+        client = redis.Redis(host=instance.host, port=instance.port)
+        pipe = client.pipeline(transaction=False)
+        for n in range(600):
+            pipe.set(f"metrics:requests:{n}", str(n * 7))
+        pipe.hset("user:1", mapping={"email": "siti.aminah@example.org", "plan": "free"})
+        pipe.hset("user:2", mapping={"email": "wei.ling@example.net", "plan": "pro"})
+        pipe.execute()
+        client.close()
+        findings = await _scan(instance.port)
+    finally:
+        instance.stop()
+    [main] = [f for f in findings if f.rule == "redis.unauthenticated"]
+    assert main.data.entities.get("EMAIL") == 2
+    assert main.severity is Severity.CRITICAL
+
+
+def test_key_families_and_turns() -> None:
+    assert _key_family("log:msg:17") == _key_family("log:msg:abc") == "log:msg:"
+    assert _key_family("user:17") != _key_family("log:msg:17")
+    assert _key_family("backup12") == _key_family("backup3") == "backup#"
+    groups: list[list[bytes | str]] = [["a1", "a2", "a3"], ["b1"], ["c1", "c2"]]
+    assert _round_robin(groups, 5) == ["a1", "b1", "c1", "a2", "c2"]
+    assert _round_robin(groups, 0) == []
+    assert _round_robin(groups, 99) == ["a1", "b1", "c1", "a2", "c2", "a3"]
 
 
 async def test_secured_redis_is_info_never_open(lab: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ the server), nor GET (a string may be gigabytes; GETRANGE reads a bounded prefix
 from __future__ import annotations
 
 import contextlib
+import itertools
 import re
 from typing import Any
 
@@ -50,6 +51,8 @@ class _BoundedConnection(aioredis.Connection):
 
 MAX_SCAN_CALLS = 64  # SCAN pages (of about 100 key names) per database
 MAX_TELLING_KEYS = 8  # note-like or backup-like keys read in each database, before the sample
+MAX_KEY_FAMILIES = 256  # kinds of key told apart for the sample; later kinds share one
+_DIGIT_RUN = re.compile(r"\d+")
 _BACKUP_KEY = re.compile(r"(?i)backup\d{0,2}")
 
 _REMEDIATION = (
@@ -227,29 +230,35 @@ class RedisProbe(Probe):
     async def _sample_db(
         self, client: aioredis.Redis, db: int
     ) -> tuple[list[dict[str, Any]], list[RansomNote], list[str]]:
-        """Up to ``sample`` keys of one database, each value read by type with a byte cap;
-        also what could not be read, and why.
+        """Up to ``sample`` keys of one database, one of each kind of key in turn (see
+        :func:`_key_family`), each value read by type with a byte cap; also what could not be
+        read, and why.
 
         Key names go on being scanned after the sample is full (names only, MAX_SCAN_CALLS
         pages at most) so that a note or a planted ``backup1`` key among millions is still read.
         """
-        picked: list[bytes | str] = []
+        families: dict[str, list[bytes | str]] = {}
         telling: list[bytes | str] = []
         cursor: int = 0
         for _ in range(MAX_SCAN_CALLS):
             cursor, keys = await client.scan(cursor=cursor, count=100)
             for raw_key in keys:
-                if _telling_name(_text(raw_key, 256)):
+                name = _text(raw_key, 256)
+                if _telling_name(name):
                     if len(telling) < MAX_TELLING_KEYS:
                         telling.append(raw_key)
-                elif len(picked) < self.config.sample:
-                    picked.append(raw_key)
+                    continue
+                family = _key_family(name) if len(families) < MAX_KEY_FAMILIES else ""
+                members = families.setdefault(family, [])
+                if len(members) < self.config.sample:
+                    members.append(raw_key)
             if cursor == 0:
                 break
         records: list[dict[str, Any]] = []
         notes: list[RansomNote] = []
         unread: list[str] = []
-        for raw_key in telling + picked[: max(0, self.config.sample - len(telling))]:
+        picked = _round_robin(list(families.values()), max(0, self.config.sample - len(telling)))
+        for raw_key in telling + picked:
             key = _text(raw_key, self.config.max_value_bytes)
             try:
                 value = await self._read_value(client, raw_key)
@@ -293,6 +302,21 @@ class RedisProbe(Probe):
 def _telling_name(key: str) -> bool:
     """A key an extortion bot or a Redis-to-shell attack would leave (README, backup1…)."""
     return is_note_name(key) or bool(_BACKUP_KEY.fullmatch(key))
+
+
+def _key_family(key: str) -> str:
+    """The kind of record a key names: its namespace (up to the last ``:``, Redis's custom),
+    else the name with its numbers blanked, so ``user:17`` and ``user:abc`` are one kind and
+    ``log:msg:3`` another. The sample takes every kind in turn: a few hundred log lines must
+    not crowd the user hashes out of twenty keys."""
+    namespace, colon, _ = key.rpartition(":")
+    return namespace + colon if colon else _DIGIT_RUN.sub("#", key)
+
+
+def _round_robin(groups: list[list[bytes | str]], count: int) -> list[bytes | str]:
+    """Up to ``count`` items, one from each group in turn (groups in the order first seen)."""
+    turns = (item for layer in itertools.zip_longest(*groups) for item in layer)
+    return list(itertools.islice((item for item in turns if item is not None), count))
 
 
 def _planted(records: list[dict[str, Any]], db: int) -> list[PlantedPayload]:
