@@ -46,3 +46,16 @@ def test_redact_text_leaves_no_digits_of_a_number() -> None:
     redacted = redact_text("OTP for +60123456789 and +65 9123 4567")
     assert "3456" not in redacted and "9123 4567" not in redacted
     assert "+60 12-*** **89" in redacted
+
+
+def test_evidence_examples_show_every_kind_of_data_first() -> None:
+    """Many phone numbers early in a sample must not push the one e-mail out of the evidence."""
+    records: list[object] = [{"msisdn": f"6012345{n:04d}"} for n in range(1000, 1010)]
+    records.append({"email": "siti.aminah@example.org", "ip": "203.0.113.7"})
+    first, second = profile_records(records[:5]), profile_records(records[5:])
+    first.merge(second)
+    assert sum(ex.startswith("PHONE: ") for ex in first.examples) == 3  # kept per type, merged
+    shown = first.spread_examples(3)
+    assert [ex.partition(":")[0] for ex in shown] == ["PHONE", "EMAIL", "IP_ADDRESS"]
+    assert len(first.spread_examples(99)) == len(first.examples)
+    assert first.spread_examples(0) == []

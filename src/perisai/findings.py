@@ -7,10 +7,14 @@ The JSON shape produced by :meth:`Finding.to_dict` is the public findings contra
 from __future__ import annotations
 
 import hashlib
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import islice, zip_longest
 from typing import Any
+
+EXAMPLES_PER_ENTITY = 3  # masked examples a profile keeps of each entity type
 
 
 class Severity(StrEnum):
@@ -116,9 +120,21 @@ class DataProfile:
             self.records_estimated = (self.records_estimated or 0) + other.records_estimated
         for name, count in other.entities.items():
             self.entities[name] = self.entities.get(name, 0) + count
+        kept = Counter(_example_entity(example) for example in self.examples)
         for example in other.examples:
-            if example not in self.examples and len(self.examples) < 10:
+            entity = _example_entity(example)
+            if example not in self.examples and kept[entity] < EXAMPLES_PER_ENTITY:
+                kept[entity] += 1
                 self.examples.append(example)
+
+    def spread_examples(self, limit: int) -> list[str]:
+        """At most ``limit`` examples, one of each entity type before a second of any, so a
+        short evidence list shows every kind of data found, not three phone numbers."""
+        by_entity: dict[str, list[str]] = {}
+        for example in self.examples:
+            by_entity.setdefault(_example_entity(example), []).append(example)
+        turns = zip_longest(*by_entity.values())
+        return list(islice((ex for turn in turns for ex in turn if ex is not None), limit))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -185,6 +201,11 @@ class Finding:
             remediation=raw.get("remediation", ""),
             object=raw.get("object", ""),
         )
+
+
+def _example_entity(example: str) -> str:
+    """``PHONE`` of ``PHONE: +60 12-*** **89`` (examples are kept as such lines)."""
+    return example.partition(":")[0]
 
 
 def exposure_severity(auth: Auth, data: DataProfile, ransom_note: bool) -> Severity:

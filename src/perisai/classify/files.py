@@ -19,10 +19,10 @@ from typing import Any
 from perisai.classify import jsonfields
 from perisai.classify.engine import Classifier
 from perisai.classify.match import EntityMatch, FieldMatches
+from perisai.findings import EXAMPLES_PER_ENTITY
 
 SNIFF_BYTES = 8192
 MAX_LINE_CHARS = 1 << 20
-EXAMPLES_PER_ENTITY = 3
 EXAMPLES_OFFERED = 64  # masks of one type looked at for distinct examples, at most
 _ENTITIES = itemgetter(1)  # a FieldMatches' entity types
 BLOCK_BYTES = 1 << 20  # JSON lines are read and classified about this much at a time

@@ -10,7 +10,7 @@ from functools import lru_cache
 
 from perisai.classify.engine import Classifier
 from perisai.classify.match import EntityMatch
-from perisai.findings import DataProfile
+from perisai.findings import EXAMPLES_PER_ENTITY, DataProfile
 
 DEFAULT_REGIONS: tuple[str, ...] = ("MY",)
 
@@ -29,7 +29,9 @@ def find_entities(
 
 
 def profile_records(
-    records: Iterable[object], regions: tuple[str, ...] = DEFAULT_REGIONS, max_examples: int = 3
+    records: Iterable[object],
+    regions: tuple[str, ...] = DEFAULT_REGIONS,
+    max_examples: int = EXAMPLES_PER_ENTITY,
 ) -> DataProfile:
     """Count personal-data entities over a sample; keep a few masked examples per type."""
     classifier = classifier_for(regions)

@@ -128,7 +128,7 @@ def profile_evidence(profile: DataProfile) -> list[Evidence]:
             f"personal data: {entity_summary(profile.entities)}"
         )
     ]
-    lines.extend(Evidence(f"e.g. {ex}") for ex in profile.examples[:MAX_EXAMPLES_IN_EVIDENCE])
+    lines.extend(Evidence(f"e.g. {ex}") for ex in profile.spread_examples(MAX_EXAMPLES_IN_EVIDENCE))
     return lines
 
 
