@@ -163,6 +163,11 @@ def _log(workdir: Path, kind: str, mb: int) -> Path:
     return path
 
 
+def _rate(mb_per_s: float) -> str:
+    """Two decimals, or two significant digits below 0.1 MB/s (a model-based peer's speed)."""
+    return f"{mb_per_s:.2f}" if mb_per_s >= 0.1 else f"{mb_per_s:.2g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--records", type=int, default=4000)
@@ -291,7 +296,7 @@ def main() -> None:
     for tool, path, kind, m in runs:
         ratio = fastest[kind] / m["mb_per_s"]
         lines.append(
-            f"| {tool} | {path} | {kind} | {m['mb']:.1f} | {m['mb_per_s']:.2f} | "
+            f"| {tool} | {path} | {kind} | {m['mb']:.1f} | {_rate(m['mb_per_s'])} | "
             f"{ratio:.0f}× | {m['rss_mb']:.0f} |"
         )
     big = next(m for tool, path, kind, m in runs if kind == "app" and path.startswith("`"))
