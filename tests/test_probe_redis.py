@@ -13,9 +13,10 @@ import pytest
 import redis
 
 from perisai.findings import Auth, Severity
+from perisai.interleave import round_robin
 from perisai.lab import start_redis
 from perisai.probes import ScanConfig
-from perisai.probes.redis import _key_family, _round_robin
+from perisai.probes.redis import _key_family
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 from tests.clirun import perisai
@@ -91,9 +92,9 @@ def test_key_families_and_turns() -> None:
     assert _key_family("user:17") != _key_family("log:msg:17")
     assert _key_family("backup12") == _key_family("backup3") == "backup#"
     groups: list[list[bytes | str]] = [["a1", "a2", "a3"], ["b1"], ["c1", "c2"]]
-    assert _round_robin(groups, 5) == ["a1", "b1", "c1", "a2", "c2"]
-    assert _round_robin(groups, 0) == []
-    assert _round_robin(groups, 99) == ["a1", "b1", "c1", "a2", "c2", "a3"]
+    assert round_robin(groups, 5) == ["a1", "b1", "c1", "a2", "c2"]
+    assert round_robin(groups, 0) == []
+    assert round_robin(groups, 99) == ["a1", "b1", "c1", "a2", "c2", "a3"]
 
 
 async def test_secured_redis_is_info_never_open(lab: dict[str, Any]) -> None:

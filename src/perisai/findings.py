@@ -11,8 +11,9 @@ from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from itertools import islice, zip_longest
 from typing import Any
+
+from perisai.interleave import round_robin
 
 EXAMPLES_PER_ENTITY = 3  # masked examples a profile keeps of each entity type
 
@@ -133,8 +134,7 @@ class DataProfile:
         by_entity: dict[str, list[str]] = {}
         for example in self.examples:
             by_entity.setdefault(_example_entity(example), []).append(example)
-        turns = zip_longest(*by_entity.values())
-        return list(islice((ex for turn in turns for ex in turn if ex is not None), limit))
+        return round_robin(by_entity.values(), limit)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -8,7 +8,6 @@ the server), nor GET (a string may be gigabytes; GETRANGE reads a bounded prefix
 from __future__ import annotations
 
 import contextlib
-import itertools
 import re
 from typing import Any
 
@@ -28,6 +27,7 @@ from perisai.compromise import (
     is_note_name,
 )
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.interleave import round_robin
 from perisai.probes.common import (
     ReplyTooLarge,
     bound_stream,
@@ -257,7 +257,7 @@ class RedisProbe(Probe):
         records: list[dict[str, Any]] = []
         notes: list[RansomNote] = []
         unread: list[str] = []
-        picked = _round_robin(list(families.values()), max(0, self.config.sample - len(telling)))
+        picked = round_robin(families.values(), max(0, self.config.sample - len(telling)))
         for raw_key in telling + picked:
             key = _text(raw_key, self.config.max_value_bytes)
             try:
@@ -311,12 +311,6 @@ def _key_family(key: str) -> str:
     not crowd the user hashes out of twenty keys."""
     namespace, colon, _ = key.rpartition(":")
     return namespace + colon if colon else _DIGIT_RUN.sub("#", key)
-
-
-def _round_robin(groups: list[list[bytes | str]], count: int) -> list[bytes | str]:
-    """Up to ``count`` items, one from each group in turn (groups in the order first seen)."""
-    turns = (item for layer in itertools.zip_longest(*groups) for item in layer)
-    return list(itertools.islice((item for item in turns if item is not None), count))
 
 
 def _planted(records: list[dict[str, Any]], db: int) -> list[PlantedPayload]:
