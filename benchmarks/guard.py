@@ -30,7 +30,7 @@ from limits.storage import MemoryStorage, RedisStorage
 from limits.strategies import MovingWindowRateLimiter
 
 from perisai.guard import Guard, GuardConfig, open_backend
-from perisai.guard.clientip import ip_prefix
+from perisai.guard.clientip import canonical_ip, ip_prefix
 from perisai.guard.interface import Backend
 from perisai.guard.numbers import inspect_number
 
@@ -74,6 +74,7 @@ def numbers(count: int) -> list[str]:
 def time_guard(backend: Backend, count: int) -> Rate:
     inspect_number.cache_clear()  # every run starts cold: each number is parsed once
     ip_prefix.cache_clear()
+    canonical_ip.cache_clear()
     guard = Guard(GuardConfig.from_mapping(LOOSE), backend)
     targets = numbers(count)
     # one IP per decision, each in its own /24: every decision is admitted and written

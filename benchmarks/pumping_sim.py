@@ -1,61 +1,61 @@
-"""A compressed day of OTP traffic against ``perisai guard serve``, over HTTP on loopback.
+"""A day of OTP traffic, with and without attacks, through the guard's HTTP API.
 
-    .venv/bin/python -m benchmarks.pumping_sim [--users 3000] [--seed 7] [--config FILE]
-        [--only bombing,adjacent,spread,brute,relay] [--write]
+    .venv/bin/python -m benchmarks.pumping_sim [--users 10000] [--seed 7] [--config FILE]
+        [--scenarios legit,bombing,adjacent,spread,drip,faking,mixed] [--write]
 
-Starts ``perisai guard serve`` as a real subprocess on a free 127.0.0.1 port, with SQLite
-state and a file delivery sink in a temporary directory, and drives its public API in the
-order a day's events would come (sorted by a simulated time of day, sent one at a time):
+Each scenario starts a guard with **empty state** (a cold start) on SQLite in a temporary
+directory and replays one simulated day, from midnight, through ``POST /v1/decisions``
+(``send_otp``) and ``POST /v1/events`` (``sent`` after an allowed send, ``verified`` when
+the user typed the code) of the real Starlette app, bearer token included. Time is
+simulated: the guard, its SQLite state and the model share one clock that jumps from request
+to request, so codes expire, in-flight periods end and days roll over as they would in a
+real day, and the day replays in about a minute. The traffic model is in
+``benchmarks/traffic.py`` (delays, non-verifiers, resends, expiry, day/night, a flash crowd,
+carrier-grade NAT); every scenario replays the same legitimate users, and each attack runs
+alone beside them, then all together (``mixed``). Nothing leaves the process: the addresses
+in requests are documentation and benchmarking ranges.
 
-- legitimate users: a Malaysian app's country mix, one code each by SMS, about 85% type the
-  code back (5% after one typo), the rest never do; IPv4 from 198.18.0.0/15 (RFC 2544's
-  benchmarking range) and IPv6 from 2001:db8::/32 (RFC 3849), one address per user;
-  a few users then ask for an e-mail to their own verified address (``send_email``);
-- OTP bombing: one victim's number, from rotating addresses;
-- SMS pumping to adjacent numbers of one prefix (sequential last digits);
-- SMS pumping spread over high-cost countries, random numbers, a new address per send
-  (198.19.0.0/16, so hundreds of different /24 networks);
-- verify brute force: random codes against a victim's live code, with resends;
-- mail relay: ``send_email`` decisions for strangers' and disposable addresses.
-
-``--only`` keeps the legitimate users and just the named attacks, to see one attack without
-the state the others left (the full run's attacks share per-day and per-hour counters).
-
-Every request goes to 127.0.0.1 only; the addresses above travel as the request's ``ip``.
-Time is compressed: the whole day runs in well under a minute of wall time, so per-recipient
-windows (1 / 60 s, 5 / 10 min) hold every request of the run, while per-day counters see the
-same totals as a real day. Prints Markdown; ``--write`` puts it into docs/benchmarks.md.
+Measured per scenario: legitimate sends refused (denied) or challenged; each attack's sends
+let through, the send at which it was first refused, and the SMS cost let through. Speed
+(decisions/s, HTTP p99 over real sockets at 1 and 200 clients) is ``benchmarks/guard.py``'s.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
-import os
 import platform
 import random
-import re
-import socket
-import statistics
-import subprocess
+import secrets
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
-from typing import Any
-
-import httpx
-import phonenumbers
-from phonenumbers import PhoneNumberType
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
+import httpx  # noqa: E402
+
 from benchmarks.guard import write_section  # noqa: E402
+from benchmarks.traffic import (  # noqa: E402
+    ATTACKS,
+    HIGH_COST,
+    Request,
+    SimClock,
+    TrafficModel,
+    attack_requests,
+    legit_requests,
+    merged,
+)
+from perisai.guard import Guard, GuardConfig, load_config  # noqa: E402
+from perisai.guard.api import create_app  # noqa: E402
+from perisai.guard.backends.sqlite import SQLiteBackend  # noqa: E402
 from perisai.guard.numbers import inspect_number  # noqa: E402
 
 # Assumed outbound SMS prices in USD per message. No price sheet can be fetched here: these are
@@ -81,366 +81,185 @@ PRICES: dict[str, float] = {
     "KZ": 0.25,
 }
 DEFAULT_PRICE = 0.10
-LEGIT_MIX: dict[str, float] = {  # a Malaysian consumer app's users
-    "MY": 0.70,
-    "SG": 0.07,
-    "ID": 0.06,
-    "IN": 0.04,
-    "US": 0.03,
-    "GB": 0.03,
-    "PH": 0.03,
-    "AU": 0.02,
-    "TH": 0.02,
+MIDNIGHT = 1_796_601_600.0  # 2026-12-07 00:00 UTC: the guard's day boundaries are UTC
+TOKEN = secrets.token_urlsafe(24)  # the simulated app's bearer token
+ATTACK_START = {  # seconds after midnight
+    "bombing": 9 * 3600.0,
+    "adjacent": 11 * 3600.0,
+    "spread": 15 * 3600.0,
+    "drip": 0.5 * 3600.0,
+    "faking": 13 * 3600.0,
 }
-HIGH_COST = ("AZ", "UZ", "KG", "TJ", "BY", "KZ")
-CODE = re.compile(r"code is (\d+)")
-ALLOWED_VERDICTS = {201}  # a verification that went out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def mobile_numbers(region: str, count: int, rng: random.Random) -> list[str]:
-    """``count`` distinct valid mobile numbers of ``region`` (checked by phonenumbers)."""
-    example = phonenumbers.example_number_for_type(region, PhoneNumberType.MOBILE)
-    if example is None:
-        raise SystemExit(f"no example mobile number for {region}")
-    base = phonenumbers.format_number(example, phonenumbers.PhoneNumberFormat.E164)
-    found: set[str] = set()
-    tries = 0
-    while len(found) < count and tries < count * 200:
-        tries += 1
-        # keep the operator prefix, spread the rest: real users are not in one number block
-        tail = "".join(rng.choice("0123456789") for _ in range(7))
-        candidate = base[:-7] + tail
-        info = inspect_number(candidate)
-        if info is not None and info.number_type in ("mobile", "fixed_line_or_mobile"):
-            found.add(info.e164)
-    return sorted(found)
-
-
-def adjacent_numbers(region: str, count: int, rng: random.Random) -> list[str]:
-    """Sequential valid mobiles sharing everything but their last three digits."""
-    for _ in range(200):
-        (start,) = mobile_numbers(region, 1, rng)
-        stem = start[:-3]
-        block = [f"{stem}{i:03d}" for i in range(1000)]
-        valid = [n for n in block if (info := inspect_number(n)) and info.number_type != "voip"]
-        if len(valid) >= count:
-            return valid[:count]
-    raise SystemExit(f"no block of {count} adjacent valid numbers in {region}")
-
-
-@dataclass(order=True)
-class Step:
-    at: float  # simulated seconds since midnight
-    seq: int
-    kind: str = field(compare=False)  # legit / bombing / adjacent / spread / brute / relay
-    run: Callable[[Sim], None] = field(compare=False)
+TITLES = {
+    "bombing": "OTP bombing, one victim, rotating IPs",
+    "adjacent": "pumping, adjacent numbers (one block)",
+    "spread": f"pumping spread over {len(HIGH_COST)} high-cost countries",
+    "drip": "slow drip, 3 an hour for a day",
+    "faking": "pumping that verifies 30% to fake conversion",
+}
+SCENARIOS = ("legit", *ATTACKS, "mixed")
 
 
 @dataclass
-class AttackLog:
-    outcomes: list[bool] = field(default_factory=list)  # True: the bogus send went out
+class Tally:
+    """One population's outcome: every send attempt in order (True: let through)."""
+
+    outcomes: list[bool] = field(default_factory=list)
+    reasons: Counter[str] = field(default_factory=Counter)
+    challenged: int = 0
+    hindered: int = 0  # refused or challenged (a challenged person may still get through)
     cost_through: float = 0.0
     cost_avoided: float = 0.0
 
+    @property
+    def through(self) -> int:
+        return sum(self.outcomes)
 
-class Sim:
-    def __init__(self, base: str, sink: Path, prices: dict[str, float]) -> None:
-        self.client = httpx.Client(base_url=base, timeout=10.0)
-        self.sink = sink
-        self._offset = 0
-        self.codes: dict[str, str] = {}
-        self.prices = prices
-        self.latencies: list[float] = []
-        self.statuses: Counter[int] = Counter()
-        self.legit_sends = 0
-        self.legit_refused: Counter[str] = Counter()
-        self.legit_verified = 0
-        self.legit_email = 0
-        self.legit_email_refused = 0
-        self.attacks: dict[str, AttackLog] = {}
-        self.brute_hits = 0
+    @property
+    def refused(self) -> int:
+        return len(self.outcomes) - self.through
 
-    def post(self, path: str, body: dict[str, Any]) -> httpx.Response:
-        started = time.perf_counter()
-        response = self.client.post(path, json=body)
-        self.latencies.append(time.perf_counter() - started)
-        self.statuses[response.status_code] += 1
-        if response.status_code >= 500:
-            raise SystemExit(f"server error {response.status_code} on {path}: {response.text}")
-        return response
-
-    def code_for(self, to: str) -> str | None:
-        with self.sink.open(encoding="utf-8") as lines:
-            lines.seek(self._offset)
-            for line in lines:
-                message = json.loads(line)
-                found = CODE.search(message["body"])
-                if found:
-                    self.codes[message["to"]] = found.group(1)
-            self._offset = lines.tell()
-        return self.codes.get(to)
-
-    def price(self, number: str) -> float:
-        info = inspect_number(number)
-        return self.prices.get(info.country if info else "", DEFAULT_PRICE)
-
-    def attack_send(self, name: str, to: str, ip: str) -> None:
-        response = self.post("/v1/verifications", {"to": to, "channel": "sms", "ip": ip})
-        log = self.attacks.setdefault(name, AttackLog())
-        through = response.status_code in ALLOWED_VERDICTS
-        log.outcomes.append(through)
-        if through:
-            log.cost_through += self.price(to)
-        else:
-            log.cost_avoided += self.price(to)
+    def first_refused(self) -> int | None:
+        return next((i + 1 for i, ok in enumerate(self.outcomes) if not ok), None)
 
 
-def attack(name: str, to: str, ip: str) -> Callable[[Sim], None]:
-    def run(sim: Sim) -> None:
-        sim.attack_send(name, to, ip)
-
-    return run
+def price(prices: dict[str, float], number: str) -> float:
+    info = inspect_number(number)
+    return prices.get(info.country if info else "", DEFAULT_PRICE)
 
 
-def legit_user(
-    to: str, ip: str, verifies: bool, typo: bool, account: str, email: str | None
-) -> Callable[[Sim], None]:
-    def run(sim: Sim) -> None:
-        sim.legit_sends += 1
-        body = {"to": to, "channel": "sms", "ip": ip, "account": account}
-        response = sim.post("/v1/verifications", body)
-        if response.status_code != 201:
-            sim.legit_refused[response.json().get("reason", str(response.status_code))] += 1
-            return
-        if not verifies:
-            return
-        code = sim.code_for(to)
-        if code is None:
-            raise SystemExit(f"no code delivered to {to}")
-        if typo:
-            wrong = f"{(int(code) + 1) % 10 ** len(code):0{len(code)}d}"
-            sim.post("/v1/verifications/check", {"to": to, "code": wrong, "ip": ip})
-        checked = sim.post("/v1/verifications/check", {"to": to, "code": code, "ip": ip})
-        if checked.status_code == 200:
-            sim.legit_verified += 1
-        if email is not None:  # the app verified this address earlier, then mails it
-            sim.post("/v1/events", {"type": "verified", "to": email, "account": account})
-            sim.legit_email += 1
-            decided = sim.post(
-                "/v1/decisions",
-                {"action": "send_email", "to": email, "ip": ip, "account": account},
-            ).json()
-            if decided["decision"] != "allow":
-                sim.legit_email_refused += 1
-
-    return run
+def replay(
+    requests: Iterable[Request], config: GuardConfig, db: Path, prices: dict[str, float]
+) -> tuple[dict[str, Tally], int]:
+    """Feed ``requests`` to a fresh guard through its HTTP API; tallies per population."""
+    return asyncio.run(_replay(requests, config, db, prices))
 
 
-def relay(to: str, ip: str, account: str) -> Callable[[Sim], None]:
-    def run(sim: Sim) -> None:
-        decided = sim.post(
-            "/v1/decisions", {"action": "send_email", "to": to, "ip": ip, "account": account}
-        ).json()
-        sim.attacks.setdefault("mail relay (send_email)", AttackLog()).outcomes.append(
-            decided["decision"] == "allow"
-        )
+async def _replay(
+    requests: Iterable[Request], config: GuardConfig, db: Path, prices: dict[str, float]
+) -> tuple[dict[str, Tally], int]:
+    clock = SimClock(MIDNIGHT)
+    backend = SQLiteBackend(db, clock=clock)
+    app = create_app(config, guard=Guard(config, backend, clock=clock), tokens=[TOKEN])
+    tallies: dict[str, Tally] = {}
+    got_code: set[tuple[str, int, str]] = set()
+    calls = 0
+    client = httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://guard.test",
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
 
-    return run
+    async def post(path: str, body: dict[str, object]) -> dict[str, object]:
+        nonlocal calls
+        calls += 1
+        response = await client.post(path, json=body)
+        if response.status_code >= 400:
+            raise SystemExit(f"{path} answered {response.status_code}: {response.text}")
+        data: dict[str, object] = response.json() if response.content else {}
+        return data
 
-
-def brute(to: str, ip: str, resend: bool) -> Callable[[Sim], None]:
-    def run(sim: Sim) -> None:
-        if resend:
-            sim.post("/v1/verifications", {"to": to, "channel": "sms", "ip": ip})
-            return
-        real = sim.code_for(to)
-        guess = f"{random.randrange(10**6):06d}"
-        if guess == real:  # never the real code: we count attempts evaluated, not luck
-            guess = f"{(int(guess) + 1) % 10**6:06d}"
-        response = sim.post("/v1/verifications/check", {"to": to, "code": guess, "ip": ip})
-        log = sim.attacks.setdefault("verify brute force (guesses)", AttackLog())
-        log.outcomes.append(response.status_code == 400)  # evaluated, not locked out
-        if response.status_code == 200:
-            sim.brute_hits += 1
-
-    return run
-
-
-def build_day(users: int, rng: random.Random) -> list[Step]:
-    steps: list[Step] = []
-    seq = 0
-
-    def add(at: float, kind: str, run: Callable[[Sim], None]) -> None:
-        nonlocal seq
-        seq += 1
-        steps.append(Step(at, seq, kind, run))
-
-    per_country = {c: max(1, round(users * share)) for c, share in LEGIT_MIX.items()}
-    for country, count in per_country.items():
-        for i, to in enumerate(mobile_numbers(country, count, rng)):
-            n = len(steps)
-            if rng.random() < 0.6:
-                ip = f"198.{18 + n % 2}.{(n // 2) % 256}.{1 + (n // 512) % 250}"
+    try:
+        for request in requests:
+            clock.now = MIDNIGHT + request.at
+            who = (request.who, request.user, request.to)
+            if request.kind == "verify":
+                if who in got_code:
+                    await post(
+                        "/v1/events", {"type": "verified", "to": request.to, "ip": request.ip}
+                    )
+                continue
+            body: dict[str, object] = {"action": "send_otp", "to": request.to, "ip": request.ip}
+            decided = await post("/v1/decisions", body)
+            tally = tallies.setdefault(request.who, Tally())
+            tally.hindered += decided["decision"] != "allow"
+            if decided["decision"] == "challenge":
+                tally.challenged += 1
+                tally.reasons[str(decided["reason"])] += 1
+                if request.who == "legit":  # a person solves the CAPTCHA; bots do not
+                    decided = await post("/v1/decisions", {**body, "challenge_passed": True})
+            elif decided["decision"] != "allow":
+                tally.reasons[str(decided["reason"])] += 1
+            allowed = decided["decision"] == "allow"
+            tally.outcomes.append(allowed)
+            cost = price(prices, request.to)
+            if allowed:
+                got_code.add(who)
+                tally.cost_through += cost
+                await post("/v1/events", {"type": "sent", "to": request.to, "ip": request.ip})
             else:
-                ip = f"2001:db8:{n // 65536:x}:{n % 65536:x}::{rng.randrange(1, 65535):x}"
-            # user activity peaks in the day: a triangle between 06:00 and 23:00
-            at = rng.triangular(6 * 3600, 23 * 3600, 14 * 3600)
-            verifies = rng.random() < 0.85
-            typo = verifies and rng.random() < 0.05
-            email = f"user{country.lower()}{i}@example.com" if rng.random() < 0.05 else None
-            add(at, "legit", legit_user(to, ip, verifies, typo, f"acct-{country}-{i}", email))
-    # OTP bombing: 300 sends to one victim from rotating documentation addresses
-    (victim,) = mobile_numbers("MY", 1, rng)
-    for i in range(300):
-        ip = f"{('192.0.2', '198.51.100', '203.0.113')[i % 3]}.{1 + i % 250}"
-        add(9 * 3600 + i * 2, "bombing", attack("OTP bombing", victim, ip))
-    # adjacent-number pumping in one high-cost prefix
-    for i, to in enumerate(adjacent_numbers("UZ", 300, rng)):
-        ip = f"198.19.{i % 256}.{7 + i % 200}"
-        add(
-            11 * 3600 + i * 3,
-            "adjacent",
-            attack("pumping: adjacent numbers", to, ip),
-        )
-    # pumping spread over high-cost countries, random numbers, a new address per send
-    spread = [n for c in HIGH_COST for n in mobile_numbers(c, 200, rng)]
-    rng.shuffle(spread)
-    for i, to in enumerate(spread):
-        ip = f"198.19.{(i * 7) % 256}.{1 + (i * 13) % 250}"
-        add(
-            15 * 3600 + i * 2,
-            "spread",
-            attack("pumping: spread, rotating IPs", to, ip),
-        )
-    # verify brute force: one code requested, 100 guesses from rotating addresses, 3 resends
-    (target,) = mobile_numbers("MY", 1, rng)
-    for i in range(4):
-        add(17 * 3600 + i * 400, "brute", brute(target, "203.0.113.99", resend=True))
-        for j in range(25):
-            ip = f"192.0.2.{1 + (i * 25 + j) % 250}"
-            add(17 * 3600 + i * 400 + 1 + j, "brute", brute(target, ip, resend=False))
-    # mail relay: a signed-up attacker account sends to strangers and disposable addresses
-    for i in range(200):
-        to = f"victim{i}@example.org" if i % 2 else f"spam{i}@mailinator.com"
-        add(20 * 3600 + i * 5, "relay", relay(to, f"203.0.113.{1 + i % 250}", "acct-attacker"))
-    steps.sort()
-    return steps
+                tally.cost_avoided += cost
+    finally:
+        await client.aclose()
+        backend.close()
+    return tallies, calls
 
 
-def start_server(tmp: Path, config: Path | None) -> tuple[subprocess.Popen[bytes], str, Path]:
-    sink = tmp / "sent.jsonl"
-    sink.touch()
-    policy: dict[str, Any] = {}
-    if config is not None:
-        import yaml
+def scenario_requests(name: str, model: TrafficModel, seed: int) -> list[Request]:
+    legit = legit_requests(model, random.Random(seed))
+    attacks = ATTACKS if name == "mixed" else () if name == "legit" else (name,)
+    streams = [legit]
+    for i, attack in enumerate(attacks):
+        rng = random.Random(f"{seed}-{attack}")
+        streams.append(attack_requests(attack, rng, ATTACK_START[attack], 10_000_000 * (i + 1)))
+    return list(merged(*streams))
 
-        policy = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-    policy.setdefault("secret", "pumping-sim")
-    policy["delivery"] = {
-        "sms": {"type": "file", "path": str(sink)},
-        "email": {"type": "file", "path": str(sink)},
-    }
-    conf = tmp / "guard.yaml"
-    conf.write_text(json.dumps(policy), encoding="utf-8")  # JSON is YAML
-    port = free_port()
-    command = [
-        sys.executable,
-        "-m",
-        "perisai",
-        "guard",
-        "serve",
-        "--config",
-        str(conf),
-        "--state",
-        f"sqlite:///{tmp / 'guard.db'}",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
+
+def pct(part: int, whole: int) -> str:
+    return f"{100 * part / whole:.2f}%" if whole else "—"
+
+
+def table(results: dict[str, dict[str, Tally]]) -> list[str]:
+    lines = [
+        "| scenario | legitimate sends | refused or challenged | attack | attack sends | "
+        "let through | first refused at | SMS cost let through / avoided |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"guard serve exited with {process.returncode}")
-        try:
-            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
-                return process, base, sink
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    process.kill()
-    raise SystemExit("guard serve did not answer /healthz in 20 s")
-
-
-def stopped_after(outcomes: list[bool]) -> int:
-    """Bogus sends let through up to the last one that got out (0: stopped at once)."""
-    last = max((i for i, ok in enumerate(outcomes) if ok), default=-1)
-    return sum(outcomes[: last + 1])
+    for scenario, tallies in results.items():
+        legit = tallies.get("legit", Tally())
+        attacks = [name for name in tallies if name != "legit"] or ["—"]
+        for i, name in enumerate(attacks):
+            head = (
+                f"| {scenario} | {len(legit.outcomes):,} | {legit.hindered} "
+                f"({pct(legit.hindered, len(legit.outcomes))}) "
+                if i == 0
+                else "| | | "
+            )
+            if name == "—":
+                lines.append(head + "| — | — | — | — | — |")
+                continue
+            log = tallies[name]
+            first = log.first_refused()
+            lines.append(
+                head + f"| {TITLES[name]} | {len(log.outcomes):,} | {log.through} "
+                f"({pct(log.through, len(log.outcomes))}) | "
+                f"{first if first is not None else 'never'} | "
+                f"${log.cost_through:,.2f} / ${log.cost_avoided:,.2f} |"
+            )
+    return lines
 
 
 def report(
-    sim: Sim, wall: float, users: int, seed: int, config: Path | None, only: str | None = None
+    results: dict[str, dict[str, Tally]],
+    calls: int,
+    wall: float,
+    args: argparse.Namespace,
 ) -> str:
-    lines: list[str] = []
-    conf = f" --config {config}" if config else ""
-    conf += f" --only {only}" if only else ""
-    lines.append(
-        f"`.venv/bin/python -m benchmarks.pumping_sim --users {users} --seed {seed}{conf}` "
-        f"on {platform.machine()}, Python {platform.python_version()}, {date.today()}: "
-        f"`perisai guard serve` with SQLite state, {len(sim.latencies)} HTTP requests "
-        f"sent one at a time in {wall:.1f} s.\n"
-    )
-    lines.append(
-        "| traffic | requests | let through | first refused at | stopped after | "
-        "SMS cost let through | SMS cost avoided |"
-    )
-    lines.append("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
-    total_attack = total_through = 0
-    for name, log in sim.attacks.items():
-        n, through = len(log.outcomes), sum(log.outcomes)
-        total_attack += n
-        total_through += through
-        first = next((i + 1 for i, ok in enumerate(log.outcomes) if not ok), None)
-        cost = "—" if name.startswith(("mail", "verify")) else f"${log.cost_through:,.2f}"
-        avoided = "—" if name.startswith(("mail", "verify")) else f"${log.cost_avoided:,.2f}"
-        lines.append(
-            f"| {name} | {n} | {through} ({100 * through / max(1, n):.1f}%) | "
-            f"{first if first is not None else 'never'} | {stopped_after(log.outcomes)} | "
-            f"{cost} | {avoided} |"
-        )
-    refused = sum(sim.legit_refused.values())
-    lines.append(
-        f"| legitimate SMS sends | {sim.legit_sends} | {sim.legit_sends - refused} | "
-        f"— | — | — | — |"
-    )
-    lines.append("")
-    reasons = ", ".join(f"{r}: {n}" for r, n in sim.legit_refused.most_common()) or "none"
-    ms = sorted(x * 1000 for x in sim.latencies)
-    p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
-    lines.append(
-        f"- attack requests let through: {total_through} of {total_attack} "
-        f"({100 * total_through / max(1, total_attack):.2f}%); brute-force guesses that "
-        f"matched: {sim.brute_hits}"
-    )
-    lines.append(
-        f"- legitimate SMS sends blocked or challenged: {refused} of {sim.legit_sends} "
-        f"({100 * refused / max(1, sim.legit_sends):.2f}%; {reasons}); legitimate "
-        f"send_email refused: {sim.legit_email_refused} of {sim.legit_email}; "
-        f"users who verified: {sim.legit_verified}"
-    )
-    lines.append(
-        f"- HTTP latency over loopback, one request at a time: p50 "
-        f"{statistics.median(ms):.2f} ms, p99 {p99:.2f} ms, max {ms[-1]:.2f} ms"
-    )
+    conf = f" --config {args.config}" if args.config else ""
+    lines = [
+        f"`.venv/bin/python -m benchmarks.pumping_sim --users {args.users} --seed {args.seed}"
+        f"{conf}` on {platform.machine()}, Python {platform.python_version()}, {date.today()}: "
+        f"{len(results)} scenarios, each a cold-started guard on SQLite replaying one "
+        f"simulated day through the HTTP API; {calls:,} API calls in {wall:.0f} s.",
+        "",
+        *table(results),
+        "",
+    ]
+    for scenario, tallies in results.items():
+        legit = tallies.get("legit")
+        if legit is not None and legit.reasons:
+            why = ", ".join(f"{r} {n}" for r, n in legit.reasons.most_common())
+            lines.append(f"- {scenario}: legitimate sends refused by {why}")
     prices = ", ".join(f"{c} ${p:.2f}" for c, p in sorted(PRICES.items()))
     lines.append(
         f"- assumed SMS prices (USD per message; rounded, order-of-magnitude list prices, "
@@ -451,46 +270,38 @@ def report(
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--users", type=int, default=3000, help="legitimate users (≤ 20000)")
+    parser.add_argument("--users", type=int, default=10_000, help="users a day (≤ 50000)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--config", type=Path, default=None, help="guard policy YAML")
     parser.add_argument("--prices", type=Path, default=None, help="JSON {country: USD}")
-    parser.add_argument("--only", default=None, help="attacks to run, e.g. spread,adjacent")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS))
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
-    kinds = {"bombing", "adjacent", "spread", "brute", "relay"}
-    only = set(args.only.split(",")) if args.only else kinds
-    if not only <= kinds:
-        parser.error(f"--only takes {', '.join(sorted(kinds))}")
-    users = max(10, min(args.users, 20_000))
+    scenarios = args.scenarios.split(",")
+    unknown = sorted(set(scenarios) - set(SCENARIOS))
+    if unknown:
+        parser.error(f"unknown scenario(s) {', '.join(unknown)}; known: {', '.join(SCENARIOS)}")
+    args.users = max(100, min(args.users, 50_000))
     prices = dict(PRICES)
     if args.prices is not None:
         prices.update(json.loads(args.prices.read_text(encoding="utf-8")))
-    rng = random.Random(args.seed)
-    random.seed(args.seed)
-    steps = [s for s in build_day(users, rng) if s.kind == "legit" or s.kind in only]
-    with tempfile.TemporaryDirectory(prefix="perisai-sim-") as tmpdir:
-        process, base, sink = start_server(Path(tmpdir), args.config)
-        try:
-            sim = Sim(base, sink, prices)
-            started = time.perf_counter()
-            deadline = started + 600  # bounded: ten minutes at most
-            for step in steps:
-                step.run(sim)
-                if time.perf_counter() > deadline:
-                    raise SystemExit("simulation ran past 600 s")
-            wall = time.perf_counter() - started
-            sim.client.close()
-        finally:
-            process.terminate()
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    text = report(sim, wall, users, args.seed, args.config, args.only)
+    config = load_config(args.config)
+    model = TrafficModel(users=args.users)
+    results: dict[str, dict[str, Tally]] = {}
+    calls = 0
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="perisai-sim-") as tmp:
+        for name in scenarios:
+            tallies, made = replay(
+                scenario_requests(name, model, args.seed), config, Path(tmp) / f"{name}.db", prices
+            )
+            results[name] = tallies
+            calls += made
+            print(f"{name}: {made:,} calls, {time.perf_counter() - started:.0f} s", file=sys.stderr)
+    text = report(results, calls, time.perf_counter() - started, args)
     print(text)
     if args.write:
-        write_section(f"pumping-{args.only.replace(',', '-')}" if args.only else "pumping", text)
+        write_section("pumping", text)
 
 
 if __name__ == "__main__":

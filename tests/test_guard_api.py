@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from httpx import ASGITransport, AsyncClient
 from starlette.applications import Starlette
 
-from perisai.guard import Guard, GuardConfig
-from perisai.guard.api import MAX_BODY, create_app
+from perisai.guard import Guard, GuardConfig, GuardConfigError
+from perisai.guard.api import MAX_BODY, TOKEN_ENV, create_app
 from perisai.guard.backends.memory import MemoryBackend
 from perisai.guard.delivery import DeliveryError, Message
 from perisai.guard.delivery.interface import Delivery
@@ -19,6 +20,7 @@ from perisai.guard.interface import Backend
 
 MOBILE = "+60123456789"
 IP = "198.51.100.7"
+TOKEN = "api-test-token-0123456789"
 
 
 class Outbox(Delivery):
@@ -41,13 +43,17 @@ def outbox() -> Outbox:
     return Outbox()
 
 
-def http(app: Starlette) -> AsyncClient:
-    return AsyncClient(transport=ASGITransport(app=app), base_url="http://127.0.0.1")
+def http(app: Starlette, token: str | None = TOKEN) -> AsyncClient:
+    headers = {"Authorization": f"Bearer {token}"} if token is not None else {}
+    return AsyncClient(
+        transport=ASGITransport(app=app), base_url="http://127.0.0.1", headers=headers
+    )
 
 
 @pytest.fixture
 async def client(outbox: Outbox) -> AsyncIterator[AsyncClient]:
-    async with http(create_app(GuardConfig(), sms=outbox, email=outbox)) as test_client:
+    app = create_app(GuardConfig(), sms=outbox, email=outbox, tokens=[TOKEN])
+    async with http(app) as test_client:
         yield test_client
 
 
@@ -187,7 +193,7 @@ async def test_invalid_code_shapes_are_invalid_not_errors(client: AsyncClient) -
 
 
 async def test_delivery_failure_is_502() -> None:
-    app = create_app(GuardConfig(), sms=Outbox(fail=True), email=Outbox())
+    app = create_app(GuardConfig(), sms=Outbox(fail=True), email=Outbox(), tokens=[TOKEN])
     async with http(app) as client:
         status, body = await start(client)
     assert (status, body) == (502, {"status": "failed", "reason": "delivery-failed"})
@@ -209,7 +215,7 @@ class DownBackend(MemoryBackend):
 async def test_backend_down_over_http(fail: str) -> None:
     backend: Backend = DownBackend()
     guard = Guard(GuardConfig.from_mapping({"fail": fail}), backend)
-    app = create_app(guard.config, guard=guard, sms=Outbox(), email=Outbox())
+    app = create_app(guard.config, guard=guard, sms=Outbox(), email=Outbox(), tokens=[TOKEN])
     async with http(app) as client:
         status_code, body = await start(client)
         assert (status_code, body["reason"]) == (429, "backend-down")
@@ -226,7 +232,184 @@ async def test_backend_down_over_http(fail: str) -> None:
 async def test_file_sink_delivery_from_config(tmp_path: Path) -> None:
     out = tmp_path / "outbox.jsonl"
     config = GuardConfig.from_mapping({"delivery": {"sms": {"type": "file", "path": str(out)}}})
-    async with http(create_app(config)) as client:
+    async with http(create_app(config, tokens=[TOKEN])) as client:
         assert (await start(client))[0] == 201
     line = json.loads(out.read_text().splitlines()[0])
     assert line["to"] == MOBILE and "verification code is" in line["body"]
+
+
+# ---------------------------------------------------------------- authentication
+ROUTES = [
+    ("/v1/verifications", {"to": MOBILE, "channel": "sms", "ip": IP}),
+    ("/v1/verifications/check", {"to": MOBILE, "code": "123456", "ip": IP}),
+    ("/v1/decisions", {"action": "send_otp", "to": MOBILE, "ip": IP}),
+    ("/v1/events", {"type": "sent", "to": MOBILE, "ip": IP}),
+]
+
+
+def assert_401(response: object, reason: str) -> None:
+    from httpx import Response
+
+    assert isinstance(response, Response)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert response.json() == {"status": "error", "reason": reason}
+    assert TOKEN not in response.text
+
+
+@pytest.mark.parametrize(("path", "body"), ROUTES)
+async def test_every_route_needs_the_token(outbox: Outbox, path: str, body: dict[str, str]) -> None:
+    app = create_app(GuardConfig(), sms=outbox, email=outbox, tokens=[TOKEN])
+    async with http(app, token=None) as client:
+        assert_401(await client.post(path, json=body), "missing bearer token")
+        wrong = {"Authorization": "Bearer " + "x" * len(TOKEN)}
+        assert_401(await client.post(path, json=body, headers=wrong), "invalid token")
+        for header in (TOKEN, f"Basic {TOKEN}", "Bearer", "Bearer "):
+            response = await client.post(path, json=body, headers={"Authorization": header})
+            assert_401(response, "missing bearer token")
+        assert_401(await client.post("/v1/nothing", json=body), "missing bearer token")
+    assert outbox.sent == []
+    async with http(app, token=None) as client:
+        # the scheme is case-insensitive (RFC 7235)
+        response = await client.post(path, json=body, headers={"Authorization": f"bearer {TOKEN}"})
+        assert response.status_code < 500 and response.status_code != 401
+
+
+async def test_rotated_tokens_each_work(outbox: Outbox, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Old and new token side by side, from the config and from the environment."""
+    old, new, env_a, env_b = (f"{name}-token-0123456789abcdef" for name in "abcd")
+    monkeypatch.setenv(TOKEN_ENV, f" {env_a}, {env_b} ,")
+    config = GuardConfig.from_mapping({"api": {"tokens": [old, new]}})
+    app = create_app(config, sms=outbox, email=outbox)
+    assert app.state.authenticated
+    for token in (old, new, env_a, env_b):
+        async with http(app, token=token) as client:
+            response = await client.post("/v1/decisions", json=ROUTES[2][1])
+            assert response.status_code == 200, token
+    async with http(app, token=old[:-1]) as client:
+        assert_401(await client.post("/v1/decisions", json=ROUTES[2][1]), "invalid token")
+
+
+async def test_healthz_is_open_and_metrics_closed_unless_public(outbox: Outbox) -> None:
+    closed = create_app(GuardConfig(), sms=outbox, email=outbox, tokens=[TOKEN])
+    async with http(closed, token=None) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert_401(await client.get("/metrics"), "missing bearer token")
+    async with http(closed) as client:
+        assert (await client.get("/metrics")).status_code == 200
+    config = GuardConfig.from_mapping({"api": {"tokens": [TOKEN], "metrics_public": True}})
+    public = create_app(config, sms=outbox, email=outbox)
+    async with http(public, token=None) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        assert "perisai_guard" in (await client.get("/metrics")).text
+        path, body = ROUTES[3]
+        assert_401(await client.post(path, json=body), "missing bearer token")
+
+
+async def test_no_token_needs_insecure_no_auth(
+    outbox: Outbox, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    with pytest.raises(GuardConfigError, match=r"^the guard API needs a token: .*--insecure"):
+        create_app(GuardConfig(), sms=outbox, email=outbox)
+    app = create_app(GuardConfig(), sms=outbox, email=outbox, insecure_no_auth=True)
+    assert not app.state.authenticated
+    async with http(app, token=None) as client:
+        assert (await client.post("/v1/decisions", json=ROUTES[2][1])).status_code == 200
+    # the flag allows running without a token; it never switches off one that is set
+    app = create_app(GuardConfig(), sms=outbox, email=outbox, tokens=[TOKEN], insecure_no_auth=True)
+    async with http(app, token=None) as client:
+        assert_401(await client.post("/v1/decisions", json=ROUTES[2][1]), "missing bearer token")
+
+
+@pytest.mark.parametrize("token", ["short-token", "sixteen chars ok", "comma,in-the-token-here"])
+def test_weak_tokens_are_config_errors(token: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(GuardConfigError, match=r"^bad guard config: api\.tokens: ") as info:
+        GuardConfig.from_mapping({"api": {"tokens": [token]}})
+    assert token not in str(info.value)
+    with pytest.raises(ValueError) as raw:
+        GuardConfig(api={"tokens": [token]})  # type: ignore[arg-type]
+    assert token not in str(raw.value)
+    monkeypatch.setenv(TOKEN_ENV, token)
+    if "," not in token:  # a comma in the environment separates two tokens
+        with pytest.raises(GuardConfigError, match=f"^{TOKEN_ENV}: ") as env:
+            create_app(GuardConfig(), sms=Outbox(), email=Outbox())
+        assert token not in str(env.value)
+    monkeypatch.delenv(TOKEN_ENV)
+    with pytest.raises(GuardConfigError, match=r"^tokens: "):
+        create_app(GuardConfig(), sms=Outbox(), email=Outbox(), tokens=[TOKEN, token])
+
+
+# ---------------------------------------------------------------- hostile input
+NUMBER_TO = b'{"channel": "sms", "ip": "1.2.3.4", "to": '
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (b"[" * 10240, "body is nested too deeply"),
+        (b'{"to": ' + b"[" * 5000 + b"]" * 5000 + b"}", "body is nested too deeply"),
+        (NUMBER_TO + b'"+6012345\\u00006789"}', "to: control characters"),
+        (NUMBER_TO + b'"+60123\\u001b[2J"}', "to: control characters"),
+        (NUMBER_TO + b'"+60123\\u0085"}', "to: control characters"),
+        (NUMBER_TO + b'"\\ud800"}', "to: control characters and lone surrogates"),
+        (NUMBER_TO + b'"+60123456789", "device": "\\udfff"}', "device: control"),
+        (NUMBER_TO + b'"+60123456789", "account": "a\\nb"}', "account: control"),
+        (b'{"channel": "sms", "to": "+60123456789", "ip": "1.2.3.4\\u0000"}', "ip: control"),
+        (b'{"channel": "sms", "to": "+60123456789", "ip": "1.2.3.4\\n"}', "ip: control"),
+        (b'{"channel": "sms", "to": "+60123456789", "ip": "1.2.3.4/24"}', "ip: not an IP"),
+        (NUMBER_TO + b"1e400}", "to: Input should be a valid string"),
+        (NUMBER_TO + b"9" * 400 + b"}", "to: Input should be a valid string"),
+        (NUMBER_TO + b"9" * 5000 + b"}", "body is not JSON"),  # past int's 4300 digits
+        (NUMBER_TO + b"NaN}", "to: Input should be a valid string"),
+        (NUMBER_TO + b'{"+": 1}}', "to: Input should be a valid string"),
+        (NUMBER_TO + b'"+6\xc3\x28"}', "body is not JSON"),  # invalid UTF-8
+        (NUMBER_TO + b'"+6", "\\n\\u0000' + b"k" * 200 + b'": 1}', "Extra inputs"),
+    ],
+)
+async def test_hostile_bodies_get_a_one_line_400(
+    client: AsyncClient, content: bytes, reason: str
+) -> None:
+    response = await client.post(
+        "/v1/verifications", content=content, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == 400, response.text
+    body = response.json()
+    assert body["status"] == "error" and reason in body["reason"]
+    assert body["reason"].isprintable() and len(body["reason"]) < 200
+
+
+async def test_oversized_number_is_refused_not_an_error(client: AsyncClient) -> None:
+    status, body = await start(client, to="+1" + "9" * 300)
+    assert (status, body["reason"]) == (429, "number-invalid")
+    response = await client.post(
+        "/v1/verifications/check", json={"to": "+1" + "9" * 300, "code": "123456", "ip": IP}
+    )
+    assert (response.status_code, response.json()) == (400, {"status": "invalid"})
+
+
+async def test_control_characters_in_code_and_events(client: AsyncClient) -> None:
+    check = {"to": MOBILE, "code": "12\x0034", "ip": IP}
+    response = await client.post("/v1/verifications/check", json=check)
+    assert response.status_code == 400 and response.json()["reason"].startswith("code: control")
+    event = {"type": "sent", "to": MOBILE, "ip": IP, "account": "\x7f"}
+    response = await client.post("/v1/events", json=event)
+    assert response.status_code == 400 and response.json()["reason"].startswith("account:")
+
+
+class RaisingGuard(Guard):
+    def check(self, *args: Any, **kwargs: Any) -> Any:
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+
+async def test_engine_value_errors_are_400_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    """A last line of defence: input that passed validation yet made the engine raise."""
+    app = create_app(
+        GuardConfig(), guard=RaisingGuard(), sms=Outbox(), email=Outbox(), tokens=[TOKEN]
+    )
+    async with http(app) as client:
+        response = await client.post("/v1/decisions", json=ROUTES[2][1])
+    assert response.status_code == 400
+    assert response.json() == {"status": "error", "reason": "request could not be processed"}
+    assert "unprocessable input on /v1/decisions" in caplog.text
+    assert TOKEN not in caplog.text

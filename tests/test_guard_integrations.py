@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -27,6 +28,7 @@ from starlette.routing import Route
 from typer.testing import CliRunner
 
 from perisai.guard import Action, Guard, GuardConfig
+from perisai.guard.api import TOKEN_ENV
 from perisai.guard.cli import guard_app
 from perisai.guard.delivery import DeliveryError, Message
 from perisai.guard.delivery.smtp import SMTPDelivery
@@ -36,6 +38,7 @@ from perisai.guard.middleware import GuardMiddleware, GuardRoute, WSGIGuard
 from perisai.lab.instances import free_port
 
 MOBILE = "+60123456789"
+TOKEN = "serve-test-token-0123456789"
 SMS = Message("sms", MOBILE, "Your code", "Your code is 123456.")
 
 
@@ -175,9 +178,8 @@ async def test_asgi_middleware() -> None:
         assert (await client.post("/other", json={})).status_code == 200
     text = guard.metrics.render().decode()
     assert 'reason="recipient-rate"' in text
-    assert guard.backend.get_many(["p:ic:" + str(int(time.time() // 86400)) + ":203.0.113.9"]) == [
-        1.0
-    ]
+    day = int(time.time() // 86400)  # the send was counted for the client's address
+    assert guard.backend.get_many([f"q:s:d{day}:i:203.0.113.9"]) == [1.0]
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -215,7 +217,10 @@ def test_wsgi_wrapper() -> None:
     assert json.loads(body)["reason"] == "recipient-rate"
     assert wsgi_call(app, "/unguarded", payload)[0] == "200 OK"
     day = int(time.time() // 86400)
-    assert guard.backend.get_many([f"p:ic:{day}:198.51.100.7", f"p:ic:{day}:6.6.6.6"]) == [1, 0]
+    assert guard.backend.get_many([f"q:s:d{day}:i:198.51.100.7", f"q:s:d{day}:i:6.6.6.6"]) == [
+        1,
+        0,
+    ]
 
 
 def test_serve_bad_config_is_one_line(tmp_path: Path) -> None:
@@ -226,8 +231,43 @@ def test_serve_bad_config_is_one_line(tmp_path: Path) -> None:
     assert result.output.count("\n") == 1 and "perisai: error: bad guard config: mode" in (
         result.output
     )
-    result = CliRunner().invoke(guard_app, ["serve", "--state", "mongodb://x"])
+    result = CliRunner().invoke(
+        guard_app, ["serve", "--state", "mongodb://x"], env={TOKEN_ENV: TOKEN}
+    )
     assert result.exit_code == 2 and "unknown guard state" in result.output
+
+
+def test_serve_without_a_token_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No token and no --insecure-no-auth: exit 2 before any state is created."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(guard_app, ["serve"])
+    assert result.exit_code == 2
+    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.output.startswith("perisai: error: the guard API needs a token: ")
+    assert "--insecure-no-auth" in result.output
+    assert list(tmp_path.iterdir()) == []  # no SQLite file left behind
+    weak = CliRunner().invoke(guard_app, ["serve"], env={TOKEN_ENV: "short"})
+    assert weak.exit_code == 2 and weak.output.count("\n") == 1
+    assert weak.output == f"perisai: error: {TOKEN_ENV}: every token needs at least 16 characters\n"
+
+
+def test_serve_insecure_no_auth_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flag gets past the token check (and warns); uvicorn itself is not started here."""
+    monkeypatch.delenv(TOKEN_ENV, raising=False)
+    served: list[Any] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **options: served.append(app))
+    result = CliRunner().invoke(guard_app, ["serve", "--state", "memory://", "--insecure-no-auth"])
+    assert result.exit_code == 0, result.output
+    assert result.output.count("\n") == 1 and result.output.startswith("perisai: warning: ")
+    assert not served[0].state.authenticated
+    assert "local trials only" in CliRunner().invoke(guard_app, ["serve", "--help"]).output
+    served.clear()
+    result = CliRunner().invoke(
+        guard_app, ["serve", "--state", "memory://"], env={TOKEN_ENV: TOKEN}
+    )
+    assert result.exit_code == 0 and result.output == ""
+    assert served[0].state.authenticated
 
 
 def test_serve_runs_the_verify_api(tmp_path: Path) -> None:
@@ -238,7 +278,9 @@ def test_serve_runs_the_verify_api(tmp_path: Path) -> None:
     state = f"sqlite:///{tmp_path / 'state.db'}"
     code = "from perisai.guard.cli import guard_app; guard_app()"
     argv = ["serve", "--config", str(config), "--state", state, "--port", str(port)]
-    process = subprocess.Popen([sys.executable, "-c", code, *argv])
+    env = {**os.environ, TOKEN_ENV: f"{TOKEN},{TOKEN}-next"}
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    process = subprocess.Popen([sys.executable, "-c", code, *argv], env=env)
     try:
         base = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 30
@@ -251,21 +293,23 @@ def test_serve_runs_the_verify_api(tmp_path: Path) -> None:
             assert time.monotonic() < deadline, "guard serve did not come up"
             assert process.poll() is None, "guard serve exited"
             time.sleep(0.1)
-        started = httpx.post(
-            base + "/v1/verifications",
-            json={"to": MOBILE, "channel": "sms", "ip": "198.51.100.7"},
-            timeout=10,
-        )
+        body = {"to": MOBILE, "channel": "sms", "ip": "198.51.100.7"}
+        refused = httpx.post(base + "/v1/verifications", json=body, timeout=10)
+        assert refused.status_code == 401 and not outbox.exists()
+        started = httpx.post(base + "/v1/verifications", json=body, headers=auth, timeout=10)
         assert started.status_code == 201
         sent = json.loads(outbox.read_text().splitlines()[0])
         otp = next(w.rstrip(".") for w in sent["body"].split() if w.rstrip(".").isdigit())
         checked = httpx.post(
             base + "/v1/verifications/check",
             json={"to": MOBILE, "code": otp, "ip": "198.51.100.7"},
+            headers={"Authorization": f"Bearer {TOKEN}-next"},  # the rotated-in token
             timeout=10,
         )
         assert checked.json() == {"status": "approved"}
-        assert "perisai_guard_decisions_total" in httpx.get(base + "/metrics", timeout=5).text
+        assert httpx.get(base + "/metrics", timeout=5).status_code == 401
+        metrics = httpx.get(base + "/metrics", headers=auth, timeout=5).text
+        assert "perisai_guard_decisions_total" in metrics
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -196,42 +196,55 @@ def test_pumping_prefix_on_backend(backend: Backend) -> None:
     g = guard(
         {
             "limits": {"number_prefix": [], "ip": [], "ip_prefix": []},
-            "pumping": {"prefix_floor": 4, "deny_factor": 2},
+            "pumping": {
+                "prefix_floor": 4,
+                "deny_factor": 2,
+                "deny_margin": 0,
+                "unproven_country_floor": 100,
+            },
         },
         backend,
     )
     verdicts = []
-    for i in range(12):
+    for i in range(12):  # sends whatever the verdict, as a captcha farm would
         number = f"+6012345{i:04d}"
         decision = g.check("send_otp", number, f"203.0.113.{i}")
         verdicts.append(decision.verdict)
-        if decision.allowed:
+        if decision.verdict is not Verdict.DENY:
             g.record("sent", number, ip=f"203.0.113.{i}")
     assert verdicts[:4] == [Verdict.ALLOW] * 4
-    assert Verdict.CHALLENGE in verdicts  # challenged first, and the pressure escalates
-    assert verdicts[-1] is Verdict.DENY
-    assert g.check("send_otp", "+60123450099", IP).reason == "pumping-prefix"
+    assert verdicts[4:8] == [Verdict.CHALLENGE] * 4
+    assert verdicts[8:] == [Verdict.DENY] * 4  # 8 in flight: deny_factor x the floor
+    assert g.check("send_otp", "+60123450099", IP).reason == "pumping-prefix-in-flight"
     # a number that verifies is vetted and passes
     g.record("verified", "+60123450099")
     assert g.check("send_otp", "+60123450099", IP).allowed
 
 
 @pytest.mark.servers
-def test_pumping_country_and_ip_countries_on_backend(backend: Backend) -> None:
+def test_pumping_country_and_ip_on_backend(backend: Backend) -> None:
     g = guard(
-        {"pumping": {"country_floor": 3, "deny_factor": 2, "max_countries_per_ip": 2}},
+        {
+            "pumping": {
+                "country_floor": 3,
+                "unproven_country_floor": 3,
+                "deny_margin": 0,
+                "ip_floor": 2,
+                "prefix_floor": 100,
+            }
+        },
         backend,
     )
     for i in range(3):
         g.record("sent", f"+60123{i}56789", ip=f"203.0.113.{i}")
     first = g.check("send_otp", "+60139999999", IP)
-    assert (first.verdict, first.reason) == (Verdict.CHALLENGE, "pumping-country")
+    assert (first.verdict, first.reason) == (Verdict.CHALLENGE, "pumping-country-in-flight")
     for i in range(3):
         g.record("sent", f"+60124{i}56789", ip=f"203.0.113.{i}")
     assert g.check("send_otp", "+60139999999", IP).verdict is Verdict.DENY
     for number in (UK_MOBILE, "+33612345678"):
         g.record("sent", number, ip="192.0.2.9")
-    assert g.check("send_otp", "+4915123456789", "192.0.2.9").reason == "pumping-ip-countries"
+    assert g.check("send_otp", "+4915123456789", "192.0.2.9").reason == "pumping-ip-in-flight"
 
 
 @pytest.mark.servers
@@ -251,5 +264,7 @@ def test_spend_cap_on_backend(backend: Backend) -> None:
     assert (capped.verdict, capped.reason) == (Verdict.DENY, "spend-cap")
     assert 0 < capped.retry_after <= 3600
     # a second guard on the same store sees the same spend: the cap is global
-    other = guard({"spend": {"default_cost": 0.5, "hourly_cap": 3}}, backend)
+    other = guard(
+        {"spend": {"default_cost": 0.5, "hourly_cap": 3}, "pumping": {"enabled": False}}, backend
+    )
     assert other.check("send_otp", OTHER, "203.0.113.10").reason == "spend-cap"

@@ -38,19 +38,41 @@ def serve(
     ] = DEFAULT_STATE,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1, max=65535)] = 8765,
+    insecure_no_auth: Annotated[
+        bool,
+        typer.Option(
+            "--insecure-no-auth",
+            help="Serve without a token when none is set. For local trials only: anyone who "
+            "reaches the API can then mark any number verified.",
+        ),
+    ] = False,
 ) -> None:
     """Serve the Verify API (POST /v1/verifications, /v1/verifications/check, /v1/decisions,
-    /v1/events; GET /metrics, /healthz)."""
+    /v1/events; GET /metrics, /healthz). Callers send Authorization: Bearer <token>, a token
+    from api.tokens in the config or PERISAI_GUARD_TOKEN (comma-separated to rotate)."""
     import uvicorn
 
-    from perisai.guard.api import create_app
+    from perisai.guard.api import create_app, required_tokens
 
     stderr = Console(stderr=True, highlight=False)
     try:
         policy = load_config(config)
+        # a missing or weak token fails before the state (a SQLite file) is created
+        required_tokens(policy, insecure_no_auth=insecure_no_auth)
         backend = open_backend(state, tag=policy.key_tag)
-        app = create_app(policy, backend=backend)
+        try:
+            app = create_app(policy, backend=backend, insecure_no_auth=insecure_no_auth)
+        except GuardConfigError:
+            backend.close()
+            raise
     except (GuardConfigError, BackendError) as exc:
-        stderr.print(f"perisai: error: {exc}", markup=False)
+        stderr.print(f"perisai: error: {exc}", markup=False, soft_wrap=True)
         raise typer.Exit(EXIT_USAGE) from None
+    if not app.state.authenticated:
+        stderr.print(
+            "perisai: warning: the guard API has no token (--insecure-no-auth): anyone who "
+            "reaches it can mark numbers verified; for local trials only",
+            markup=False,
+            soft_wrap=True,
+        )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

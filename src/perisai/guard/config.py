@@ -13,9 +13,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 __all__ = [
+    "MIN_TOKEN_LENGTH",
+    "ApiPolicy",
     "Deliveries",
     "DeliveryConfig",
     "EmailPolicy",
@@ -30,6 +39,7 @@ __all__ = [
     "SpendPolicy",
     "VerifyPolicy",
     "load_config",
+    "token_problem",
 ]
 
 
@@ -65,9 +75,19 @@ def _rates(*pairs: tuple[int, float]) -> tuple[Rate, ...]:
 class LimitPolicy(_Model):
     """Send caps per destination and per source of the request."""
 
-    recipient: tuple[Rate, ...] = _rates((1, 60), (5, 600))
-    ip: tuple[Rate, ...] = _rates((10, 600), (30, 86400))
-    ip_prefix: tuple[Rate, ...] = _rates((50, 600), (200, 86400))  # /24 IPv4, /64 IPv6
+    # one per 30 s lets a user ask again after the usual resend timer (30-90 s); a day cap:
+    # a victim bombed from rotating addresses gets 10 a day, not 720
+    recipient: tuple[Rate, ...] = _rates((1, 30), (5, 600), (10, 86400))
+    # Backstops against one machine flooding, sized for carrier-grade NAT: hundreds of users
+    # a day behind one IPv4 address, thousands behind one IPv6 /64, and a ten-fold flash
+    # crowd on top. Pumping from one source is stopped far earlier by the verification
+    # credit of ``pumping`` (``pumping-ip``, ``pumping-network``), which real users earn.
+    ip: tuple[Rate, ...] = _rates((100, 600), (2000, 86400))
+    ip_prefix: tuple[Rate, ...] = _rates((600, 600), (20000, 86400))  # /24 IPv4, /64 IPv6
+    # IPv6 only, per /48 (``ip-prefix48-rate``): a /64 is one LAN, a /48 one site, and a
+    # client given a /48 can hop across its 65,536 /64s, so the /64 limit alone caps nothing.
+    # Twice the /64 rates, as a site holds several busy LANs.
+    ip_prefix48: tuple[Rate, ...] = _rates((1200, 600), (40000, 86400))
     device: tuple[Rate, ...] = _rates((5, 600), (20, 86400))
     account: tuple[Rate, ...] = _rates((5, 600), (20, 86400))
     number_prefix: tuple[Rate, ...] = _rates((10, 600))  # bursts to adjacent numbers
@@ -105,47 +125,71 @@ class NumberPolicy(_Model):
         return tuple(country.upper() for country in value)
 
 
+_REMOVED_PUMPING_KEYS = frozenset(
+    {
+        "country_fraction",
+        "min_conversion",
+        "max_countries_per_ip",
+        "conversion_bucket",
+        "country_min_unverified",
+        "pool_min_unverified",
+        "collapse_ratio",
+        "default_conversion",
+        "baseline_min_verified",
+        "baseline_min_sends",
+    }
+)
+
+
 class PumpingPolicy(_Model):
-    """SMS-pumping detection from conversion rates (verified / sent) against baselines.
+    """SMS-pumping detection by verification credit (see :mod:`perisai.guard.pumping`).
 
-    Numbers that verified before and ``trusted_ips`` skip every rule here. The rules, in order
-    (each challenges first and denies once the refused attempts reach ``deny_factor`` times
-    its threshold):
+    Every send is counted in four scopes: its country, its number prefix (the number minus
+    ``prefix_drop_digits``), the client IP (an IPv6 client's /64) and its network (IPv4 /24,
+    IPv6 /48). A send is *in flight* for ``in_flight`` seconds (its code can still be used:
+    set it to your code lifetime plus a grace period) and *unverified* only after that, if no
+    verification came. Each scope may hold ``floor`` + ``credit_ratio`` x its verified sends
+    unverified (today and yesterday), and ``floor`` + ``in_flight_ratio`` x the verified
+    sends of the same window in flight; past that a send is challenged, and past both
+    ``deny_factor`` times that and ``deny_margin`` sends beyond it denied. Only ``sent`` and
+    ``verified`` events move the counters: a refused request is never evidence against the
+    next one.
 
-    - ``max_countries_per_ip``: distinct countries one IP sent unverified codes to in a day;
-    - ``country_floor`` / ``country_fraction``: a country's daily budget of unverified sends,
-      ``max(floor, fraction x its verified sends today and yesterday)`` (``pumping-country``);
-    - ``prefix_floor`` / ``min_conversion``: one number prefix (the number minus
-      ``prefix_drop_digits``) with that many unverified sends and a conversion under
-      ``min_conversion`` (``pumping-prefix``);
-    - conversion collapse, over the current and the previous ``conversion_bucket`` seconds.
-      A country with at least ``baseline_min_verified`` verified sends today and yesterday is
-      judged alone: ``pumping-conversion`` once it has ``country_min_unverified`` unverified
-      sends and a conversion under ``collapse_ratio`` x its baseline (yesterday's conversion
-      when yesterday had ``baseline_min_sends`` sends, else ``default_conversion``). Countries
-      without that much verified traffic are counted together, so an attack spread over many
-      of them adds up: ``pumping-conversion-pool`` once they have ``pool_min_unverified``
-      unverified sends between them and a conversion under ``collapse_ratio`` x
-      ``default_conversion``.
+    Numbers that verified before and ``trusted_ips`` skip every rule here.
+    ``expected_countries`` (ISO code -> expected sends a day) raises a country's floor to
+    ``expected_share`` of its expected volume, so a launch day's first hours need no history.
     """
 
     enabled: bool = True
+    in_flight: float = Field(default=600, ge=60)  # seconds a code can still be verified
     prefix_drop_digits: int = Field(default=3, ge=1, le=6)  # prefix = number minus these
-    country_floor: int = Field(default=200, ge=0)  # unverified sends/day a country always gets
-    country_fraction: float = Field(default=0.5, ge=0)  # of its verified volume, as headroom
-    prefix_floor: int = Field(default=8, ge=0)  # unverified sends/day a prefix always gets
-    min_conversion: float = Field(default=0.3, ge=0, le=1)
-    deny_factor: float = Field(default=2.0, ge=1)  # challenge past the budget, deny past x times
-    max_countries_per_ip: int = Field(default=3, ge=1)  # distinct unverified countries a day
+    credit_ratio: float = Field(default=1.0, gt=0)  # unverified sends allowed per verified
+    in_flight_ratio: float = Field(default=2.0, gt=0)  # in-flight sends per verified
+    country_floor: int = Field(default=5, ge=1)
+    # for a country not in expected_countries whose settled sends (today and yesterday) did
+    # not mostly verify, or that has none: its floor, with in-flight credit at credit_ratio
+    # instead of in_flight_ratio. A spread over fresh countries gets about 2 sends in each.
+    unproven_country_floor: int = Field(default=2, ge=1)
+    prefix_floor: int = Field(default=3, ge=1)
+    ip_floor: int = Field(default=10, ge=1)
+    network_floor: int = Field(default=30, ge=1)
+    expected_countries: dict[str, int] = {}  # ISO 3166 alpha-2 -> expected sends a day
+    expected_share: float = Field(default=0.005, gt=0, le=1)
+    deny_factor: float = Field(default=2.0, ge=1)  # challenge past the allowance, deny past x
+    deny_margin: int = Field(default=10, ge=0)  # ... and this many sends past it
     trusted_ips: tuple[str, ...] = ()
-    # conversion collapse (verified / sent over the current and the previous bucket)
-    conversion_bucket: float = Field(default=3600, ge=60)  # seconds per counting bucket
-    country_min_unverified: int = Field(default=25, ge=1)  # a baselined country, before judging
-    pool_min_unverified: int = Field(default=6, ge=1)  # countries without a baseline, together
-    collapse_ratio: float = Field(default=0.5, gt=0, le=1)  # "collapsed": under this x baseline
-    default_conversion: float = Field(default=0.8, gt=0, le=1)  # baseline without history
-    baseline_min_verified: int = Field(default=5, ge=0)  # today + yesterday, to be judged alone
-    baseline_min_sends: int = Field(default=50, ge=1)  # yesterday's, to use its conversion
+
+    @model_validator(mode="before")
+    @classmethod
+    def _removed_keys(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            removed = sorted(_REMOVED_PUMPING_KEYS & set(data))
+            if removed:
+                raise ValueError(
+                    f"{', '.join(removed)}: removed; pumping is now judged by verification "
+                    "credit (see the README's guard section)"
+                )
+        return data
 
     @field_validator("trusted_ips")
     @classmethod
@@ -153,6 +197,16 @@ class PumpingPolicy(_Model):
         for net in value:
             ipaddress.ip_network(net, strict=False)
         return value
+
+    @field_validator("expected_countries")
+    @classmethod
+    def _countries(cls, value: dict[str, int]) -> dict[str, int]:
+        for country, volume in value.items():
+            if len(country) != 2 or not country.isalpha():
+                raise ValueError(f"{country!r} is not an ISO 3166 alpha-2 country code")
+            if volume < 0:
+                raise ValueError(f"expected sends for {country} must be >= 0")
+        return {country.upper(): volume for country, volume in value.items()}
 
 
 class SpendPolicy(_Model):
@@ -172,11 +226,26 @@ class VerifyPolicy(_Model):
 
 
 class EmailPolicy(_Model):
-    allowlist: tuple[str, ...] = ()
+    allowlist: tuple[str, ...] = ()  # addresses, kept in their canonical spelling
     require_verified: bool = True  # send_email only to the account's verified address
     block_disposable: bool = True
     recipient: tuple[Rate, ...] = _rates((1, 60), (5, 3600))
     account: tuple[Rate, ...] = _rates((10, 3600))
+
+    @field_validator("allowlist")
+    @classmethod
+    def _canonical(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        """Canonical, like the addresses they are compared with (``Siti+x@Example.org`` is
+        ``siti@example.org``); an entry that is no address would silently never match."""
+        from perisai.guard.email import normalize_email
+
+        addresses = []
+        for entry in value:
+            address = normalize_email(entry)
+            if address is None:
+                raise ValueError(f"not an e-mail address: {entry!r}")
+            addresses.append(address)
+        return tuple(addresses)
 
 
 class DeliveryConfig(_Model):
@@ -195,6 +264,39 @@ class DeliveryConfig(_Model):
     start_tls: bool | None = None
 
 
+MIN_TOKEN_LENGTH = 16
+
+
+def token_problem(token: str) -> str | None:
+    """Why ``token`` cannot be a bearer token (it goes in a header and must resist guessing),
+    or None; the answer never quotes the token."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        return f"every token needs at least {MIN_TOKEN_LENGTH} characters"
+    if not all("!" <= ch <= "~" and ch != "," for ch in token):
+        return "tokens must be printable ASCII without spaces or commas"
+    return None
+
+
+class ApiPolicy(_Model):
+    """Who may call the Verify API: any of ``tokens`` as ``Authorization: Bearer …`` (several,
+    so a team can rotate one out); ``/healthz`` is always open, ``/metrics`` when
+    ``metrics_public``."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    tokens: tuple[str, ...] = Field(default=(), repr=False)
+    metrics_public: bool = False
+
+    @field_validator("tokens")
+    @classmethod
+    def _strong(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for token in value:
+            problem = token_problem(token)
+            if problem is not None:
+                raise ValueError(problem)
+        return value
+
+
 class Deliveries(_Model):
     brand: str = "perisai"
     sms: DeliveryConfig = DeliveryConfig()
@@ -203,6 +305,9 @@ class Deliveries(_Model):
 
 class GuardConfig(_Model):
     """The whole guard policy; ``GuardConfig()`` is the defaults."""
+
+    # errors never echo the input: it may hold API tokens and delivery credentials
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     mode: Mode = Mode.ENFORCE
     fail: FailMode = FailMode.CLOSED
@@ -216,6 +321,7 @@ class GuardConfig(_Model):
     verify: VerifyPolicy = VerifyPolicy()
     email: EmailPolicy = EmailPolicy()
     delivery: Deliveries = Deliveries()
+    api: ApiPolicy = ApiPolicy()
 
     @field_validator("trusted_proxies")
     @classmethod
@@ -223,6 +329,16 @@ class GuardConfig(_Model):
         for net in value:
             ipaddress.ip_network(net, strict=False)
         return value
+
+    @model_validator(mode="after")
+    def _codes_settle_in_flight(self) -> GuardConfig:
+        """A code that can still be used must not count as unverified."""
+        if self.verify.ttl > self.pumping.in_flight:
+            raise ValueError(
+                f"pumping.in_flight ({self.pumping.in_flight:g} s) must be at least "
+                f"verify.ttl ({self.verify.ttl:g} s)"
+            )
+        return self
 
     @classmethod
     def from_mapping(cls, data: Any) -> GuardConfig:

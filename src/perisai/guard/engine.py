@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from perisai.guard.backends.memory import MemoryBackend
-from perisai.guard.clientip import TrustedProxies, ip_prefix
+from perisai.guard.clientip import TrustedProxies, canonical_ip, ip_prefix, ip_prefix48
 from perisai.guard.codes import CodeRecord, hash_code, new_code
 from perisai.guard.config import FailMode, GuardConfig, Mode, Rate
 from perisai.guard.email import is_disposable, normalize_email
@@ -25,6 +25,7 @@ from perisai.guard.interface import (
 )
 from perisai.guard.metrics import GuardMetrics
 from perisai.guard.numbers import NumberInfo, inspect_number
+from perisai.guard.pumping import PumpingRules
 
 __all__ = ["Guard", "Started", "VerifyOutcome", "VerifyStatus"]
 
@@ -35,59 +36,6 @@ HOUR = 3600.0
 KNOWN_TTL = 90 * DAY
 ALLOW = Decision(Verdict.ALLOW, "ok")
 _ACTIONS: dict[str, Action] = {action.value: action for action in Action}
-_KEY_CACHE_SIZE = 4096  # (day, bucket, country) entries; a day and two buckets are live
-
-
-@dataclass(frozen=True, slots=True)
-class _PumpingKeys:
-    """The pumping counters' keys that depend only on the day, the conversion bucket and the
-    country, built once per (day, bucket, country) instead of once per decision; ``*_head``
-    are the starts of the per-prefix and per-IP keys."""
-
-    counters: tuple[str, ...]  # read in this order, see Guard._pumping
-    country_pressure: str  # p:cp:{day}:{c}
-    conversion_pressure: str  # p:hp:{bucket}:{c}
-    pool_pressure: str  # p:xp:{bucket}
-    prefix_sent_head: str  # p:ps:{day}:
-    prefix_verified_head: str  # p:pv:{day}:
-    prefix_pressure_head: str  # p:pp:{day}:
-    ip_countries_head: str  # p:ic:{day}:
-    ip_country_head: str  # p:icm:{day}:
-
-    @classmethod
-    def build(cls, day: int, bucket: int, c: str) -> _PumpingKeys:
-        before = bucket - 1
-        return cls(
-            counters=(
-                f"p:cs:{day}:{c}",
-                f"p:cv:{day}:{c}",
-                f"p:cv:{day - 1}:{c}",
-                f"p:cp:{day}:{c}",
-                f"p:cs:{day - 1}:{c}",
-                # the conversion window: this bucket and the one before, per country and for
-                # the pool of countries without a baseline of their own
-                f"p:hs:{bucket}:{c}",
-                f"p:hs:{before}:{c}",
-                f"p:hv:{bucket}:{c}",
-                f"p:hv:{before}:{c}",
-                f"p:hp:{bucket}:{c}",
-                f"p:hp:{before}:{c}",
-                f"p:xs:{bucket}",
-                f"p:xs:{before}",
-                f"p:xv:{bucket}",
-                f"p:xv:{before}",
-                f"p:xp:{bucket}",
-                f"p:xp:{before}",
-            ),
-            country_pressure=f"p:cp:{day}:{c}",
-            conversion_pressure=f"p:hp:{bucket}:{c}",
-            pool_pressure=f"p:xp:{bucket}",
-            prefix_sent_head=f"p:ps:{day}:",
-            prefix_verified_head=f"p:pv:{day}:",
-            prefix_pressure_head=f"p:pp:{day}:",
-            ip_countries_head=f"p:ic:{day}:",
-            ip_country_head=f"p:icm:{day}:",
-        )
 
 
 class VerifyStatus(StrEnum):
@@ -109,7 +57,8 @@ class Started:
     decision: Decision
     id: str | None = None
     code: str | None = None
-    to: str | None = None  # the canonical recipient
+    to: str | None = None  # the canonical recipient: what every counter is keyed by
+    address: str | None = None  # where to deliver: the address as given, the E.164 number
 
 
 def _deny(reason: str, retry_after: float = 0.0) -> Decision:
@@ -146,7 +95,7 @@ class Guard:
         self._secret = secret.encode() if secret else secrets.token_bytes(32)
         # (key suffix, limit, window) per rate tuple of the frozen config, keyed by identity
         self._templates: dict[int, tuple[tuple[str, int, float], ...]] = {}
-        self._pumping_keys: dict[tuple[int, int, str], _PumpingKeys] = {}
+        self._rules = PumpingRules(self.config.pumping, self.backend)
 
     def _add_limits(self, out: list[Limit], key: str, rates: tuple[Rate, ...], name: str) -> None:
         """Append one sliding-window Limit per rate, on ``key:0``, ``key:1`` …"""
@@ -170,13 +119,23 @@ class Guard:
         ip: str,
         device: str | None = None,
         account: str | None = None,
+        *,
+        challenge_passed: bool = False,
     ) -> Decision:
-        """Decide on one request. Raises ValueError for an unknown action."""
+        """Decide on one request. Raises ValueError for an unknown action. ``ip`` is keyed in
+        its canonical spelling (``canonical_ip``), as in every entry point.
+
+        ``challenge_passed``: the app showed this user a challenge (a CAPTCHA) for an earlier
+        ``challenge`` verdict and the user solved it; a rule that would challenge then lets
+        the send go on to the remaining rules (a denial still denies). A human who earns a
+        send can verify, so a challenged country or prefix earns its way out."""
         started = time.perf_counter()
         known = _ACTIONS.get(action) if isinstance(action, str) else None
         action = known if known is not None else Action(action)
         try:
-            decision = self._decide(action, to, ip, device, account, self._clock())
+            decision = self._decide(
+                action, to, canonical_ip(ip), device, account, self._clock(), challenge_passed
+            )
         except BackendError as exc:
             decision = self._backend_down(exc)
         if self.config.mode is Mode.MONITOR and decision.verdict is not Verdict.ALLOW:
@@ -208,12 +167,13 @@ class Guard:
         device: str | None,
         account: str | None,
         now: float,
+        challenge_passed: bool = False,
     ) -> Decision:
         if action is Action.VERIFY_OTP:
             return self._decide_verify(to, ip, now)
         if action is Action.SEND_EMAIL or "@" in to:
             return self._decide_email(action, to, ip, device, account, now)
-        return self._decide_sms(to, ip, device, account, now)
+        return self._decide_sms(to, ip, device, account, now, challenge_passed)
 
     def _source_limits(
         self, out: list[Limit], ip: str, device: str | None, account: str | None, space: str
@@ -224,13 +184,23 @@ class Guard:
         prefix = ip_prefix(ip)
         if prefix is not None:
             add(out, f"{space}:net:{prefix}", policy.ip_prefix, "ip-prefix-rate")
+            if ":" in prefix:  # IPv6: per /64 above, and per /48 (one site) too
+                site = ip_prefix48(ip)
+                if site is not None:
+                    add(out, f"{space}:net48:{site}", policy.ip_prefix48, "ip-prefix48-rate")
         if device:
             add(out, f"{space}:dev:{device}", policy.device, "device-rate")
         if account:
             add(out, f"{space}:acct:{account}", policy.account, "account-rate")
 
     def _decide_sms(
-        self, to: str, ip: str, device: str | None, account: str | None, now: float
+        self,
+        to: str,
+        ip: str,
+        device: str | None,
+        account: str | None,
+        now: float,
+        challenge_passed: bool = False,
     ) -> Decision:
         info = inspect_number(to)
         if info is None:
@@ -242,14 +212,17 @@ class Guard:
             return _deny("country-denied")
         if info.number_type in numbers.deny_types:
             return _deny(f"number-{info.number_type}")
-        if info.number_type in numbers.challenge_types:
+        if info.number_type in numbers.challenge_types and not challenge_passed:
             return _challenge(f"number-{info.number_type}")
         trusted = self._any_trusted_ips and self._trusted_ips.trusted(ip)
         vetted = trusted or self.backend.get(f"known:{info.e164}") is not None
         prefix = info.prefix(self.config.pumping.prefix_drop_digits)
-        if not vetted:
-            verdict = self._pumping(info, prefix, ip, now)
-            if verdict is not None:
+        if not vetted and self.config.pumping.enabled:
+            budget = numbers.country_budgets.get(info.country)
+            verdict = self._rules.judge(info.country, prefix, ip, now, budget)
+            if verdict is not None and not (
+                challenge_passed and verdict.verdict is Verdict.CHALLENGE
+            ):
                 return verdict
         spend = self.config.spend
         if spend.hourly_cap is not None or spend.daily_cap is not None:
@@ -266,108 +239,6 @@ class Guard:
         if not admission.allowed:
             return _deny(admission.denied_by or "rate", admission.retry_after)
         return ALLOW
-
-    def _keys_for(self, day: int, bucket: int, country: str) -> _PumpingKeys:
-        cache = self._pumping_keys
-        keys = cache.get((day, bucket, country))
-        if keys is None:
-            if len(cache) >= _KEY_CACHE_SIZE:
-                cache.clear()
-            keys = cache[day, bucket, country] = _PumpingKeys.build(day, bucket, country)
-        return keys
-
-    def _pumping(self, info: NumberInfo, prefix: str, ip: str, now: float) -> Decision | None:
-        """``prefix``: the number minus ``pumping.prefix_drop_digits``."""
-        policy = self.config.pumping
-        if not policy.enabled:
-            return None
-        day = int(now // DAY)
-        bucket = int(now // policy.conversion_bucket)
-        c = info.country
-        keys = self._keys_for(day, bucket, c)
-        # one read: the country's and the pool's counters (17, keys built once per bucket),
-        # then the number prefix's and the IP's
-        values = self.backend.get_many(
-            [
-                *keys.counters,
-                keys.prefix_sent_head + prefix,
-                keys.prefix_verified_head + prefix,
-                keys.prefix_pressure_head + prefix,
-                keys.ip_countries_head + ip,
-                f"{keys.ip_country_head}{ip}:{c}",
-            ]
-        )
-        c_sent, c_ver, c_ver_before, c_pressure, c_sent_before = values[:5]
-        p_sent, p_ver, p_pressure, ip_countries, ip_this = values[17:]
-        if not ip_this and ip_countries >= policy.max_countries_per_ip:
-            return _deny("pumping-ip-countries")
-        budget = self.config.numbers.country_budgets.get(c)
-        if budget is not None and c_sent >= budget:
-            return _deny("country-budget")
-        # refused attempts count as pressure, so a challenged attack escalates to a denial
-        unverified = c_sent - c_ver + c_pressure
-        allowance = max(policy.country_floor, policy.country_fraction * (c_ver + c_ver_before))
-        if unverified >= allowance * policy.deny_factor:
-            return _deny("pumping-country")
-        if unverified >= allowance:
-            self.backend.add(keys.country_pressure, 1, 2 * DAY)
-            return _challenge("pumping-country")
-        p_unverified = p_sent - p_ver + p_pressure
-        if p_unverified >= policy.prefix_floor and p_ver < policy.min_conversion * p_sent:
-            if p_unverified >= policy.prefix_floor * policy.deny_factor:
-                return _deny("pumping-prefix")
-            self.backend.add(keys.prefix_pressure_head + prefix, 1, 2 * DAY)
-            return _challenge("pumping-prefix")
-        if c_ver + c_ver_before >= policy.baseline_min_verified:
-            # a country with verified traffic of its own: judged against its own baseline
-            h = values[5:11]
-            sent, verified, pressure = h[0] + h[1], h[2] + h[3], h[4] + h[5]
-            baseline = policy.default_conversion
-            if c_sent_before >= policy.baseline_min_sends:
-                baseline = min(1.0, c_ver_before / c_sent_before)
-            return self._collapse(
-                sent,
-                verified,
-                pressure,
-                baseline,
-                policy.country_min_unverified,
-                keys.conversion_pressure,
-                "pumping-conversion",
-            )
-        x = values[11:17]
-        return self._collapse(
-            max(0.0, x[0] + x[1]),
-            max(0.0, x[2] + x[3]),
-            x[4] + x[5],
-            policy.default_conversion,
-            policy.pool_min_unverified,
-            keys.pool_pressure,
-            "pumping-conversion-pool",
-        )
-
-    def _collapse(
-        self,
-        sent: float,
-        verified: float,
-        pressure: float,
-        baseline: float,
-        threshold: int,
-        pressure_key: str,
-        reason: str,
-    ) -> Decision | None:
-        """Challenge once ``threshold`` sends went unverified in the window and the conversion
-        there fell under ``collapse_ratio`` x ``baseline``; deny once challenged before and
-        ``deny_factor`` x ``threshold`` went unverified (refused attempts count)."""
-        policy = self.config.pumping
-        unverified = sent - verified + pressure
-        if unverified < threshold:
-            return None
-        if verified >= policy.collapse_ratio * baseline * (sent + pressure):
-            return None
-        if pressure > 0 and unverified >= threshold * policy.deny_factor:
-            return _deny(reason, policy.conversion_bucket)
-        self.backend.add(pressure_key, 1, 2 * policy.conversion_bucket + 60)
-        return _challenge(reason)
 
     def _cost(self, info: NumberInfo) -> float:
         return self.config.spend.costs.get(info.country, self.config.spend.default_cost)
@@ -398,7 +269,7 @@ class Guard:
         if address is None:
             return _deny("email-invalid")
         policy = self.config.email
-        allowlisted = address in policy.allowlist
+        allowlisted = address in policy.allowlist  # canonical too, see EmailPolicy
         if policy.block_disposable and not allowlisted and is_disposable(address):
             return _deny("email-disposable")
         if action is Action.SEND_EMAIL and policy.require_verified and not allowlisted:
@@ -441,7 +312,7 @@ class Guard:
         a backend failure is logged and counted, never raised."""
         event = Event(event)
         try:
-            self._record(event, to, ip, account, self._clock())
+            self._record(event, to, canonical_ip(ip) if ip else ip, account, self._clock())
         except BackendError as exc:
             log.warning("guard backend down while recording %s: %s", event.value, exc)
             self.metrics.backend_errors.labels(self.config.fail.value).inc()
@@ -457,8 +328,6 @@ class Guard:
             self.backend.add(f"va:{recipient}", 1, verify.lockout)
             return
         info = inspect_number(recipient) if "@" not in recipient else None
-        day = int(now // DAY)
-        ttl = 2 * DAY + 60
         if event is Event.VERIFIED:
             self.backend.delete(f"va:{recipient}")
             if info is None:
@@ -466,70 +335,26 @@ class Guard:
                     self.backend.put(f"acctmail:{account}", recipient, KNOWN_TTL)
                 return
             self.backend.put(f"known:{info.e164}", "1", KNOWN_TTL)
-            self.backend.add_many(self._pumping_counts(info, "v", now))
+            credits = self._rules.verified(info.e164, now)
+            if credits:
+                self.backend.add_many(credits)
             return
         if info is None:  # an e-mail went out: its rates were taken at check time
             return
-        counts = self._pumping_counts(info, "s", now)
+        prefix = info.prefix(self.config.pumping.prefix_drop_digits)
+        counts = self._rules.sent(info.e164, info.country, prefix, ip, now)
         spend = self.config.spend
         if spend.hourly_cap is not None or spend.daily_cap is not None:
             cost = self._cost(info)
             counts.append((f"sp:h:{int(now // HOUR)}", cost, HOUR + 60))
-            counts.append((f"sp:d:{day}", cost, DAY + 60))
-        if ip:
-            counts.append((f"p:icm:{day}:{ip}:{info.country}", 1, ttl))
-        values = self.backend.add_many(counts)
-        if ip and values[-1] == 1:  # the first send from this IP to this country today
-            self.backend.add(f"p:ic:{day}:{ip}", 1, ttl)
-
-    def _pumping_counts(
-        self, info: NumberInfo, kind: str, now: float
-    ) -> list[tuple[str, float, float]]:
-        """The counters one ``sent`` (``kind`` "s") or ``verified`` ("v") moves: per country
-        and per prefix for the day, per country for the conversion bucket, and the pool of
-        countries without a baseline when this one has none."""
-        policy = self.config.pumping
-        day = int(now // DAY)
-        bucket = int(now // policy.conversion_bucket)
-        c = info.country
-        ttl = 2 * DAY + 60
-        bucket_ttl = 2 * policy.conversion_bucket + 60
-        counts: list[tuple[str, float, float]] = [
-            (f"p:c{kind}:{day}:{c}", 1, ttl),
-            (f"p:p{kind}:{day}:{info.prefix(policy.prefix_drop_digits)}", 1, ttl),
-            (f"p:h{kind}:{bucket}:{c}", 1, bucket_ttl),
-        ]
-        if not policy.enabled:
-            return counts
-        before = self.backend.get_many(
-            [
-                f"p:cv:{day}:{c}",
-                f"p:cv:{day - 1}:{c}",
-                f"p:hs:{bucket}:{c}",
-                f"p:hs:{bucket - 1}:{c}",
-                f"p:hv:{bucket}:{c}",
-                f"p:hv:{bucket - 1}:{c}",
-            ]
-        )
-        verified = before[0] + before[1]
-        if verified + (kind == "v") < policy.baseline_min_verified:
-            counts.append((f"p:x{kind}:{bucket}", 1, bucket_ttl))
-        elif kind == "v" and verified < policy.baseline_min_verified:
-            # this verification gives the country a baseline of its own: it leaves the pool,
-            # and takes out of it what it put in, so its early traffic cannot hide an attack
-            hs, hs_before, hv, hv_before = before[2:]
-            counts += [
-                (f"p:xs:{bucket}", -hs, bucket_ttl),
-                (f"p:xs:{bucket - 1}", -hs_before, bucket_ttl),
-                (f"p:xv:{bucket}", -hv, bucket_ttl),
-                (f"p:xv:{bucket - 1}", -hv_before, bucket_ttl),
-            ]
-        return counts
+            counts.append((f"sp:d:{int(now // DAY)}", cost, DAY + 60))
+        self.backend.add_many(counts)
 
     # ------------------------------------------------------------------ verifications
     @staticmethod
     def canonical(to: str) -> str | None:
-        """E.164 for a number, the lower-cased address for an e-mail, None for neither."""
+        """E.164 for a number, the canonical address for an e-mail (``normalize_email``:
+        case, ``+tag``, punycode domain, Gmail dots), None for neither."""
         if "@" in to:
             return normalize_email(to)
         info = inspect_number(to)
@@ -542,14 +367,18 @@ class Guard:
         ip: str,
         device: str | None = None,
         account: str | None = None,
+        *,
+        challenge_passed: bool = False,
     ) -> Started:
         """Decide, and if allowed make a fresh code (replacing any live one). The caller
-        delivers ``code`` and then records ``sent``."""
+        delivers ``code`` and then records ``sent``. ``challenge_passed``: see :meth:`check`."""
         if channel not in ("sms", "email") or (channel == "email") != ("@" in to):
             decision = _deny("channel-mismatch")
             self.metrics.decisions.labels("send_otp", "deny", decision.reason).inc()
             return Started(decision)
-        decision = self.check(Action.SEND_OTP, to, ip, device, account)
+        decision = self.check(
+            Action.SEND_OTP, to, ip, device, account, challenge_passed=challenge_passed
+        )
         if not decision.allowed:
             return Started(decision)
         recipient = self.canonical(to)
@@ -569,12 +398,14 @@ class Guard:
         except BackendError as exc:
             self._backend_down(exc)
             return Started(_deny("backend-down", 1.0))
-        return Started(decision, verification_id, code, recipient)
+        # a +tag or a dot can matter to a mailbox provider: deliver to the address as given
+        address = to.strip() if channel == "email" else recipient
+        return Started(decision, verification_id, code, recipient, address)
 
     def verify(self, to: str, code: str, ip: str) -> VerifyOutcome:
         """Check a code: at most ``max_attempts`` per code and per recipient, across resends."""
         try:
-            outcome = self._verify(to, code, ip)
+            outcome = self._verify(to, code, canonical_ip(ip))
         except BackendError as exc:
             self._backend_down(exc)
             outcome = VerifyOutcome(VerifyStatus.LOCKED, 1.0)

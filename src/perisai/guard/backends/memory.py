@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from perisai.guard.interface import Admission, Backend, Limit, slide
 
@@ -16,7 +16,8 @@ _ADMITTED = Admission(True)
 class MemoryBackend(Backend):
     """Dictionaries behind one lock; expired entries are dropped as they are met."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock  # expiry time; a simulation passes its own
         self._lock = threading.Lock()
         self._nums: dict[str, tuple[float, float]] = {}  # key -> (value, expires)
         self._texts: dict[str, tuple[str, float]] = {}
@@ -60,17 +61,17 @@ class MemoryBackend(Backend):
         return value
 
     def add(self, key: str, amount: float, ttl: float) -> float:
-        now = time.time()
+        now = self._clock()
         with self._lock:
             return self._add(key, amount, ttl, now)
 
     def add_many(self, items: Sequence[tuple[str, float, float]]) -> list[float]:
-        now = time.time()
+        now = self._clock()
         with self._lock:
             return [self._add(key, amount, ttl, now) for key, amount, ttl in items]
 
     def get_many(self, keys: Sequence[str]) -> list[float]:
-        now = time.time()
+        now = self._clock()
         values: list[float] = []
         append = values.append
         with self._lock:
@@ -89,14 +90,14 @@ class MemoryBackend(Backend):
 
     def put(self, key: str, value: str, ttl: float) -> None:
         with self._lock:
-            self._texts[key] = (value, time.time() + ttl)
+            self._texts[key] = (value, self._clock() + ttl)
 
     def get(self, key: str) -> str | None:
         with self._lock:
             entry = self._texts.get(key)
             if entry is None:
                 return None
-            if entry[1] <= time.time():
+            if entry[1] <= self._clock():
                 del self._texts[key]
                 return None
             return entry[0]

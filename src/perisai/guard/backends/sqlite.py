@@ -33,8 +33,15 @@ CREATE TABLE IF NOT EXISTS guard_state (
 
 
 class SQLiteBackend(Backend):
-    def __init__(self, path: Path | str, *, checkpoint_every: float = 1.0) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        checkpoint_every: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.path = str(path)
+        self._clock = clock  # expiry time; a simulation passes its own
         self._lock = threading.Lock()
         try:
             self._conn = sqlite3.connect(
@@ -90,7 +97,7 @@ class SQLiteBackend(Backend):
 
     def _purge(self) -> None:
         try:
-            self._conn.execute("DELETE FROM guard_state WHERE expires <= ?", (time.time(),))
+            self._conn.execute("DELETE FROM guard_state WHERE expires <= ?", (self._clock(),))
         except sqlite3.Error:
             return
 
@@ -145,20 +152,20 @@ class SQLiteBackend(Backend):
         return value
 
     def add(self, key: str, amount: float, ttl: float) -> float:
-        now = time.time()
+        now = self._clock()
         return self._tx(lambda conn: self._add(conn, key, amount, ttl, now))
 
     def add_many(self, items: Sequence[tuple[str, float, float]]) -> list[float]:
         """Every counter in one transaction: one commit instead of one per counter."""
         if not items:
             return []
-        now = time.time()
+        now = self._clock()
         return self._tx(
             lambda conn: [self._add(conn, key, amount, ttl, now) for key, amount, ttl in items]
         )
 
     def get_many(self, keys: Sequence[str]) -> list[float]:
-        now = time.time()
+        now = self._clock()
 
         if not keys:
             return []
@@ -180,7 +187,7 @@ class SQLiteBackend(Backend):
                 raise BackendError(f"guard state {self.path}: {exc}") from None
 
     def put(self, key: str, value: str, ttl: float) -> None:
-        expires = time.time() + ttl
+        expires = self._clock() + ttl
         self._tx(
             lambda conn: conn.execute(
                 "INSERT OR REPLACE INTO guard_state (key, num, text, expires) "
@@ -190,7 +197,7 @@ class SQLiteBackend(Backend):
         )
 
     def get(self, key: str) -> str | None:
-        now = time.time()
+        now = self._clock()
 
         def body(conn: sqlite3.Connection) -> str | None:
             row = conn.execute(
