@@ -221,7 +221,7 @@ def table(results: dict[str, dict[str, Tally]]) -> list[str]:
         for i, name in enumerate(attacks):
             head = (
                 f"| {scenario} | {len(legit.outcomes):,} | {legit.hindered} "
-                f"({pct(legit.hindered, len(legit.outcomes))}) "
+                f"({pct(legit.hindered, len(legit.outcomes))}; {legit.refused} denied) "
                 if i == 0
                 else "| | | "
             )
@@ -259,7 +259,7 @@ def report(
         legit = tallies.get("legit")
         if legit is not None and legit.reasons:
             why = ", ".join(f"{r} {n}" for r, n in legit.reasons.most_common())
-            lines.append(f"- {scenario}: legitimate sends refused by {why}")
+            lines.append(f"- {scenario}: legitimate sends challenged or refused by {why}")
     prices = ", ".join(f"{c} ${p:.2f}" for c, p in sorted(PRICES.items()))
     lines.append(
         f"- assumed SMS prices (USD per message; rounded, order-of-magnitude list prices, "
@@ -301,7 +301,7 @@ def main() -> None:
     text = report(results, calls, time.perf_counter() - started, args)
     print(text)
     if args.write:
-        write_section("pumping", text)
+        write_section(f"pumping-{args.config.stem}" if args.config else "pumping", text)
 
 
 if __name__ == "__main__":

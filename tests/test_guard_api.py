@@ -88,6 +88,34 @@ async def test_denied_and_challenged(client: AsyncClient) -> None:
     assert status == 429 and body["reason"] == "number-premium_rate"
 
 
+async def test_a_solved_challenge_goes_on(client: AsyncClient, outbox: Outbox) -> None:
+    """``challenge_passed`` lets a challenged send go on to the other rules: the code goes
+    out, and a denial still denies; it must be a JSON boolean."""
+    voip = "+445612345678"
+    status, body = await start(client, to=voip, challenge_passed=True)
+    assert status == 201 and outbox.sent[-1].to == voip
+    decided = await client.post(
+        "/v1/decisions",
+        json={"action": "send_otp", "to": voip, "ip": IP, "challenge_passed": True},
+    )
+    assert decided.json()["reason"] == "recipient-rate"  # past the challenge, still limited
+    status, body = await start(client, to="+19005550123", challenge_passed=True)
+    assert status == 429 and body["reason"] == "number-premium_rate"
+    status, body = await start(client, to=voip, challenge_passed="yes")
+    assert status == 400 and "challenge_passed" in str(body["reason"])
+
+
+async def test_email_goes_to_the_address_as_given(client: AsyncClient, outbox: Outbox) -> None:
+    """Counters key the canonical address; delivery keeps the +tag a mailbox may need."""
+    status, _ = await start(client, to=" Siti+Login@Example.org", channel="email")
+    assert status == 201 and outbox.sent[-1].to == "Siti+Login@Example.org"
+    code = outbox.code_for("Siti+Login@Example.org")
+    checked = await client.post(
+        "/v1/verifications/check", json={"to": "siti@example.org", "code": code, "ip": IP}
+    )
+    assert checked.json() == {"status": "approved"}
+
+
 async def test_locked_after_five_wrong_codes(client: AsyncClient, outbox: Outbox) -> None:
     assert (await start(client))[0] == 201
     code = outbox.code_for(MOBILE)

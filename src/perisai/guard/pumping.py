@@ -60,7 +60,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from perisai.guard.clientip import ip_prefix, ip_prefix48
 from perisai.guard.config import PumpingPolicy
@@ -74,14 +74,20 @@ _COUNTER_TTL = 2 * DAY + 60
 _MAX_PENDING = 16  # sends remembered per recipient until one verifies
 
 
-@dataclass(frozen=True, slots=True)
-class Scope:
+class Scope(NamedTuple):
     """One counted population: ``rule`` names it in a refusal (``pumping-{rule}``)."""
 
     rule: str
     key: str
     floor: float
-    earned: bool = False  # the floor grows with verifications (unproven_country_floor)
+    earned: bool  # its floor drops to unproven_country_floor until it proves itself
+
+
+_REASONS = {
+    rule: (f"pumping-{rule}-in-flight", f"pumping-{rule}")
+    for rule in ("country", "prefix", "ip", "network")
+}
+_HEADS_CACHE = 64  # (day, bucket) entries; two are live at a time
 
 
 def _source_scopes(ip: str) -> tuple[str | None, str | None]:
@@ -90,8 +96,7 @@ def _source_scopes(ip: str) -> tuple[str | None, str | None]:
         return None, None
     if ":" in ip:
         return ip_prefix(ip), ip_prefix48(ip)
-    net = ip_prefix(ip)
-    return (ip, net) if net is not None else (ip, None)
+    return ip, ip_prefix(ip)
 
 
 class PumpingRules:
@@ -104,55 +109,55 @@ class PumpingRules:
             country: max(float(policy.country_floor), math.ceil(volume * policy.expected_share))
             for country, volume in policy.expected_countries.items()
         }
+        self._heads: dict[tuple[int, int], tuple[str, ...]] = {}
 
     def scopes(self, country: str, prefix: str, ip: str | None) -> list[Scope]:
         policy = self.policy
         seeded = self._country_floors.get(country)
         scopes = [
-            Scope("country", f"c:{country}", seeded or float(policy.country_floor), not seeded),
-            Scope("prefix", f"p:{prefix}", float(policy.prefix_floor)),
+            Scope("country", "c:" + country, seeded or policy.country_floor, seeded is None),
+            Scope("prefix", "p:" + prefix, policy.prefix_floor, False),
         ]
         if ip:
             address, network = _source_scopes(ip)
             if address is not None:
-                scopes.append(Scope("ip", f"i:{address}", float(policy.ip_floor)))
+                scopes.append(Scope("ip", "i:" + address, policy.ip_floor, False))
             if network is not None:
-                scopes.append(Scope("network", f"n:{network}", float(policy.network_floor)))
+                scopes.append(Scope("network", "n:" + network, policy.network_floor, False))
         return scopes
 
     def _periods(self, now: float) -> tuple[int, int]:
         return int(now // DAY), int(now // self.policy.in_flight)
 
-    @staticmethod
-    def _keys(scope_key: str, day: int, bucket: int) -> tuple[str, ...]:
-        """Sends and verifications, today, yesterday, this in-flight bucket and the last."""
-        return (
-            f"q:s:d{day}:{scope_key}",
-            f"q:s:d{day - 1}:{scope_key}",
-            f"q:s:b{bucket}:{scope_key}",
-            f"q:s:b{bucket - 1}:{scope_key}",
-            f"q:v:d{day}:{scope_key}",
-            f"q:v:d{day - 1}:{scope_key}",
-            f"q:v:b{bucket}:{scope_key}",
-            f"q:v:b{bucket - 1}:{scope_key}",
-        )
+    def _key_heads(self, day: int, bucket: int) -> tuple[str, ...]:
+        """The starts of a scope's eight counter keys (sends, then verifications: today,
+        yesterday, this in-flight bucket, the last), built once per bucket."""
+        heads = self._heads.get((day, bucket))
+        if heads is None:
+            if len(self._heads) >= _HEADS_CACHE:
+                self._heads.clear()
+            heads = self._heads[day, bucket] = tuple(
+                f"q:{kind}:{period}:"
+                for kind in ("s", "v")
+                for period in (f"d{day}", f"d{day - 1}", f"b{bucket}", f"b{bucket - 1}")
+            )
+        return heads
 
     def judge(
         self, country: str, prefix: str, ip: str | None, now: float, budget: int | None = None
     ) -> Decision | None:
-        """The refusal for one more send, or None. ``budget``: the country's cap on sends
-        today (``numbers.country_budgets``)."""
+        """The refusal for one more send, or None: one read of every scope's counters.
+        ``budget``: the country's cap on sends today (``numbers.country_budgets``)."""
         day, bucket = self._periods(now)
+        heads = self._key_heads(day, bucket)
         scopes = self.scopes(country, prefix, ip)
-        keys: list[str] = []
-        for scope in scopes:
-            keys.extend(self._keys(scope.key, day, bucket))
-        values = self.backend.get_many(keys)
+        values = self.backend.get_many([head + scope.key for scope in scopes for head in heads])
         if budget is not None and values[0] >= budget:
             return Decision(Verdict.DENY, "country-budget")
         policy = self.policy
+        deny_factor, deny_margin = policy.deny_factor, policy.deny_margin
         challenge: Decision | None = None  # a denial by any scope outranks it
-        for i, scope in enumerate(scopes):
+        for i, (rule, _, floor, earned) in enumerate(scopes):
             s_day, s_before, s_now, s_last, v_day, v_before, v_now, v_last = values[
                 8 * i : 8 * i + 8
             ]
@@ -161,25 +166,21 @@ class PumpingRules:
             in_flight = sent_in_flight - verified_in_flight
             verified = v_day + v_before - verified_in_flight  # of sends past their flight
             unverified = s_day + s_before - sent_in_flight - verified
-            floor, in_flight_ratio = scope.floor, policy.in_flight_ratio
-            if scope.earned and verified <= unverified:  # not proven: most did not verify
+            in_flight_ratio = policy.in_flight_ratio
+            if earned and verified <= unverified:  # not proven: most did not verify
                 floor = min(floor, policy.unproven_country_floor)
                 in_flight_ratio = min(in_flight_ratio, policy.credit_ratio)
+            allowed_in_flight = floor + in_flight_ratio * verified_in_flight
+            allowed_unverified = floor + policy.credit_ratio * (verified + verified_in_flight)
+            if in_flight < allowed_in_flight and unverified < allowed_unverified:
+                continue
             for count, allowed, reason in (
-                (
-                    in_flight,
-                    floor + in_flight_ratio * verified_in_flight,
-                    f"pumping-{scope.rule}-in-flight",
-                ),
-                (
-                    unverified,
-                    floor + policy.credit_ratio * (verified + verified_in_flight),
-                    f"pumping-{scope.rule}",
-                ),
+                (in_flight, allowed_in_flight, _REASONS[rule][0]),
+                (unverified, allowed_unverified, _REASONS[rule][1]),
             ):
                 if count < allowed:
                     continue
-                if count >= max(allowed * policy.deny_factor, allowed + policy.deny_margin):
+                if count >= max(allowed * deny_factor, allowed + deny_margin):
                     return Decision(Verdict.DENY, reason)
                 if challenge is None:
                     challenge = Decision(Verdict.CHALLENGE, reason)

@@ -1,0 +1,211 @@
+"""Guard decisions over real HTTP: ``perisai guard serve`` under ``wrk``, one client and 200.
+
+    .venv/bin/python -m benchmarks.guard_http [--seconds 15] [--no-redis] [--write]
+
+Starts ``perisai guard serve`` (one uvicorn process, as the README runs it) on a free
+127.0.0.1 port with SQLite state in a temporary directory, then with Redis state (a
+throwaway ``redis-server`` from ``perisai.lab.start_redis``), and drives
+``POST /v1/decisions`` with ``wrk`` (Debian's package; ``apt-get install wrk``): each request
+a ``send_otp`` decision for a random valid-format Malaysian mobile number from a random
+benchmarking address (RFC 2544), bearer token included. ``wrk`` runs one thread on the
+machine's other core, with 1 and then 200 open connections; its latency percentiles are per
+request, measured at the client, so they include loopback TCP and queueing in the server.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "src")]
+
+from benchmarks.guard import write_section  # noqa: E402
+
+# wrk's Lua: a fresh number and address per request; the token comes from the environment
+SCRIPT = """
+local token = os.getenv("PERISAI_GUARD_TOKEN")
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer " .. token
+math.randomseed(os.time())
+request = function()
+  local number = string.format("+6012%07d", math.random(0, 9999999))
+  local ip = string.format("198.%d.%d.%d", math.random(18, 19), math.random(0, 255),
+                           math.random(1, 254))
+  local body = '{"action":"send_otp","to":"' .. number .. '","ip":"' .. ip .. '"}'
+  return wrk.format(nil, nil, nil, body)
+end
+"""
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+@dataclass
+class Run:
+    state: str
+    connections: int
+    rate: float  # requests per second
+    p50: float  # milliseconds
+    p99: float
+    errors: int  # non-2xx answers and socket errors
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def serve(state: str, token: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "perisai",
+        "guard",
+        "serve",
+        "--state",
+        state,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PERISAI_GUARD_TOKEN": token}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise SystemExit(f"guard serve exited with {process.returncode}")
+        try:
+            if httpx.get(f"{base}/healthz", timeout=1.0).status_code == 200:
+                return process, base
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise SystemExit("guard serve did not answer /healthz in 30 s")
+
+
+def _ms(text: str) -> float:
+    found = re.fullmatch(r"([\d.]+)(us|ms|s)", text)
+    if found is None:
+        raise SystemExit(f"cannot read wrk's latency {text!r}")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def drive(
+    wrk: str, base: str, script: Path, token: str, connections: int, seconds: int
+) -> tuple[float, float, float, int]:
+    command = [
+        wrk,
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--timeout",
+        "10s",
+        "--latency",
+        "-s",
+        str(script),
+        f"{base}/v1/decisions",
+    ]
+    result = subprocess.run(
+        command,
+        env={**os.environ, "PERISAI_GUARD_TOKEN": token},
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    out = result.stdout
+    rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
+    errors = 0
+    for pattern in (r"Non-2xx or 3xx responses:\s+(\d+)", r"Socket errors:.*"):
+        found = re.search(pattern, out)
+        if found is not None:
+            errors += sum(int(n) for n in re.findall(r"\d+", found.group(0)))
+    return rate, p50, p99, errors
+
+
+def measure(state: str, label: str, wrk: str, script: Path, seconds: int, token: str) -> list[Run]:
+    process, base = serve(state, token)
+    try:
+        drive(wrk, base, script, token, 10, 2)  # warm up: imports, caches, connections
+        runs = []
+        for connections in (1, 200):
+            rate, p50, p99, errors = drive(wrk, base, script, token, connections, seconds)
+            runs.append(Run(label, connections, rate, p50, p99, errors))
+        return runs
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=int, default=15, help="per run (≤ 120)")
+    parser.add_argument("--no-redis", action="store_true", help="skip the Redis rows")
+    parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
+    args = parser.parse_args()
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise SystemExit("benchmarks.guard_http needs wrk: apt-get install wrk")
+    seconds = max(1, min(args.seconds, 120))
+    token = secrets.token_urlsafe(24)
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="perisai-bench-") as tmp:
+        script = Path(tmp) / "decisions.lua"
+        script.write_text(SCRIPT, encoding="utf-8")
+        state = f"sqlite:///{Path(tmp) / 'guard.db'}"
+        runs += measure(state, "sqlite", wrk, script, seconds, token)
+        if not args.no_redis:
+            from perisai.lab import start_redis
+
+            server = start_redis("bench-http-redis", Path(tmp), exposed=True)
+            try:
+                runs += measure(server.url_for(0), "redis", wrk, script, seconds, token)
+            finally:
+                server.stop()
+    flags = " --no-redis" if args.no_redis else ""
+    lines = [
+        f"`.venv/bin/python -m benchmarks.guard_http --seconds {seconds}{flags}` on "
+        f"{platform.machine()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
+        f"{date.today()}: `perisai guard serve` (one uvicorn process) under `wrk -t1`, "
+        f"{seconds} s per row, `POST /v1/decisions` for a fresh number and address each.",
+        "",
+        "| state | clients | decisions/s | p50 ms | p99 ms | errors |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for run in runs:
+        lines.append(
+            f"| {run.state} | {run.connections} | {run.rate:,.0f} | {run.p50:.2f} | "
+            f"{run.p99:.2f} | {run.errors} |"
+        )
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        write_section("http", text)
+
+
+if __name__ == "__main__":
+    main()
