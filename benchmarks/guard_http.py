@@ -8,15 +8,21 @@ throwaway ``redis-server`` from ``perisai.lab.start_redis``), and drives
 ``POST /v1/decisions`` with ``wrk`` (Debian's package; ``apt-get install wrk``): each request
 a ``send_otp`` decision for a random valid-format Malaysian mobile number from a random
 benchmarking address (RFC 2544), bearer token included. ``wrk`` runs one thread on the
-machine's other core, with 1 and then 200 open connections; its latency percentiles are per
-request, measured at the client, so they include loopback TCP and queueing in the server.
+machine's other core, with 1 and then 200 open connections, each sending its next request as
+soon as the last is answered (closed loop: the server's ceiling, where 200 requests always
+wait in line). Then 200 clients each sending at their own pace (open loop: Poisson arrivals,
+together at half and at three quarters of the ceiling just measured, as 200 app servers
+would), timed from when each request was due, so a stall counts against every request
+it delays. All percentiles are per request, at the client, loopback TCP included.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import platform
+import random
 import re
 import secrets
 import shutil
@@ -144,14 +150,76 @@ def drive(
     return rate, p50, p99, errors
 
 
+_LENGTH = re.compile(rb"(?i)content-length: *(\d+)")
+
+
+async def _open_loop(
+    port: int, token: str, clients: int, rate: float, seconds: int
+) -> tuple[list[float], int]:
+    """``clients`` keep-alive connections, each sending on its own Poisson schedule (``rate``
+    requests/s in all); latencies in ms from each request's due time."""
+    latencies: list[float] = []
+    errors = 0
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+
+    async def client(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        due = loop.time() + rng.expovariate(rate / clients)
+        try:
+            while due < end:
+                await asyncio.sleep(max(0.0, due - loop.time()))
+                number = f"+6012{rng.randrange(10**7):07d}"
+                ip = f"198.{rng.randint(18, 19)}.{rng.randrange(256)}.{rng.randint(1, 254)}"
+                body = f'{{"action":"send_otp","to":"{number}","ip":"{ip}"}}'.encode()
+                head = (
+                    "POST /v1/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                    "Content-Type: application/json\r\n"
+                    f"Authorization: Bearer {token}\r\nContent-Length: {len(body)}\r\n\r\n"
+                )
+                try:
+                    writer.write(head.encode() + body)
+                    answer = await reader.readuntil(b"\r\n\r\n")
+                    length = _LENGTH.search(answer)
+                    await reader.readexactly(int(length.group(1)) if length else 0)
+                except (ConnectionError, asyncio.IncompleteReadError):
+                    errors += 1  # the server closed the connection: count it, reconnect
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                else:
+                    latencies.append((loop.time() - due) * 1000)
+                    errors += not answer.startswith(b"HTTP/1.1 200")
+                due += rng.expovariate(rate / clients)
+        finally:
+            writer.close()
+
+    await asyncio.gather(*(client(i) for i in range(clients)))
+    return latencies, errors
+
+
+def open_loop(label: str, port: int, token: str, rate: float, seconds: int) -> Run:
+    latencies, errors = asyncio.run(_open_loop(port, token, 200, rate, seconds))
+    latencies.sort()
+    p50 = latencies[len(latencies) // 2]
+    p99 = latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
+    return Run(label, 200, len(latencies) / seconds, p50, p99, errors)
+
+
 def measure(state: str, label: str, wrk: str, script: Path, seconds: int, token: str) -> list[Run]:
     process, base = serve(state, token)
+    port = int(base.rsplit(":", 1)[1])
     try:
         drive(wrk, base, script, token, 10, 2)  # warm up: imports, caches, connections
         runs = []
         for connections in (1, 200):
             rate, p50, p99, errors = drive(wrk, base, script, token, connections, seconds)
-            runs.append(Run(label, connections, rate, p50, p99, errors))
+            runs.append(Run(f"{label}, closed loop", connections, rate, p50, p99, errors))
+        ceiling = runs[-1].rate
+        for share in (0.5, 0.75):
+            name = f"{label}, open loop at {share:.0%} of that"
+            runs.append(open_loop(name, port, token, share * ceiling, seconds))
         return runs
     finally:
         process.terminate()
@@ -190,10 +258,11 @@ def main() -> None:
     lines = [
         f"`.venv/bin/python -m benchmarks.guard_http --seconds {seconds}{flags}` on "
         f"{platform.machine()} ({os.cpu_count()} cores), Python {platform.python_version()}, "
-        f"{date.today()}: `perisai guard serve` (one uvicorn process) under `wrk -t1`, "
+        f"{date.today()}: `perisai guard serve` (one uvicorn process) under `wrk -t1` "
+        "(closed loop) and 200 paced clients (open loop), "
         f"{seconds} s per row, `POST /v1/decisions` for a fresh number and address each.",
         "",
-        "| state | clients | decisions/s | p50 ms | p99 ms | errors |",
+        "| state, load | clients | decisions/s | p50 ms | p99 ms | errors |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for run in runs:
