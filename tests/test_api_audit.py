@@ -33,10 +33,16 @@ def twin(tmp_path: Path) -> Iterator[Twin]:
     """Start a fresh twin (its limits start empty) whose mail goes to a free sink port."""
     started: list[ApiInstance] = []
 
-    def start(exposed: bool = True, challenge: bool = True) -> tuple[ApiInstance, int]:
+    def start(
+        exposed: bool = True, challenge: bool = True, sms_provider: str | None = None
+    ) -> tuple[ApiInstance, int]:
         port = free_port()
         instance = start_api_server(
-            tmp_path, exposed, smtp_relay=f"127.0.0.1:{port}", challenge=challenge
+            tmp_path,
+            exposed,
+            smtp_relay=f"127.0.0.1:{port}",
+            challenge=challenge,
+            sms_provider=sms_provider,
         )
         started.append(instance)
         return instance, port
@@ -84,10 +90,35 @@ def test_every_check_fires_on_the_vulnerable_twin(twin: Twin) -> None:
         assert not re.search(r'"tac":"\d{6}"', text)  # codes in answers are masked
     relay = next(f for f in report["findings"] if f["rule"] == "api.mail-relay")
     assert "arrived at perisai's SMTP sink" in relay["evidence"][0]
+    # no --sms-sink: the any-recipient send is indicated, not proven, and says so
+    texts = next(f for f in report["findings"] if f["rule"] == "api.otp-send-any-recipient")
+    assert texts["severity"] == "medium"
+    assert texts["evidence"][0].startswith("indicated, not proven")
+    assert "had a code sent" not in texts["evidence"][0]
     assert "auth headers accepted" in result.stderr
     used = int(re.search(r"(\d+) of 100 requests used", result.stderr)[1])  # type: ignore[index]
     assert len(instance.requests()) == used <= 100
     assert all(sms["to"].startswith("+447700900") for sms in instance.sms())  # sinks only
+
+
+def test_sms_sink_proves_a_send_and_refutes_a_bare_200(twin: Twin) -> None:
+    """With --sms-sink the finding stands on the message that arrived: high when the twin's
+    SMS provider is the sink, no finding when the twin answers 200 but texts nowhere."""
+    sms_port = free_port()
+    sink = f"127.0.0.1:{sms_port}"
+    proven, port = twin(exposed=True, sms_provider=f"http://{sink}")
+    result = perisai(*audit(proven, port, "--sms-sink", sink))
+    findings = {f["rule"]: f for f in json.loads(result.stdout)["findings"]}
+    texts = findings["api.otp-send-any-recipient"]
+    assert texts["severity"] == "high"
+    assert texts["evidence"][0].startswith("proven: ")
+    assert f"perisai's SMS sink {sink} received it (twilio API" in texts["evidence"][0]
+    assert "+447700900" not in texts["evidence"][0]  # the test number stays masked
+    silent, port = twin(exposed=True)  # accepts every send, hands none to a provider
+    result = perisai(*audit(silent, port, "--sms-sink", f"127.0.0.1:{free_port()}"))
+    rules = {f["rule"] for f in json.loads(result.stdout)["findings"]}
+    assert "api.otp-send-any-recipient" not in rules
+    assert re.search(r"otp-send-any-recipient .*not proven, not reported", result.stderr)
 
 
 def test_no_findings_on_the_fixed_twin(twin: Twin) -> None:

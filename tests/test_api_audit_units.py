@@ -102,6 +102,43 @@ def test_openapi3_account_lookup_by_nric() -> None:
     assert classify(operations)[0].role is Role.ACCOUNT_LOOKUP
 
 
+def test_unsafe_methods_get_a_role_only_from_flows() -> None:
+    """The deliberately vulnerable API's user routes: DELETE and PUT on a username would
+    classify as account lookups by their words; the audit must never send them unasked."""
+    user = [{"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}]
+    email = {
+        "content": {
+            "application/json": {
+                "schema": {"type": "object", "properties": {"email": {"type": "string"}}}
+            }
+        }
+    }
+    spec = {
+        "openapi": "3.0.0",
+        "info": {"title": "t", "version": "1"},
+        "paths": {
+            "/users/v1/{username}": {
+                "get": {"summary": "Retrieve user by username", "parameters": user},
+                "delete": {"summary": "Delete user by username", "parameters": user},
+            },
+            "/users/v1/{username}/email": {
+                "put": {"summary": "Update users email", "parameters": user, "requestBody": email}
+            },
+        },
+    }
+    operations, _ = parse_spec(json.dumps(spec))
+    roles = {c.operation.key: c for c in classify(operations)}
+    assert roles["GET /users/v1/{username}"].role is Role.ACCOUNT_LOOKUP
+    for key in ("DELETE /users/v1/{username}", "PUT /users/v1/{username}/email"):
+        assert roles[key].role is None
+        assert "never sent unless --flows" in roles[key].reasons[0]
+    stated: dict[str, tuple[Role | None, dict[str, FieldKind]]] = {
+        "DELETE /users/v1/{username}": (Role.ACCOUNT_LOOKUP, {})
+    }
+    chosen = {c.operation.key: c.role for c in classify(operations, stated)}
+    assert chosen["DELETE /users/v1/{username}"] is Role.ACCOUNT_LOOKUP  # the tester's call
+
+
 def test_unresolvable_ref_is_a_spec_error() -> None:
     spec = {
         "openapi": "3.0.0",

@@ -27,6 +27,7 @@ from perisai.api_audit.interface import (
 )
 from perisai.api_audit.roles import FlowsError, classify, load_flows, tokens, unused_flows
 from perisai.api_audit.sink import SinkError, SmtpSink
+from perisai.api_audit.sms_sink import SmsSink
 from perisai.api_audit.spec import SpecError, load_spec
 from perisai.findings import (
     Auth,
@@ -161,7 +162,7 @@ def _finding(result: CheckResult, target: Target, anonymous_run: bool) -> Findin
     rule = all_rules()[result.rule]
     return Finding(
         rule=rule.id,
-        severity=rule.default_severity,
+        severity=result.severity or rule.default_severity,
         title=f"{rule.name}: {result.operation.key}",
         target=target,
         auth=Auth.NONE if (result.anonymous and anonymous_run) else Auth.UNKNOWN,
@@ -186,6 +187,15 @@ async def run_audit(ctx: AuditContext, target: Target) -> ScanReport:
         except SinkError as error:
             raise AuditError(str(error)) from None
         ctx.sink = sink
+    if ctx.config.sms_sink is not None:
+        sms_sink = SmsSink(*ctx.config.sms_sink)
+        try:
+            sms_sink.start()
+        except SinkError as error:
+            if sink is not None:
+                sink.stop()
+            raise AuditError(str(error)) from None
+        ctx.sms_sink = sms_sink
     try:
         async with httpx.AsyncClient(
             timeout=ctx.config.timeout, trust_env=False, follow_redirects=False
@@ -215,6 +225,9 @@ async def run_audit(ctx: AuditContext, target: Target) -> ScanReport:
         if sink is not None:
             sink.stop()
             ctx.sink = None
+        if ctx.sms_sink is not None:
+            ctx.sms_sink.stop()
+            ctx.sms_sink = None
         ctx.client = None
     notes.append(f"{ctx.spent} of {ctx.config.budget} requests used")
     return ScanReport(

@@ -111,6 +111,15 @@ def audit_api(
             "mail relay by a marker arriving there.",
         ),
     ] = None,
+    sms_sink: Annotated[
+        str | None,
+        typer.Option(
+            "--sms-sink",
+            help="Run perisai's SMS sink on HOST:PORT (loopback): point the staging app's SMS "
+            "provider URL at it (Twilio Messages API, Vonage, or POST /sms JSON) and a send "
+            "finding is proven by the message arriving, not read into a 200.",
+        ),
+    ] = None,
     known_account: Annotated[
         str | None,
         typer.Option(
@@ -178,6 +187,7 @@ def audit_api(
         _fail(f"--sink-email {sink_email!r} is not an e-mail address")
     try:
         sink_address = parse_sink_address(smtp_sink) if smtp_sink else None
+        sms_address = parse_sink_address(sms_sink, "--sms-sink") if sms_sink else None
         operations, servers, warnings = load_operations(spec, flows, timeout)
     except (AuditError, SinkError) as error:
         _fail(str(error))
@@ -207,6 +217,7 @@ def audit_api(
         known_account=known_account,
         headers=headers,
         smtp_sink=sink_address,
+        sms_sink=sms_address,
         otp_sends=otp_sends,
         verify_attempts=verify_attempts,
         pace=pace,

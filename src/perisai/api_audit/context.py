@@ -21,6 +21,7 @@ import httpx
 from perisai.api_audit.interface import ClassifiedOperation, Exchange, FieldKind, Operation, Outcome
 from perisai.api_audit.responses import classify_response
 from perisai.api_audit.sink import SmtpSink
+from perisai.api_audit.sms_sink import SmsSink
 from perisai.classify import redact_text
 
 __all__ = [
@@ -71,11 +72,12 @@ class AuditConfig:
     known_account: str | None = None
     headers: tuple[tuple[str, str], ...] = ()
     smtp_sink: tuple[str, int] | None = None
+    sms_sink: tuple[str, int] | None = None
     otp_sends: int = 12
     verify_attempts: int = 20
     pace: float = 0.05
     timeout: float = 10.0
-    mail_wait: float = 5.0
+    mail_wait: float = 5.0  # seconds a sink waits for a message the target should send
 
 
 class BudgetExhausted(Exception):
@@ -100,6 +102,7 @@ class AuditContext:
     config: AuditConfig
     operations: list[ClassifiedOperation]
     sink: SmtpSink | None = None
+    sms_sink: SmsSink | None = None
     client: httpx.AsyncClient | None = None
     spent: int = 0
     allowance: Allowance = field(default_factory=lambda: Allowance(0))

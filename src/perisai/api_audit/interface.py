@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, ClassVar
 
-from perisai.findings import Rule
+from perisai.findings import Rule, Severity
 
 if TYPE_CHECKING:
     from perisai.api_audit.context import AuditContext
@@ -152,6 +152,9 @@ class CheckResult:
     defence: str | None = None  # the defence seen, when not vulnerable because of one
     entities: dict[str, int] = field(default_factory=dict)
     anonymous: bool = True
+    # below the rule's default when the flaw is only indicated (the answer suggests it) and
+    # not proven (a sink received the message, or the answer carries the code)
+    severity: Severity | None = None
 
 
 @dataclass(frozen=True)

@@ -284,11 +284,17 @@ def load_flows(path: Path) -> dict[str, tuple[Role | None, dict[str, FieldKind]]
     return out
 
 
+# Methods that change or remove what a target holds: an operation with one gets a role only
+# from --flows, where the tester says it is safe to call (the audit then sends that method)
+_UNSAFE = frozenset({"DELETE", "PUT", "PATCH"})
+
+
 def classify(
     operations: Iterable[Operation],
     flows: dict[str, tuple[Role | None, dict[str, FieldKind]]] | None = None,
 ) -> list[ClassifiedOperation]:
-    """Every operation with its role and the reasons for it; ``flows`` entries win."""
+    """Every operation with its role and the reasons for it; ``flows`` entries win, and only
+    they give a role to a DELETE, PUT or PATCH operation."""
     flows = flows or {}
     out: list[ClassifiedOperation] = []
     for op in operations:
@@ -299,6 +305,10 @@ def classify(
             out.append(ClassifiedOperation(typed, role, ("stated in --flows",), from_flows=True))
             continue
         typed = _with_kinds(op)
+        if op.method in _UNSAFE:
+            reason = f"{op.method} changes data: never sent unless --flows gives it a role"
+            out.append(ClassifiedOperation(typed, None, (reason,)))
+            continue
         role, reasons = _heuristic(typed)
         out.append(ClassifiedOperation(typed, role, tuple(reasons)))
     return out

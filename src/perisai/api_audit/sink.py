@@ -28,20 +28,21 @@ class ReceivedMail:
     received_at: float
 
 
-def parse_sink_address(spec: str) -> tuple[str, int]:
-    """``HOST:PORT`` on loopback (the sink never listens on a routable address)."""
+def parse_sink_address(spec: str, flag: str = "--smtp-sink") -> tuple[str, int]:
+    """``HOST:PORT`` on loopback (a sink never listens on a routable address); ``flag``
+    names the option in the one-line error."""
     host, sep, port_text = spec.rpartition(":")
     host = host.strip("[]")
     if not sep or not port_text.isdigit() or not 0 < int(port_text) < 65536:
-        raise SinkError(f"--smtp-sink {spec!r}: write HOST:PORT, e.g. 127.0.0.1:2525")
+        raise SinkError(f"{flag} {spec!r}: write HOST:PORT, e.g. 127.0.0.1:2525")
     if host == "localhost":
         host = "127.0.0.1"
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
-        raise SinkError(f"--smtp-sink {spec!r}: HOST must be a loopback address") from None
+        raise SinkError(f"{flag} {spec!r}: HOST must be a loopback address") from None
     if not address.is_loopback:
-        raise SinkError(f"--smtp-sink {spec!r}: the sink listens on loopback only (127.0.0.1)")
+        raise SinkError(f"{flag} {spec!r}: the sink listens on loopback only (127.0.0.1)")
     return host, int(port_text)
 
 

@@ -80,6 +80,8 @@ _ENV_ROOT = "PERISAI_LAB_API_ROOT"
 _ENV_VULNERABLE = "PERISAI_LAB_API_VULNERABLE"
 _ENV_SMTP = "PERISAI_LAB_API_SMTP"
 _ENV_CHALLENGE = "PERISAI_LAB_API_CHALLENGE"
+_ENV_SMS = "PERISAI_LAB_API_SMS"  # an SMS provider base URL (Twilio's API shape), or empty
+_TWILIO_ACCOUNT = "AC" + "1ab" * 10 + "00"  # a made-up account id of Twilio's shape
 
 # --- the spec -------------------------------------------------------------------------------
 
@@ -296,6 +298,21 @@ def create_app() -> Any:
         os.environ.get(_ENV_CHALLENGE, "1") == "1",
     )
     vulnerable = state.vulnerable
+    sms_provider = (os.environ.get(_ENV_SMS) or "").rstrip("/")
+
+    async def text(to: str, body: str) -> None:
+        """Keep the message, and hand it to the SMS provider when one is set, as a staging
+        deployment would (Twilio's Messages API form)."""
+        state.record("sms.jsonl", {"to": to, "text": body})
+        if not sms_provider:
+            return
+        url = f"{sms_provider}/2010-04-01/Accounts/{_TWILIO_ACCOUNT}/Messages.json"
+        form = {"To": to, "From": "+15005550006", "Body": body}
+        try:
+            async with httpx.AsyncClient(timeout=5.0) as client:
+                await client.post(url, data=form, auth=(_TWILIO_ACCOUNT, "lab"))
+        except httpx.HTTPError:
+            pass  # a provider outage is the provider's: the app answered already
 
     async def body_of(request: Request) -> dict[str, Any]:
         try:
@@ -345,7 +362,7 @@ def create_app() -> Any:
                 return failed
         code = f"{secrets.randbelow(10**CODE_LENGTH):0{CODE_LENGTH}d}"
         state.codes[msisdn] = code
-        state.record("sms.jsonl", {"to": msisdn, "text": f"Your registration TAC is {code}"})
+        await text(msisdn, f"Your registration TAC is {code}")
         if vulnerable:
             return JSONResponse({"status": "sent", "msisdn": msisdn, "tac": code})
         return JSONResponse({"status": "sent"})
@@ -560,11 +577,13 @@ def start_api_server(
     smtp_relay: str | None = None,
     name: str | None = None,
     challenge: bool = True,
+    sms_provider: str | None = None,
 ) -> ApiInstance:
     """Start the vulnerable (``exposed``) or fixed twin on a free 127.0.0.1 port.
 
     ``smtp_relay`` (``host:port``) is where helpdesk mail goes; ``challenge=False`` drops the
-    fixed twin's challenge token so its rate limits can be seen on their own.
+    fixed twin's challenge token so its rate limits can be seen on their own;
+    ``sms_provider`` (a base URL, e.g. perisai's SMS sink) is where its texts are also posted.
     """
     name = name or ("api-vulnerable" if exposed else "api-fixed")
     root = make_root(base_dir, name)
@@ -581,6 +600,7 @@ def start_api_server(
                 _ENV_VULNERABLE: "1" if exposed else "0",
                 _ENV_SMTP: smtp_relay or "",
                 _ENV_CHALLENGE: "1" if challenge else "0",
+                _ENV_SMS: sms_provider or "",
             }
         )
         argv = [

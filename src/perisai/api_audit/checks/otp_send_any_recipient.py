@@ -1,10 +1,16 @@
 """api.otp-send-any-recipient: an anonymous caller gets a code sent to a number no session owns.
 
 Only a number from a reserved test range is named (Ofcom's +44 7700 900xxx drama range), never
-a random real one.
+a random real one. With ``--sms-sink`` the finding is *proven* by the message arriving at
+perisai's SMS sink (high); without it an accepted request only *indicates* the flaw (medium,
+and the finding says no message was seen); with a sink running and nothing arriving, an
+accepted request is not a finding: some hardened APIs answer every number alike and send
+nothing.
 """
 
 from __future__ import annotations
+
+import time
 
 from perisai.api_audit.checks._common import OWASP_API6, evidence
 from perisai.api_audit.context import (
@@ -17,6 +23,7 @@ from perisai.api_audit.interface import (
     Check,
     CheckResult,
     CheckSkipped,
+    Exchange,
     FieldKind,
     Operation,
     Outcome,
@@ -48,7 +55,11 @@ class OtpSendAnyRecipient(Check):
         return 1
 
     def describe(self, op: Operation, ctx: AuditContext) -> str:
-        return "1 anonymous send to a reserved test-range number (+44 7700 900xxx)"
+        text = "1 anonymous send to a reserved test-range number (+44 7700 900xxx)"
+        if ctx.config.sms_sink is not None:
+            host, port = ctx.config.sms_sink
+            text += f"; wait {ctx.config.mail_wait:.0f} s for it at the SMS sink {host}:{port}"
+        return text
 
     async def run(self, op: Operation, ctx: AuditContext) -> CheckResult | CheckSkipped:
         phones = op.fields_of(FieldKind.PHONE)
@@ -56,16 +67,13 @@ class OtpSendAnyRecipient(Check):
             return CheckSkipped(RULE.id, op, "no phone-number field in the spec")
         number = reserved_test_number(avoid=ctx.config.sink_phone)
         ctx.remember_secret(number)
+        asked = time.monotonic()
         try:
             exchange = await ctx.send(op, {phones[0].name: number}, anonymous=True)
         except BudgetExhausted:
             return CheckSkipped(RULE.id, op, "no request left in the budget")
         if exchange.outcome is Outcome.ACCEPTED:
-            summary = (
-                f"an anonymous request had a code sent to {mask_value(number)}, a reserved test "
-                "number no session owns: any caller can make the app text any number"
-            )
-            return CheckResult(RULE.id, op, True, summary, evidence([exchange]))
+            return await _accepted(op, ctx, number, asked, exchange)
         if exchange.outcome.is_defence:
             defence = defence_text(
                 exchange.outcome, exchange.status, exchange.header("retry-after"), 1
@@ -77,3 +85,33 @@ class OtpSendAnyRecipient(Check):
         return CheckSkipped(
             RULE.id, op, f"the endpoint failed rather than refused ({exchange.line})"
         )
+
+
+async def _accepted(
+    op: Operation, ctx: AuditContext, number: str, asked: float, exchange: Exchange
+) -> CheckResult:
+    """Proven by the SMS sink, refuted by it, or (with no sink) only indicated."""
+    masked = mask_value(number)
+    if ctx.sms_sink is None or ctx.config.sms_sink is None:
+        summary = (
+            f"indicated, not proven: an anonymous request naming {masked}, a reserved test "
+            f"number no session owns, was accepted (HTTP {exchange.status}); no message was "
+            "seen: point the staging app's SMS provider at --sms-sink to prove it"
+        )
+        return CheckResult(
+            RULE.id, op, True, summary, evidence([exchange]), severity=Severity.MEDIUM
+        )
+    host, port = ctx.config.sms_sink
+    message = await ctx.sms_sink.wait_for(number, ctx.config.mail_wait, after=asked)
+    if message is None:
+        summary = (
+            f"accepted (HTTP {exchange.status}) but no message to {masked} reached the SMS "
+            f"sink {host}:{port} within {ctx.config.mail_wait:.0f} s: not proven, not reported"
+        )
+        return CheckResult(RULE.id, op, False, summary, (exchange.line,))
+    summary = (
+        f"proven: an anonymous request had the app text {masked}, a reserved test number no "
+        f"session owns; perisai's SMS sink {host}:{port} received it ({message.api} API, "
+        f"{len(message.body)} characters): any caller can make the app text any number"
+    )
+    return CheckResult(RULE.id, op, True, summary, evidence([exchange]))
