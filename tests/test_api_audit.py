@@ -98,6 +98,12 @@ def test_every_check_fires_on_the_vulnerable_twin(twin: Twin) -> None:
     assert "auth headers accepted" in result.stderr
     used = int(re.search(r"(\d+) of 100 requests used", result.stderr)[1])  # type: ignore[index]
     assert len(instance.requests()) == used <= 100
+    # every request is in the report, by the spec's path template, and none changes data
+    sent = report["requests"]
+    assert len(sent) == used
+    assert {r["method"] for r in sent} <= {"GET", "POST"}
+    assert all(isinstance(r["status"], int) and r["path"].startswith("/") for r in sent)
+    assert not any(KNOWN_ACCOUNT in r["path"] for r in sent)
     assert all(sms["to"].startswith("+447700900") for sms in instance.sms())  # sinks only
 
 
@@ -154,6 +160,31 @@ def test_dry_run_sends_nothing(twin: Twin) -> None:
         assert rule in result.stdout
     assert instance.requests() == []
     assert instance.sms() == []
+
+
+def test_the_report_lists_what_the_dry_run_planned(twin: Twin) -> None:
+    """Every request of a run is in the JSON report under the check that sent it, and no
+    check sends more to an operation than --dry-run said it would."""
+    instance, port = twin(exposed=True)
+    dry = perisai(*audit(instance, port, "--dry-run")).stdout
+    planned = {
+        (rule, key): int(count)
+        for rule, key, count in re.findall(
+            r"^\s+(api\.[\w-]+)\s+((?:GET|POST|HEAD) \S+)\s+(\d+)\s", dry, re.MULTILINE
+        )
+    }
+    assert planned
+    report = json.loads(perisai(*audit(instance, port)).stdout)
+    per_check: dict[str, int] = {}
+    for request in report["requests"]:
+        if request["check"] == "preflight":
+            continue
+        # a check may call a second operation (a send before guessing codes): the plan names it
+        assert f"{request['method']} {request['path']}" in dry, request
+        per_check[request["check"]] = per_check.get(request["check"], 0) + 1
+    for check, count in per_check.items():
+        assert count <= sum(n for (rule, _), n in planned.items() if rule == check), check
+    assert len(report["requests"]) == len(instance.requests())
 
 
 @pytest.mark.parametrize("budget", [5, 30])

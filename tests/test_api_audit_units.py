@@ -50,6 +50,11 @@ def test_defences_are_told_apart_from_failures(
         ("captchaToken", None, FieldKind.CHALLENGE),
         ("message", None, FieldKind.TEXT),
         ("password", None, FieldKind.PASSWORD),
+        ("new_password", "password", FieldKind.PASSWORD),
+        ("reset_password_code", None, FieldKind.CODE),
+        ("passwordResetToken", None, FieldKind.CODE),
+        ("pin", "password", FieldKind.CODE),
+        ("access_token", None, FieldKind.OTHER),
     ],
 )
 def test_field_kinds(name: str, fmt: str | None, kind: FieldKind) -> None:

@@ -271,6 +271,8 @@ class ScanReport:
     rules: dict[str, Rule] = field(default_factory=dict)
     scan_id: int | None = None  # set by the findings store
     notes: list[str] = field(default_factory=list)  # what went wrong on the way, for the user
+    # every request an API audit sent: {"method", "path" (the spec's template), "status"}
+    requests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def scope_key(self) -> str:
@@ -278,8 +280,8 @@ class ScanReport:
         return " ".join(self.targets) + " ports=" + self.ports
 
     def to_dict(self) -> dict[str, Any]:
-        """The findings contract's top-level object."""
-        return {
+        """The findings contract's top-level object (``requests`` only from an API audit)."""
+        out: dict[str, Any] = {
             "tool": "perisai",
             "version": self.version,
             "started": self.started,
@@ -290,6 +292,9 @@ class ScanReport:
             "findings": [f.to_dict() for f in sort_findings(self.findings)],
             "notes": list(self.notes),
         }
+        if self.requests:
+            out["requests"] = [dict(r) for r in self.requests]
+        return out
 
     @classmethod
     def from_dict(
@@ -305,6 +310,7 @@ class ScanReport:
             rules={rule_id: Rule.from_dict(r) for rule_id, r in (rules or {}).items()},
             scan_id=raw.get("scan_id"),
             notes=list(raw.get("notes", ())),
+            requests=[dict(r) for r in raw.get("requests", ())],
         )
 
 

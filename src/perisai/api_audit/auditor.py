@@ -212,6 +212,7 @@ async def run_audit(ctx: AuditContext, target: Target) -> ScanReport:
                     )
                     continue
                 ctx.begin(step.requests)
+                ctx.checking = step.check.rule.id
                 result = await step.check.run(step.operation, ctx)
                 if isinstance(result, CheckSkipped):
                     notes.append(f"{result.rule} {step.operation.key}: skipped: {result.reason}")
@@ -239,6 +240,7 @@ async def run_audit(ctx: AuditContext, target: Target) -> ScanReport:
         findings=findings,
         rules=all_rules(),
         notes=notes,
+        requests=list(ctx.sent),
     )
 
 

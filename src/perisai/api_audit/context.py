@@ -108,6 +108,21 @@ class AuditContext:
     allowance: Allowance = field(default_factory=lambda: Allowance(0))
     _last: float = 0.0
     _secrets: set[str] = field(default_factory=set)
+    # every request sent, for the report: the check (or "preflight") that sent it, method,
+    # the spec's path template, status (0: no answer), whether the auth headers were left off
+    sent: list[dict[str, object]] = field(default_factory=list)
+    checking: str = "preflight"
+
+    def _log(self, method: str, path: str, status: int, anonymous: bool) -> None:
+        self.sent.append(
+            {
+                "check": self.checking,
+                "method": method,
+                "path": path,
+                "status": status,
+                "anonymous": anonymous,
+            }
+        )
 
     @property
     def budget_left(self) -> int:
@@ -205,8 +220,10 @@ class AuditContext:
         except httpx.HTTPError as error:
             elapsed = time.monotonic() - started
             line = self._line(op.method, path, query, body, f"no answer ({type(error).__name__})")
+            self._log(op.method, op.path, 0, anonymous)
             return Exchange(op.method, path, 0, Outcome.UNREACHABLE, elapsed, line)
         elapsed = time.monotonic() - started
+        self._log(op.method, op.path, status, anonymous)
         outcome = classify_response(status, answer_headers, text)
         if status == 429:
             self.allowance.halted = True  # stop this check at the first 429
@@ -237,7 +254,9 @@ class AuditContext:
             response = await self.client.request(method, url, headers=headers)
         except httpx.HTTPError as error:
             line = self._line(method, path, {}, {}, f"no answer ({type(error).__name__})")
+            self._log(method, path, 0, anonymous)
             return Exchange(method, path, 0, Outcome.UNREACHABLE, 0.0, line)
+        self._log(method, path, response.status_code, anonymous)
         elapsed = time.monotonic() - started
         outcome = classify_response(response.status_code, dict(response.headers), response.text)
         line = self._line(method, path, {}, {}, f"{response.status_code} {outcome.value}", elapsed)

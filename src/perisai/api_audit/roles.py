@@ -146,6 +146,10 @@ def field_kind(param: Param) -> FieldKind:
     fmt = (param.format or "").lower()
     if any(w in _CHALLENGE for w in words) or joined in _CHALLENGE:
         return FieldKind.CHALLENGE
+    if words and words[-1] in _CODE and not any(w in _NOT_CODE for w in words):
+        # named for what it is, whatever it is for: reset_password_code, passwordResetToken,
+        # a PIN the spec marks format: password, all carry a one-time code
+        return FieldKind.CODE
     if fmt == "password" or "password" in words or joined in {"passwd", "pwd", "pass"}:
         return FieldKind.PASSWORD
     if fmt == "email" or "email" in words or joined in {"email", "emailaddress"}:

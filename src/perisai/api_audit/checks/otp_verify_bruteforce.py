@@ -70,7 +70,8 @@ class OtpVerifyBruteforce(Check):
         return ctx.config.verify_attempts + (1 if first_send_op(ctx) else 0)
 
     def describe(self, op: Operation, ctx: AuditContext) -> str:
-        first = "1 send to the sink, then " if first_send_op(ctx) else ""
+        send_op = first_send_op(ctx)
+        first = f"1 send to the sink by {send_op.key}, then " if send_op else ""
         return f"{first}{ctx.config.verify_attempts} wrong codes, stopping at the first defence"
 
     async def run(self, op: Operation, ctx: AuditContext) -> CheckResult | CheckSkipped:
