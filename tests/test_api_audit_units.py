@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import pytest
 
 from perisai.api_audit.checks import all_checks, all_rules
 from perisai.api_audit.interface import FieldKind, Outcome, Param, Role
 from perisai.api_audit.responses import classify_response
-from perisai.api_audit.roles import classify, field_kind
+from perisai.api_audit.roles import classify, field_kind, load_flows
 from perisai.api_audit.spec import SpecError, parse_spec
 
 
@@ -158,3 +160,15 @@ def test_one_rule_per_check_with_metadata() -> None:
     assert len({c.rule.id for c in checks}) == len(checks) == len(all_rules()) == 7
     for check in checks:
         assert check.rule.id.startswith("api.") and check.rule.remediation and check.roles
+
+
+def test_the_readme_flows_example_loads(tmp_path: Path) -> None:
+    """The ``--flows`` example the README shows is a file ``load_flows`` accepts."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```yaml\n(# flows\.yaml.*?)```", readme, re.DOTALL)
+    assert block is not None
+    path = tmp_path / "flows.yaml"
+    path.write_text(block.group(1), encoding="utf-8")
+    flows = load_flows(path)
+    assert flows["POST /v2/sms/dispatch"] == (Role.OTP_SEND, {"dest": FieldKind.PHONE})
+    assert flows["DELETE /users/{id}"] == (None, {})

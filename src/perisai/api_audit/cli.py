@@ -86,7 +86,13 @@ def audit_api(
     ] = None,
     flows: Annotated[
         Path | None,
-        typer.Option("--flows", help="YAML stating operation roles the heuristics miss."),
+        typer.Option(
+            "--flows",
+            help="YAML stating roles the names miss: a list under 'flows:' of {operation: "
+            "'POST /v2/sms/dispatch' (or an operationId), role: otp-send|otp-verify|"
+            "account-lookup|mail-send|login|password-reset|none, fields: {dest: phone}}. "
+            "The only way a DELETE, PUT or PATCH operation is ever sent.",
+        ),
     ] = None,
     budget: Annotated[
         int,
