@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from perisai.findings import ENTITY_TYPES, Evidence, ScanDiff, ScanReport, Severity
+from perisai.findings import ENTITY_TYPES, Evidence, ScanDiff, ScanReport, Severity, Target
 from perisai.report import Reporter, ReportFormat, get_reporter
 from perisai.report.sarif import SEVERITY_TO_SARIF
 from perisai.report.terminal import printable
@@ -330,3 +330,28 @@ def test_sarif_clips_texts_to_githubs_limits() -> None:
     assert len(rule["shortDescription"]["text"]) <= 1024
     assert len(rule["fullDescription"]["text"]) <= 1024
     assert len(rule["name"]) <= 255
+
+
+def test_an_api_operation_reads_method_then_url_in_every_format() -> None:
+    """An audit-api finding is about ``POST /api/v1/otp``: people read ``POST
+    http://127.0.0.1:8080/api/v1/otp``, never the method inside the path; SARIF's location is
+    the URL itself."""
+    api = finding_of(
+        Severity.HIGH,
+        port=8080,
+        target=Target("127.0.0.1", 8080, "http"),
+        object="POST /api/v1/otp",
+        title="OTP send endpoint texts any number a caller names: POST /api/v1/otp",
+    )
+    scan = report(api)
+    expected = "POST http://127.0.0.1:8080/api/v1/otp"
+    for fmt in (ReportFormat.TABLE, ReportFormat.MD, ReportFormat.HTML):
+        text = get_reporter(fmt).render(scan)
+        assert expected in text.replace("&#x2F;", "/"), fmt
+        assert "8080/POST" not in text, fmt
+    [result] = _run(_render(ReportFormat.SARIF, scan))["results"]
+    assert _target(result) == "http://127.0.0.1:8080/api/v1/otp"
+    assert expected in result["message"]["text"]
+    assert "POST" not in _artifact(result)
+    # a scan finding's object is unchanged
+    assert redis_exposed().where() == redis_exposed().target.uri(redis_exposed().object)

@@ -7,6 +7,7 @@ The JSON shape produced by :meth:`Finding.to_dict` is the public findings contra
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +15,8 @@ from enum import StrEnum
 from typing import Any
 
 from perisai.interleave import round_robin
+
+_HTTP_OPERATION = re.compile(r"(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/\S*)")
 
 EXAMPLES_PER_ENTITY = 3  # masked examples a profile keeps of each entity type
 
@@ -165,6 +168,20 @@ class Finding:
             (self.rule, self.target.host, str(self.target.port), self.target.service, self.object)
         )
         return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @property
+    def operation(self) -> tuple[str, str] | None:
+        """(method, path) when the object is an API operation (``POST /otp``), else None."""
+        found = _HTTP_OPERATION.fullmatch(self.object)
+        return (found.group(1), found.group(2)) if found else None
+
+    def where(self) -> str:
+        """Where it is, for people: ``POST http://127.0.0.1:8080/otp`` for an API operation
+        (the method before the URL, not inside its path), else the target's URI."""
+        operation = self.operation
+        if operation is not None:
+            return f"{operation[0]} {self.target.uri(operation[1])}"
+        return self.target.uri(self.object)
 
     def to_dict(self) -> dict[str, Any]:
         return {

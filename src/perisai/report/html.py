@@ -213,7 +213,7 @@ class HtmlReporter(Reporter):
         return {
             "finding": finding,
             "anchor": f"f-{finding.id}",
-            "where": finding.target.uri(finding.object),
+            "where": finding.where(),
             "host_port": host_port(finding),
             "entities": entity_summary(finding.data.entities) if finding.data.entities else "",
             "first_seen": self.history.first_seen.get(finding.id),

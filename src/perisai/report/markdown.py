@@ -112,16 +112,12 @@ class MarkdownReporter(Reporter):
         if secured:
             out += ["## Also seen: services that required authentication", ""]
             for finding in secured:
-                out.append(
-                    f"- {md_code(finding.target.uri(finding.object))}: {md_text(finding.title)}"
-                )
+                out.append(f"- {md_code(finding.where())}: {md_text(finding.title)}")
             out.append("")
         if diff is not None and diff.resolved:
             out += ["## Resolved since the previous scan", ""]
             for finding in diff.resolved:
-                out.append(
-                    f"- {md_code(finding.target.uri(finding.object))}: {md_text(finding.title)}"
-                )
+                out.append(f"- {md_code(finding.where())}: {md_text(finding.title)}")
             out.append("")
         return "\n".join(out).rstrip("\n") + "\n"
 
@@ -147,7 +143,7 @@ class MarkdownReporter(Reporter):
             "",
             f"- **What:** {md_text(rule.description if rule else finding.title)} "
             f"(rule {md_code(finding.rule)}, access: {finding.auth.value})",
-            f"- **Where:** {md_code(finding.target.uri(finding.object))} — "
+            f"- **Where:** {md_code(finding.where())} — "
             f"{md_text(host_port(finding))}, service {md_text(finding.target.service)}",
             f"- **Since when:** {since}",
             "- **Personal data:** "

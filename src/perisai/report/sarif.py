@@ -188,12 +188,16 @@ def message_text(finding: Finding) -> str:
         facts.append(f"records estimated: {finding.data.records_estimated:,}")
     if finding.ransom_note:
         facts.append("ransom note found")
-    return f"{finding.title} at {target_uri(finding)} ({'; '.join(facts)})"
+    where = finding.where() if finding.operation else target_uri(finding)
+    return f"{finding.title} at {where} ({'; '.join(facts)})"
 
 
 def target_uri(finding: Finding) -> str:
-    """``redis://127.0.0.1:6379/0``; object names percent-encoded so the URI stays valid."""
-    return finding.target.uri(quote(finding.object, safe=_URI_SAFE))
+    """``redis://127.0.0.1:6379/0``; object names percent-encoded so the URI stays valid. An
+    API operation's URI is its URL (the method is in the message, not the path)."""
+    operation = finding.operation
+    path = operation[1] if operation is not None else finding.object
+    return finding.target.uri(quote(path, safe=_URI_SAFE))
 
 
 def artifact_uri(finding: Finding) -> str:
@@ -205,7 +209,8 @@ def artifact_uri(finding: Finding) -> str:
     target = finding.target
     host = f"[{target.host}]" if ":" in target.host else target.host
     authority = quote(f"{host}:{target.port}", safe=":")
-    path = quote(finding.object.lstrip("/"), safe=_URI_SAFE)
+    operation = finding.operation
+    path = quote((operation[1] if operation else finding.object).lstrip("/"), safe=_URI_SAFE)
     return "/".join(part for part in (quote(target.service, safe=""), authority, path) if part)
 
 

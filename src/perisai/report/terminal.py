@@ -130,10 +130,7 @@ def _details(console: Console, finding: Finding) -> None:
         return
     console.print()
     console.print(
-        _text(
-            f"[{finding.severity.value}] {finding.title} — "
-            f"{finding.target.uri(finding.object)} ({finding.rule})"
-        )
+        _text(f"[{finding.severity.value}] {finding.title} — {finding.where()} ({finding.rule})")
     )
     for line in finding.evidence:
         console.print(_text(f"    {line.text}"))
