@@ -26,7 +26,6 @@ import random
 import re
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -41,6 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "src")]
 
 from benchmarks.guard import write_section  # noqa: E402
+from perisai.lab.instances import free_port  # noqa: E402
 
 # wrk's Lua: a fresh number and address per request; the token comes from the environment
 SCRIPT = """
@@ -68,13 +68,6 @@ class Run:
     p50: float  # milliseconds
     p99: float
     errors: int  # non-2xx answers and socket errors
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def serve(state: str, token: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -197,7 +197,7 @@ class PumpingRules:
         pending = _load_pending(self.backend.get(pending_key))
         pending.append((day, bucket, scope_keys))
         self.backend.put(pending_key, json.dumps(pending[-_MAX_PENDING:]), _PENDING_TTL)
-        return _increments("s", day, bucket, scope_keys)
+        return self._increments("s", day, bucket, scope_keys)
 
     def verified(self, recipient: str, now: float) -> list[tuple[str, float, float]]:
         """The increments that credit each of the recipient's pending sends (resends
@@ -211,18 +211,21 @@ class PumpingRules:
         counts: list[tuple[str, float, float]] = []
         for day, bucket, scope_keys in pending:
             if day >= today - 1:  # older sends left every window
-                counts.extend(_increments("v", day, bucket, scope_keys))
+                counts.extend(self._increments("v", day, bucket, scope_keys))
         return counts
 
-
-def _increments(
-    kind: str, day: int, bucket: int, scope_keys: Sequence[str]
-) -> list[tuple[str, float, float]]:
-    counts: list[tuple[str, float, float]] = []
-    for key in scope_keys:
-        counts.append((f"q:{kind}:d{day}:{key}", 1.0, _COUNTER_TTL))
-        counts.append((f"q:{kind}:b{bucket}:{key}", 1.0, _COUNTER_TTL))
-    return counts
+    def _increments(
+        self, kind: str, day: int, bucket: int, scope_keys: Sequence[str]
+    ) -> list[tuple[str, float, float]]:
+        """+1 on each scope's ``kind`` counter for the send's day and in-flight bucket: the
+        keys :meth:`judge` reads, from the same heads."""
+        heads = self._key_heads(day, bucket)
+        day_head, bucket_head = (heads[0], heads[2]) if kind == "s" else (heads[4], heads[6])
+        counts: list[tuple[str, float, float]] = []
+        for key in scope_keys:
+            counts.append((day_head + key, 1.0, _COUNTER_TTL))
+            counts.append((bucket_head + key, 1.0, _COUNTER_TTL))
+        return counts
 
 
 _Pending = tuple[int, int, list[str]]  # (day, in-flight bucket, scope keys) of one send
