@@ -11,8 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from perisai.api_audit.checks import all_rules
+from perisai.findings import ScanReport
 from perisai.lab.api_server import KNOWN_ACCOUNT, LAB_TOKEN, ApiInstance, start_api_server
 from perisai.lab.instances import free_port
+from perisai.report import ReportFormat, get_reporter
 from tests.clirun import perisai
 
 RULES = {
@@ -125,6 +128,34 @@ def test_sms_sink_proves_a_send_and_refutes_a_bare_200(twin: Twin) -> None:
     rules = {f["rule"] for f in json.loads(result.stdout)["findings"]}
     assert "api.otp-send-any-recipient" not in rules
     assert re.search(r"otp-send-any-recipient .*not proven, not reported", result.stderr)
+
+
+def test_every_report_format_speaks_api(twin: Twin) -> None:
+    """An API audit's table, Markdown, HTML and SARIF name operations as ``METHOD URL``, give
+    each rule's own way to check and fix it, and carry none of a store scan's wording."""
+    instance, port = twin(exposed=True)
+    raw = json.loads(perisai(*audit(instance, port)).stdout)
+    assert raw["kind"] == "api-audit"
+    rules = {rule_id: rule.to_dict() for rule_id, rule in all_rules().items()}
+    report = ScanReport.from_dict(raw, rules)
+    scan_words = ("records (est.)", "read-only", "nc -vz", "firewall", "ports:", "exposed service")
+    for fmt in (ReportFormat.TABLE, ReportFormat.MD, ReportFormat.HTML, ReportFormat.SARIF):
+        text = get_reporter(fmt).render(report)
+        for words in scan_words:
+            assert words not in text, (fmt, words)
+        assert f"POST {instance.url}/" in text, fmt
+        assert "/POST" not in text and "/GET" not in text, fmt
+    markdown = get_reporter(ReportFormat.MD).render(report)
+    assert markdown.startswith("# API abuse audit: ")
+    assert f"perisai sent {len(raw['requests'])} requests" in markdown
+    assert "per recipient: 1 send / 30 s" in markdown  # otp-send-unlimited's own fix
+    assert f"curl -s -o /dev/null -w '%{{http_code}}\\n' -X POST {instance.url}/" in markdown
+    assert "one answer whether or not the account exists" in markdown  # enumeration's fix
+    html = get_reporter(ReportFormat.HTML).render(report)
+    assert "What perisai saw" in html and 'data-summary="requests"' in html
+    table = get_reporter(ReportFormat.TABLE).render(report)
+    assert f"{len(raw['requests'])} requests sent" in table
+    assert "operation" in table and "caller" in table
 
 
 def test_no_findings_on_the_fixed_twin(twin: Twin) -> None:

@@ -16,6 +16,7 @@ from typing import Any
 
 from perisai.interleave import round_robin
 
+SCAN, API_AUDIT = "scan", "api-audit"  # ScanReport.kind
 _HTTP_OPERATION = re.compile(r"(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (/\S*)")
 
 EXAMPLES_PER_ENTITY = 3  # masked examples a profile keeps of each entity type
@@ -252,9 +253,14 @@ class Rule:
     remediation: str
     default_severity: Severity
     references: tuple[str, ...] = ()
+    # how to see it yourself and what to change, for rules whose target is not one service
+    # (an API operation): templates with {method}, {url}, {host} and {port}; reporters fall back
+    # on the service's verify commands and config lines when these are empty
+    verify: tuple[str, ...] = ()
+    fix: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "id": self.id,
             "name": self.name,
             "description": self.description,
@@ -262,6 +268,11 @@ class Rule:
             "default_severity": self.default_severity.value,
             "references": list(self.references),
         }
+        if self.verify:
+            out["verify"] = list(self.verify)
+        if self.fix:
+            out["fix"] = list(self.fix)
+        return out
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> Rule:
@@ -272,6 +283,8 @@ class Rule:
             remediation=raw["remediation"],
             default_severity=Severity(raw["default_severity"]),
             references=tuple(raw.get("references", ())),
+            verify=tuple(raw.get("verify", ())),
+            fix=tuple(raw.get("fix", ())),
         )
 
 
@@ -290,6 +303,13 @@ class ScanReport:
     notes: list[str] = field(default_factory=list)  # what went wrong on the way, for the user
     # every request an API audit sent: {"method", "path" (the spec's template), "status"}
     requests: list[dict[str, Any]] = field(default_factory=list)
+    # "scan" (data stores on ports) or "api-audit" (abuse checks on an API's operations):
+    # reporters word and lay out each for what it is
+    kind: str = "scan"
+
+    @property
+    def is_api_audit(self) -> bool:
+        return self.kind == API_AUDIT
 
     @property
     def scope_key(self) -> str:
@@ -304,6 +324,7 @@ class ScanReport:
             "started": self.started,
             "finished": self.finished,
             "scan_id": self.scan_id,
+            "kind": self.kind,
             "targets": list(self.targets),
             "ports": self.ports,
             "findings": [f.to_dict() for f in sort_findings(self.findings)],
@@ -328,6 +349,7 @@ class ScanReport:
             scan_id=raw.get("scan_id"),
             notes=list(raw.get("notes", ())),
             requests=[dict(r) for r in raw.get("requests", ())],
+            kind=raw.get("kind") or (API_AUDIT if raw.get("requests") else SCAN),
         )
 
 

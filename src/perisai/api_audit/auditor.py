@@ -30,6 +30,7 @@ from perisai.api_audit.sink import SinkError, SmtpSink
 from perisai.api_audit.sms_sink import SmsSink
 from perisai.api_audit.spec import SpecError, load_spec
 from perisai.findings import (
+    API_AUDIT,
     Auth,
     DataProfile,
     Evidence,
@@ -241,6 +242,7 @@ async def run_audit(ctx: AuditContext, target: Target) -> ScanReport:
         rules=all_rules(),
         notes=notes,
         requests=list(ctx.sent),
+        kind=API_AUDIT,
     )
 
 

@@ -178,6 +178,17 @@ _OWASP_API: dict[str, tuple[str, ...]] = {
     ),
     "otp-brute-force": ("OWASP API2:2023 Broken Authentication",),
     "mail-relay": ("OWASP API6:2023 Unrestricted Access to Sensitive Business Flows",),
+    # audit-api's rules
+    "otp-send-unlimited": (
+        "OWASP API4:2023 Unrestricted Resource Consumption",
+        "OWASP API6:2023 Unrestricted Access to Sensitive Business Flows",
+    ),
+    "otp-send-any-recipient": ("OWASP API6:2023 Unrestricted Access to Sensitive Business Flows",),
+    "otp-verify-bruteforce": ("OWASP API2:2023 Broken Authentication",),
+    "otp-in-response": ("OWASP API2:2023 Broken Authentication",),
+    "account-enumeration": ("OWASP API2:2023 Broken Authentication",),
+    "login-enumeration": ("OWASP API2:2023 Broken Authentication",),
+    "no-challenge": ("OWASP API6:2023 Unrestricted Access to Sensitive Business Flows",),
 }
 _CWE_BY_SUFFIX: dict[str, str] = {
     "unauthenticated": "CWE-306",
@@ -188,9 +199,16 @@ _CWE_BY_SUFFIX: dict[str, str] = {
     "sms-pumping": "CWE-799",
     "otp-brute-force": "CWE-307",
     "mail-relay": "CWE-799",
+    "otp-send-unlimited": "CWE-799",
+    "otp-send-any-recipient": "CWE-799",
+    "otp-verify-bruteforce": "CWE-307",
+    "otp-in-response": "CWE-200",
+    "account-enumeration": "CWE-204",
+    "login-enumeration": "CWE-204",
+    "no-challenge": "CWE-799",
 }
 _CWE_URL = re.compile(r"cwe\.mitre\.org/data/definitions/(\d+)\.html")
-_SHELL_SAFE = re.compile(r"[A-Za-z0-9_.:\-]+")
+_SHELL_SAFE = re.compile(r"[A-Za-z0-9_.:/\-]+")
 
 
 @dataclass(frozen=True)
@@ -205,15 +223,39 @@ def _shell(value: str) -> str:
     return value if _SHELL_SAFE.fullmatch(value) else "'" + value.replace("'", "'\\''") + "'"
 
 
-def verify_commands(finding: Finding) -> list[str]:
-    """The read-only commands that show the exposure, for this finding's target."""
+def _fill(templates: tuple[str, ...], finding: Finding) -> list[str]:
+    """A rule's templates for this finding: {method} and {url} of an API operation, {host},
+    {port}; ``str.replace`` rather than ``format`` so JSON braces in a template stay as written."""
+    method, path = finding.operation or ("GET", finding.object)
+    values = {
+        "{method}": method,
+        "{url}": _shell(finding.target.uri(path)),
+        "{host}": _shell(finding.target.host),
+        "{port}": str(finding.target.port),
+    }
+    out = []
+    for template in templates:
+        for key, value in values.items():
+            template = template.replace(key, value)
+        out.append(template)
+    return out
+
+
+def verify_commands(finding: Finding, rule: Rule | None = None) -> list[str]:
+    """How to see it yourself: the rule's own commands (an API check's requests), else the
+    read-only commands for this finding's service."""
+    if rule is not None and rule.verify:
+        return _fill(rule.verify, finding)
     templates = VERIFY_COMMANDS.get(finding.target.service, GENERIC_VERIFY)
     host, port = _shell(finding.target.host), str(finding.target.port)
     return [template.format(host=host, port=port) for template in templates]
 
 
-def config_lines(finding: Finding) -> list[str]:
-    """Concrete configuration that closes the exposure on this finding's service."""
+def config_lines(finding: Finding, rule: Rule | None = None) -> list[str]:
+    """Concrete changes that close it: the rule's own (an API check's), else the service's
+    configuration."""
+    if rule is not None and rule.fix:
+        return _fill(rule.fix, finding)
     return list(CONFIG_LINES.get(finding.target.service, GENERIC_CONFIG))
 
 

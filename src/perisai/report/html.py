@@ -189,6 +189,14 @@ class HtmlReporter(Reporter):
         return template.render(
             version=__version__,
             report=report,
+            api=report.is_api_audit,
+            api_operations=len(
+                {
+                    f.object
+                    for f in findings
+                    if report.is_api_audit and f.severity is not Severity.INFO
+                }
+            ),
             scan_label="not saved" if report.scan_id is None else f"#{report.scan_id}",
             summary=summary,
             severities=[s.value for s in Severity],
@@ -219,8 +227,8 @@ class HtmlReporter(Reporter):
             "first_seen": self.history.first_seen.get(finding.id),
             "new": new,
             "compromised": finding.ransom_note or finding.rule.startswith(COMPROMISE_PREFIX),
-            "verify": verify_commands(finding),
-            "config": config_lines(finding) if actionable else [],
+            "verify": verify_commands(finding, rule),
+            "config": config_lines(finding, rule) if actionable else [],
             "remediation": finding.remediation or (rule.remediation if rule else ""),
             "description": rule.description if rule else "",
             "references": [(ref.label, _safe_url(ref.url)) for ref in refs],

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from perisai.findings import Finding, ScanDiff, ScanReport, Severity, sort_findings
+from perisai.findings import Auth, Finding, ScanDiff, ScanReport, Severity, sort_findings
 from perisai.probes.common import entity_summary
 from perisai.report.interface import Reporter
 
@@ -31,6 +31,8 @@ _COLUMNS = (
     "note",
     "finding",
 )
+# an API audit's table: the operation and who could call it, no store columns
+_API_COLUMNS = ("severity", "operation", "caller", "finding")
 
 # Titles, evidence and object names come from the scanned store, i.e. from whoever wrote
 # into it (a ransom note, say). Terminal control characters and bidi overrides in them could
@@ -79,35 +81,50 @@ class TerminalReporter(Reporter):
         console.print(
             _text(f"perisai {report.version} · {scan} · {report.started} → {report.finished}")
         )
-        console.print(_text(f"targets: {' '.join(report.targets)} · ports: {report.ports}"))
+        if report.is_api_audit:
+            sent = len(report.requests)
+            console.print(_text(f"API: {' '.join(report.targets)} · {sent} requests sent"))
+        else:
+            console.print(_text(f"targets: {' '.join(report.targets)} · ports: {report.ports}"))
         console.print(_text(_counts(report.findings)))
+        api = report.is_api_audit
         if diff is None:
-            self._findings(console, report.findings)
+            self._findings(console, report.findings, api=api)
         elif diff.previous is None:
             console.print(_text("no previous scan of these targets: everything is new"))
-            self._findings(console, report.findings)
+            self._findings(console, report.findings, api=api)
         else:
             since = diff.previous.scan_id
             console.print()
             console.print(_text(f"New since scan {since}: {len(diff.new)}"))
-            self._findings(console, list(diff.new))
+            self._findings(console, list(diff.new), api=api)
             console.print()
             console.print(_text(f"Resolved since scan {since}: {len(diff.resolved)}"))
-            self._findings(console, list(diff.resolved), details=False)
+            self._findings(console, list(diff.resolved), details=False, api=api)
             console.print()
             console.print(_text(f"Unchanged since scan {since}: {len(diff.unchanged)}"))
         return buffer.getvalue()
 
-    def _findings(self, console: Console, findings: list[Finding], details: bool = True) -> None:
+    def _findings(
+        self, console: Console, findings: list[Finding], details: bool = True, api: bool = False
+    ) -> None:
         if not findings:
             console.print(_text("No findings."))
             return
         table = Table(show_lines=False, expand=False)
-        for column in _COLUMNS:
+        for column in _API_COLUMNS if api else _COLUMNS:
             table.add_column(column, overflow="fold")
         ordered = sort_findings(findings)
         for finding in ordered:
             records = finding.data.records_estimated
+            if api:
+                table.add_row(
+                    _text(finding.severity.value, _STYLE[finding.severity]),
+                    _text(finding.where()),
+                    _text("anyone" if finding.auth is Auth.NONE else "with your headers"),
+                    _text(finding.title.split(": ", 1)[0]),
+                )
+                continue
             table.add_row(
                 _text(finding.severity.value, _STYLE[finding.severity]),
                 _text(finding.target.service),

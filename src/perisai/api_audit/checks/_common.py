@@ -17,6 +17,17 @@ OWASP_AUTH = "https://cheatsheetseries.owasp.org/cheatsheets/Authentication_Chea
 
 MAX_EVIDENCE = 6
 
+# The request a reader repeats to see a flaw: the evidence's masked request, with their own
+# test recipient. Templates for Rule.verify ({method} and {url} are filled in by reporters).
+REPEAT = (
+    "curl -s -o /dev/null -w '%{http_code}\\n' -X {method} {url} "
+    "-H 'Content-Type: application/json' -d '<the body in the evidence, your own test recipient>'"
+)
+GUARD_FIX = (
+    "# or put perisai guard in front of the send: one decision per send, before the provider",
+    "#   perisai guard serve --config guard.yaml   then   POST /v1/decisions {recipient, ip}",
+)
+
 
 def evidence(exchanges: list[Exchange]) -> tuple[str, ...]:
     """The first requests and the last one, masked (a long run is summarised, not listed)."""

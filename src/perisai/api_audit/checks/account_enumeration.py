@@ -12,7 +12,7 @@ import re
 import secrets
 from typing import Any
 
-from perisai.api_audit.checks._common import OWASP_AUTH
+from perisai.api_audit.checks._common import OWASP_AUTH, REPEAT
 from perisai.api_audit.context import (
     AuditContext,
     BudgetExhausted,
@@ -41,6 +41,16 @@ RULE = Rule(
     "account's own channel; rate-limit lookups per IP and per identifier.",
     default_severity=Severity.MEDIUM,
     references=(OWASP_AUTH,),
+    verify=(
+        "# the same request twice: once naming your own registered account, once an unknown one",
+        REPEAT.replace("-s -o /dev/null -w '%{http_code}\\n'", "-si"),
+        "# a different status or body between the two shows the flaw",
+    ),
+    fix=(
+        "# one answer whether or not the account exists: same status, body and timing",
+        '# e.g. 202 {"status": "if an account matches, its owner has been notified"}',
+        "# tell the result over the account's own channel; limit lookups per IP and identifier",
+    ),
 )
 
 _NATIONAL_ID = re.compile(r"^\d{6}-?\d{2}-?\d{4}$")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import time
 
-from perisai.api_audit.checks._common import OWASP_API6
+from perisai.api_audit.checks._common import OWASP_API6, REPEAT
 from perisai.api_audit.context import AuditContext, BudgetExhausted, mask_value
 from perisai.api_audit.interface import (
     Check,
@@ -34,6 +34,16 @@ RULE = Rule(
     "mail; limit mails per recipient and per account; require a challenge for anonymous forms.",
     default_severity=Severity.HIGH,
     references=(OWASP_API6,),
+    verify=(
+        "# with the staging app's mail relay pointed at a mailbox you read:",
+        REPEAT + "   # your own address, a unique word in the text fields",
+        "# the unique word arriving in the mail shows the flaw",
+    ),
+    fix=(
+        "# templated mail only: no caller-written text in what the app sends",
+        "# only to addresses verified for the signed-in account; keep free text in the ticket",
+        "# limit mails per recipient and account; a challenge before anonymous forms",
+    ),
 )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from perisai.api_audit.checks._common import OWASP_API6, recipient
+from perisai.api_audit.checks._common import OWASP_API6, REPEAT, recipient
 from perisai.api_audit.context import AuditContext, BudgetExhausted
 from perisai.api_audit.interface import (
     Check,
@@ -23,9 +23,19 @@ RULE = Rule(
     "no CAPTCHA, proof-of-work or app-attestation token: nothing slows a script down.",
     remediation="Require a challenge verified server-side before anonymous sends (CAPTCHA such "
     "as Turnstile/hCaptcha/reCAPTCHA, proof-of-work, or Play Integrity / App Attest tokens), "
-    "single-use and bound to the request; keep rate limits as well.",
+    "single-use and bound to the request, on the request that makes the app send (not only on "
+    "the page before it); keep rate limits as well.",
     default_severity=Severity.MEDIUM,
     references=(OWASP_API6,),
+    verify=(
+        REPEAT + "   # no challenge token, no session",
+        "# a message sent (or a 2xx) with no token shows the flaw",
+    ),
+    fix=(
+        "# verify the challenge token server-side on the send request itself, single-use,",
+        "# bound to the recipient; a page-level CAPTCHA the API does not check is no defence",
+        "# with perisai guard: pass challenge_passed only after your server verified the token",
+    ),
 )
 
 

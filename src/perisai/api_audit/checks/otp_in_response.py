@@ -6,7 +6,7 @@ import json
 import re
 from typing import Any
 
-from perisai.api_audit.checks._common import OWASP_API6, OWASP_AUTH, recipient
+from perisai.api_audit.checks._common import OWASP_API6, OWASP_AUTH, REPEAT, recipient
 from perisai.api_audit.context import AuditContext, BudgetExhausted, mask_value
 from perisai.api_audit.interface import (
     Check,
@@ -32,6 +32,14 @@ RULE = Rule(
     "debug echo fields before release and test for them in CI.",
     default_severity=Severity.HIGH,
     references=(OWASP_API6, OWASP_AUTH),
+    verify=(
+        REPEAT.replace("-s -o /dev/null -w '%{http_code}\\n'", "-si"),
+        "# the code texted to your number appears in the answer's body or headers",
+    ),
+    fix=(
+        '# answer a send with no code and nothing derived from it: {"status": "sent"}',
+        "# keep the code server-side, hashed, with an expiry; remove debug echo fields",
+    ),
 )
 
 _CODE_VALUE = re.compile(r"^\d{4,8}$")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 
-from perisai.api_audit.checks._common import OWASP_API6, evidence
+from perisai.api_audit.checks._common import GUARD_FIX, OWASP_API6, REPEAT, evidence
 from perisai.api_audit.context import (
     AuditContext,
     BudgetExhausted,
@@ -44,6 +44,16 @@ RULE = Rule(
     "unallocated ranges; require a challenge before the first send.",
     default_severity=Severity.HIGH,
     references=(OWASP_API6,),
+    verify=(
+        REPEAT + "   # name a number you own that no session of yours has registered",
+        "# a text arriving (or a 2xx with no session or registration id) shows the flaw",
+    ),
+    fix=(
+        "# send only to the number bound server-side to the session or registration in progress",
+        "# (a registration id issued after the challenge), never to a number from the request",
+        "# limit sends per recipient and per number prefix; refuse premium and unallocated ranges",
+        *GUARD_FIX,
+    ),
 )
 
 

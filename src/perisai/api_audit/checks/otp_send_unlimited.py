@@ -5,9 +5,11 @@ from __future__ import annotations
 import time
 
 from perisai.api_audit.checks._common import (
+    GUARD_FIX,
     NIST_63B,
     OWASP_API4,
     OWASP_API6,
+    REPEAT,
     evidence,
     per_hour,
     recipient,
@@ -37,6 +39,16 @@ RULE = Rule(
     "send-volume spikes per destination prefix.",
     default_severity=Severity.HIGH,
     references=(OWASP_API4, OWASP_API6, NIST_63B),
+    verify=(
+        f"for i in 1 2 3 4 5 6; do {REPEAT}; done",
+        "# every answer 2xx, no 429 and no Retry-After: the flaw is still there",
+    ),
+    fix=(
+        "# per recipient: 1 send / 30 s, 5 / 10 min, 10 / day, answered 429 with Retry-After",
+        "# per client IP: 100 / 10 min; per /24 (IPv6 /64): 600 / 10 min",
+        "# per account and device where there is one; alert on sends per number prefix",
+        *GUARD_FIX,
+    ),
 )
 
 

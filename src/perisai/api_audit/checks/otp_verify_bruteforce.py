@@ -9,6 +9,7 @@ import time
 from perisai.api_audit.checks._common import (
     NIST_63B,
     OWASP_AUTH,
+    REPEAT,
     evidence,
     first_send_op,
     recipient,
@@ -36,9 +37,21 @@ RULE = Rule(
     "challenge: a script can try the whole code space and take over the number's registration.",
     remediation="Allow a few wrong codes per issued code (e.g. 5), then invalidate it and lock "
     "the recipient/account for a while (429 or 423 with Retry-After); count attempts per "
-    "recipient and account, not only per IP; make codes expire within minutes.",
+    "recipient and account across resends (a new code must not reset the count), not only per "
+    "IP; make codes expire within minutes.",
     default_severity=Severity.HIGH,
     references=(OWASP_AUTH, NIST_63B),
+    verify=(
+        "# ask for a code to your own test number, then send wrong codes:",
+        f"for i in $(seq 1 10); do {REPEAT}; done",
+        "# still answered 'wrong' after 10, with no 429/423 and the real code still valid: open",
+    ),
+    fix=(
+        "# per issued code: 5 wrong answers, then invalidate it",
+        "# per recipient and account: 10 wrong answers a day across resends, then lock (423)",
+        "# codes expire within 10 minutes; answer over-limit tries 429 with Retry-After",
+        "# perisai guard's Verify API does this: POST /v1/verifications, then .../check",
+    ),
 )
 
 DEFAULT_CODE_LENGTH = 6
