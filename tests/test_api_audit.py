@@ -66,6 +66,8 @@ def audit(instance: ApiInstance, sink_port: int, *extra: str, spec: str | None =
         f"127.0.0.1:{sink_port}",
         "--known-account",
         KNOWN_ACCOUNT,
+        "--sink-phone",  # the twin's registered number stands for the tester's own
+        KNOWN_ACCOUNT,
         "--header",
         f"Authorization: Bearer {LAB_TOKEN}",
         "--pace",
@@ -77,8 +79,10 @@ def audit(instance: ApiInstance, sink_port: int, *extra: str, spec: str | None =
 
 
 def test_every_check_fires_on_the_vulnerable_twin(twin: Twin) -> None:
-    instance, port = twin(exposed=True)
-    result = perisai(*audit(instance, port))
+    """With both sinks, every flaw of the vulnerable twin is found and proven."""
+    sms_port = free_port()
+    instance, port = twin(exposed=True, sms_provider=f"http://127.0.0.1:{sms_port}")
+    result = perisai(*audit(instance, port, "--sms-sink", f"127.0.0.1:{sms_port}"))
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     rules = {f["rule"] for f in report["findings"]}
@@ -88,16 +92,17 @@ def test_every_check_fires_on_the_vulnerable_twin(twin: Twin) -> None:
         assert finding["remediation"]
         assert len(finding["evidence"]) >= 2  # the summary and the requests made
         text = " ".join(finding["evidence"])
+        assert "indicated" not in text
         assert KNOWN_ACCOUNT not in text and "+447700900555" not in text  # masked
         assert "perisai-sink@example.invalid" not in text
         assert not re.search(r'"tac":"\d{6}"', text)  # codes in answers are masked
-    relay = next(f for f in report["findings"] if f["rule"] == "api.mail-relay")
-    assert "arrived at perisai's SMTP sink" in relay["evidence"][0]
-    # no --sms-sink: the any-recipient send is indicated, not proven, and says so
-    texts = next(f for f in report["findings"] if f["rule"] == "api.otp-send-any-recipient")
-    assert texts["severity"] == "medium"
-    assert texts["evidence"][0].startswith("indicated, not proven")
-    assert "had a code sent" not in texts["evidence"][0]
+    by_rule = {f["rule"]: f for f in report["findings"]}
+    assert "arrived at perisai's SMTP sink" in by_rule["api.mail-relay"]["evidence"][0]
+    for rule in ("api.otp-send-unlimited", "api.otp-verify-bruteforce"):
+        assert by_rule[rule]["severity"] == "high"
+        assert by_rule[rule]["evidence"][0].startswith("proven"), rule
+    brute = by_rule["api.otp-verify-bruteforce"]["evidence"][0]
+    assert "6-digit (digit) code" in brute and "from the delivered code" in brute
     assert "auth headers accepted" in result.stderr
     used = int(re.search(r"(\d+) of 100 requests used", result.stderr)[1])  # type: ignore[index]
     assert len(instance.requests()) == used <= 100
@@ -107,7 +112,33 @@ def test_every_check_fires_on_the_vulnerable_twin(twin: Twin) -> None:
     assert {r["method"] for r in sent} <= {"GET", "POST"}
     assert all(isinstance(r["status"], int) and r["path"].startswith("/") for r in sent)
     assert not any(KNOWN_ACCOUNT in r["path"] for r in sent)
-    assert all(sms["to"].startswith("+447700900") for sms in instance.sms())  # sinks only
+    # sinks only: the tester's own number, or the reserved test range
+    assert instance.sms()
+    assert all(s["to"] == KNOWN_ACCOUNT or s["to"].startswith("+447700900") for s in instance.sms())
+
+
+def test_without_sinks_sends_are_only_indicated(twin: Twin) -> None:
+    """No sink, no proof: send findings drop a level and never claim a message was sent."""
+    instance, port = twin(exposed=True)
+    args = audit(instance, port)
+    args[args.index("--smtp-sink") : args.index("--smtp-sink") + 2] = []
+    report = json.loads(perisai(*args).stdout)
+    by_rule = {f["rule"]: f for f in report["findings"]}
+    expected = {
+        "api.otp-send-unlimited": "medium",
+        "api.otp-send-any-recipient": "medium",
+        "api.no-challenge": "low",
+    }
+    for rule, severity in expected.items():
+        summary = by_rule[rule]["evidence"][0]
+        assert by_rule[rule]["severity"] == severity, rule
+        assert summary.startswith("indicated, not proven"), rule
+        assert "had a code sent" not in summary and not summary.startswith("proven")
+    # the send's answer carries the code: that proves the code, and the guesses, on its own
+    assert by_rule["api.otp-in-response"]["severity"] == "high"
+    brute = by_rule["api.otp-verify-bruteforce"]
+    assert brute["severity"] == "high"
+    assert brute["evidence"][0].startswith("proven (the send's answer carried it)")
 
 
 def test_sms_sink_proves_a_send_and_refutes_a_bare_200(twin: Twin) -> None:

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
+from perisai.api_audit.auditor import AuditError, check_known_account
 from perisai.api_audit.checks import all_checks, all_rules
-from perisai.api_audit.interface import FieldKind, Outcome, Param, Role
+from perisai.api_audit.checks.otp_verify_bruteforce import (
+    code_in_message,
+    code_space,
+    paired_send_op,
+)
+from perisai.api_audit.context import AuditConfig, AuditContext
+from perisai.api_audit.interface import FieldKind, Operation, Outcome, Param, Role
 from perisai.api_audit.responses import classify_response
 from perisai.api_audit.roles import classify, field_kind, load_flows
 from perisai.api_audit.spec import SpecError, parse_spec
@@ -157,9 +164,128 @@ def test_unresolvable_ref_is_a_spec_error() -> None:
 
 def test_one_rule_per_check_with_metadata() -> None:
     checks = all_checks()
-    assert len({c.rule.id for c in checks}) == len(checks) == len(all_rules()) == 7
+    assert len({c.rule.id for c in checks}) == len(checks) == len(all_rules()) == 8
     for check in checks:
         assert check.rule.id.startswith("api.") and check.rule.remediation and check.roles
+        # an API rule says how to check and fix it itself (reports have no service to ask)
+        assert check.rule.verify and check.rule.fix
+
+
+@pytest.mark.parametrize(
+    ("message", "code", "space"),
+    [
+        ("Use this code to sign in: 123456", "123456", 10**6),
+        ("Your TAC is 4829. Do not share it.", "4829", 10**4),
+        ("Your sign-in code: NQ3T-M5KX", "NQ3T-M5KX", 36**8),
+        ("Code K7QX2M, valid 3 minutes: https://app.example:8443/c/K7QX2M", "K7QX2M", 36**6),
+        ("Reset: http://127.0.0.1:48401/reset?token=eyJhbGciOi.eyJzdWIiOiIxMjM0NTY3.abc", None, 0),
+    ],
+)
+def test_the_code_space_is_read_from_the_delivered_code(
+    message: str, code: str | None, space: int
+) -> None:
+    found = code_in_message(message)
+    param = Param("code", "body")
+    if code is None:  # a long token: a JWT, never a port or a number inside it
+        assert found is not None and len(found) >= 20
+        return
+    assert found == code
+    assert code_space(found, param).size == space
+    assert code_space(None, Param("pin", "body", max_length=4)).size == 10**4
+
+
+def test_any_of_bodies_send_one_branch() -> None:
+    """allauth's code request is ``anyOf: [{email}, {phone}]``: both fields are known, and a
+    request carries only the branch of the field it names."""
+    spec = {
+        "openapi": "3.0.0",
+        "paths": {
+            "/auth/code/request": {
+                "post": {
+                    "requestBody": {
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "anyOf": [
+                                        {"properties": {"email": {"type": "string"}}},
+                                        {"properties": {"phone": {"type": "string"}}},
+                                    ]
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    }
+    operations, _ = parse_spec(json.dumps(spec))
+    (classified,) = classify(operations)
+    assert classified.role is Role.OTP_SEND
+    op = classified.operation
+    ctx = AuditContext(AuditConfig("http://127.0.0.1:9"), [classified])
+    assert ctx.values_for(op, {"phone": "+447700900555"}) == {"phone": "+447700900555"}
+    assert ctx.values_for(op, {"email": "a@example.org"}) == {"email": "a@example.org"}
+
+
+def test_spec_examples_never_fill_passwords_or_accounts() -> None:
+    """A spec's example password or username may be a real seeded account's: never sent."""
+    op = Operation(
+        "POST",
+        "/users/v1/login",
+        params=(
+            Param("username", "body", example="name1", kind=FieldKind.USERNAME),
+            Param("password", "body", example="pass1", kind=FieldKind.PASSWORD),
+        ),
+    )
+    ctx = AuditContext(AuditConfig("http://127.0.0.1:9"), [])
+    values = ctx.values_for(op)
+    assert values["username"] != "name1" and values["password"] != "pass1"
+    owned = AuditContext(AuditConfig("http://127.0.0.1:9", known_account="tester"), [])
+    assert owned.values_for(op)["username"] == "tester"
+
+
+@pytest.mark.parametrize(
+    ("known", "sink_phone", "sink_email", "allowed"),
+    [
+        ("+447700900555", "+447700900555", "s@example.org", True),
+        ("+60123456789", "+447700900555", "s@example.org", False),
+        ("S@Example.org", "+447700900555", "s@example.org", True),
+        ("victim@example.org", "+447700900555", "s@example.org", False),
+        ("perisai-tester", "+447700900555", "s@example.org", True),
+    ],
+)
+def test_a_known_phone_or_address_must_be_the_sink(
+    known: str, sink_phone: str, sink_email: str, allowed: bool
+) -> None:
+    config = AuditConfig(
+        "http://127.0.0.1:9", sink_phone=sink_phone, sink_email=sink_email, known_account=known
+    )
+    if allowed:
+        check_known_account(config)
+    else:
+        with pytest.raises(AuditError, match="must be your sink"):
+            check_known_account(config)
+
+
+def test_a_verify_step_is_paired_with_its_own_send() -> None:
+    ops = [
+        Operation("POST", "/auth/forgot-password", params=(Param("email", "body"),)),
+        Operation("POST", "/auth/request-verify-token", params=(Param("email", "body"),)),
+        Operation("POST", "/auth/verify", params=(Param("token", "body"),)),
+        Operation(
+            "POST",
+            "/auth/reset-password",
+            params=(Param("token", "body"), Param("password", "body")),
+        ),
+    ]
+    classified = classify(ops)
+    roles = {c.operation.path: c.role for c in classified}
+    assert roles["/auth/reset-password"] is Role.OTP_VERIFY  # a reset's second step takes a code
+    assert roles["/auth/forgot-password"] is Role.PASSWORD_RESET
+    ctx = AuditContext(AuditConfig("http://127.0.0.1:9"), classified)
+    by_path = {c.operation.path: c.operation for c in classified}
+    assert paired_send_op(by_path["/auth/verify"], ctx) == by_path["/auth/request-verify-token"]
+    assert paired_send_op(by_path["/auth/reset-password"], ctx) == by_path["/auth/forgot-password"]
 
 
 def test_the_readme_flows_example_loads(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ argument parsing and rendering.
 from __future__ import annotations
 
 import asyncio
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,12 +17,19 @@ import httpx
 
 from perisai import __version__
 from perisai.api_audit.checks import all_checks, all_rules
-from perisai.api_audit.context import AuditConfig, AuditContext, BudgetExhausted
+from perisai.api_audit.context import (
+    AuditConfig,
+    AuditContext,
+    BudgetExhausted,
+    account_kind,
+    mask_value,
+)
 from perisai.api_audit.interface import (
     Check,
     CheckResult,
     CheckSkipped,
     ClassifiedOperation,
+    FieldKind,
     Operation,
     Outcome,
 )
@@ -45,6 +53,7 @@ __all__ = [
     "PlannedCheck",
     "audit_api",
     "base_target",
+    "check_known_account",
     "load_operations",
     "plan",
     "run_audit",
@@ -81,6 +90,27 @@ def base_target(base_url: str, authorized: bool) -> Target:
     except TargetError as error:
         raise AuditError(str(error)) from None
     return Target(host, port, parts.scheme)
+
+
+def check_known_account(config: AuditConfig) -> None:
+    """A known account named by phone or e-mail must be the sink: the checks ask the target
+    about it, and the target may message it (a reset, a login code)."""
+    known = config.known_account
+    if not known:
+        return
+    kind = account_kind(known)
+    if kind is FieldKind.PHONE and re.sub(r"\D", "", known) != re.sub(r"\D", "", config.sink_phone):
+        raise AuditError(
+            f"--known-account {mask_value(known)} is a phone number but not the --sink-phone: "
+            "the checks make the target text the known account, so it must be your sink "
+            "(give --sink-phone with the same number if it is yours)"
+        )
+    if kind is FieldKind.EMAIL and known.lower() != config.sink_email.lower():
+        raise AuditError(
+            f"--known-account {mask_value(known)} is an e-mail address but not the "
+            "--sink-email: the checks make the target mail the known account, so it must be "
+            "your sink (give --sink-email with the same address if it is yours)"
+        )
 
 
 def load_operations(
@@ -255,6 +285,7 @@ def audit_api(
 ) -> ScanReport:
     """Audit the API described by ``spec`` (path or URL) at ``config.base_url``."""
     target = base_target(config.base_url, authorized)
+    check_known_account(config)
     operations, _, warnings = load_operations(spec, flows, config.timeout)
     ctx = AuditContext(config, operations)
     report = asyncio.run(run_audit(ctx, target))

@@ -18,7 +18,14 @@ import phonenumbers
 import typer
 from rich.console import Console
 
-from perisai.api_audit.auditor import AuditError, base_target, load_operations, plan, run_audit
+from perisai.api_audit.auditor import (
+    AuditError,
+    base_target,
+    check_known_account,
+    load_operations,
+    plan,
+    run_audit,
+)
 from perisai.api_audit.context import (
     DEFAULT_SINK_EMAIL,
     DEFAULT_SINK_PHONE,
@@ -130,7 +137,10 @@ def audit_api(
         str | None,
         typer.Option(
             "--known-account",
-            help="A registered test account (phone, e-mail, ID) for the enumeration check.",
+            help="An account you own on the target, whose phone and e-mail are your sinks: "
+            "its username, ID, phone or e-mail (a phone or e-mail must be the --sink-phone or "
+            "--sink-email). The enumeration, login and reset checks ask about it, and the "
+            "target may message it.",
         ),
     ] = None,
     header: Annotated[
@@ -231,6 +241,7 @@ def audit_api(
     )
     try:
         target = base_target(url, authorized)
+        check_known_account(config)
     except AuditError as error:
         _fail(str(error))
     ctx = AuditContext(config, operations)

@@ -8,6 +8,7 @@ first 429, and returns an :class:`Exchange` whose evidence line is masked.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 import secrets
@@ -31,7 +32,10 @@ __all__ = [
     "AuditConfig",
     "AuditContext",
     "BudgetExhausted",
+    "Delivery",
+    "account_kind",
     "mask_value",
+    "random_like",
     "reserved_test_number",
 ]
 
@@ -40,6 +44,8 @@ _RESERVED_PREFIX = "+447700900"
 DEFAULT_SINK_PHONE = _RESERVED_PREFIX + "555"
 DEFAULT_SINK_EMAIL = "perisai-sink@example.invalid"  # .invalid never resolves (RFC 2606)
 _REGIONS = ("MY", "SG", "ID", "GB", "US", "AU")
+# what a password field is given: never a spec's example, which may be a seeded account's
+NOT_A_PASSWORD = "perisai-Not-A-Password-" + secrets.token_hex(4)
 
 
 def reserved_test_number(avoid: str = "") -> str:
@@ -48,6 +54,43 @@ def reserved_test_number(avoid: str = "") -> str:
         number = f"{_RESERVED_PREFIX}{secrets.randbelow(1000):03d}"
         if number != avoid:
             return number
+
+
+_NATIONAL_ID = re.compile(r"^\d{6}-?\d{2}-?\d{4}$")
+
+
+def account_kind(value: str) -> FieldKind:
+    """What a ``--known-account`` is: an e-mail, a national ID, a phone number or a username."""
+    if "@" in value:
+        return FieldKind.EMAIL
+    if _NATIONAL_ID.match(value):
+        return FieldKind.NATIONAL_ID
+    if re.fullmatch(r"\+?\d{8,15}", value.replace(" ", "").replace("-", "")):
+        return FieldKind.PHONE
+    return FieldKind.USERNAME
+
+
+def random_like(value: str, kind: FieldKind) -> str:
+    """An identifier of the same kind that names nobody who could be messaged: a reserved
+    test number, an address at example.org (RFC 2606: reserved, takes no mail, yet passes the
+    validators that refuse .invalid), a random username or ID."""
+    if kind is FieldKind.PHONE:
+        return reserved_test_number(avoid=value)
+    if kind is FieldKind.EMAIL:
+        return f"perisai-{secrets.token_hex(4)}@example.org"
+    if kind is FieldKind.NATIONAL_ID:
+        return "".join(str(secrets.randbelow(10)) if c.isdigit() else c for c in value)
+    return f"perisai{secrets.token_hex(4)}"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A message that reached one of perisai's sinks: by SMS or e-mail, to whom, its text."""
+
+    channel: str  # "SMS" or "e-mail"
+    to: str
+    text: str
+    at: float
 
 
 def mask_value(value: str) -> str:
@@ -112,6 +155,13 @@ class AuditContext:
     # the spec's path template, status (0: no answer), whether the auth headers were left off
     sent: list[dict[str, object]] = field(default_factory=list)
     checking: str = "preflight"
+    # a flow's state the target hands back in an answer (allauth's meta.session_token) and
+    # wants as a header on the flow's next request; kept only while a check carries a flow
+    carry_flow: bool = False
+    flow_headers: dict[str, str] = field(default_factory=dict)
+    # statuses an operation answers when it did send (allauth's 401 "flow pending"), learnt
+    # from a sink: later answers with them count as accepted
+    delivering: dict[str, set[int]] = field(default_factory=dict)
 
     def _log(self, method: str, path: str, status: int, anonymous: bool) -> None:
         self.sent.append(
@@ -131,7 +181,69 @@ class AuditContext:
     def begin(self, planned: int) -> Allowance:
         """A fresh allowance for one check on one operation: what it plans, within budget."""
         self.allowance = Allowance(min(planned, self.budget_left))
+        self.carry_flow = False
+        self.flow_headers = {}
         return self.allowance
+
+    # --- where messages go, and what arrived -----------------------------------------------
+
+    def sink_addresses(self, recipient: str) -> tuple[str, ...]:
+        """Where a message for ``recipient`` lands: the sink itself, or, for the known account
+        (named by username or ID), the sink phone and address the tester registered for it."""
+        if recipient == self.config.known_account:
+            return (self.config.sink_phone, self.config.sink_email)
+        return (recipient,)
+
+    def can_prove(self, recipient: str) -> bool:
+        """Whether sinks run for every way the target could message ``recipient`` (the known
+        account may be texted or mailed: nothing at one sink refutes nothing without both)."""
+        return all(
+            (self.sink if "@" in address else self.sms_sink) is not None
+            for address in self.sink_addresses(recipient)
+        )
+
+    def deliveries(self, recipient: str, after: float) -> list[Delivery]:
+        """Messages for ``recipient`` that reached a sink since ``after`` (monotonic)."""
+        out: list[Delivery] = []
+        for address in self.sink_addresses(recipient):
+            if "@" in address and self.sink is not None:
+                wanted = address.lower()
+                out += [
+                    Delivery("e-mail", address, mail.text, mail.received_at)
+                    for mail in self.sink.mails
+                    if mail.received_at >= after and wanted in (r.lower() for r in mail.rcpt_tos)
+                ]
+            elif "@" not in address and self.sms_sink is not None:
+                digits = re.sub(r"\D", "", address)
+                out += [
+                    Delivery("SMS", address, sms.body, sms.received_at)
+                    for sms in self.sms_sink.messages
+                    if sms.received_at >= after and re.sub(r"\D", "", sms.to) == digits
+                ]
+        return sorted(out, key=lambda d: d.at)
+
+    async def wait_for_deliveries(
+        self, recipient: str, after: float, count: int = 1
+    ) -> list[Delivery]:
+        """:meth:`deliveries`, waiting up to ``mail_wait`` seconds for ``count`` of them."""
+        deadline = time.monotonic() + self.config.mail_wait
+        while True:
+            found = self.deliveries(recipient, after)
+            if len(found) >= count or time.monotonic() >= deadline:
+                return found
+            await asyncio.sleep(0.05)
+
+    async def confirm_sent(
+        self, op: Operation, recipient: str, asked: float, exchange: Exchange
+    ) -> Exchange:
+        """An answer that reads as 'sign in first' (401/403) but made the app send anyway is
+        an accepted send: the sink decides, and the status is remembered for ``op``."""
+        if exchange.outcome is not Outcome.AUTH_REQUIRED or not self.can_prove(recipient):
+            return exchange
+        if not await self.wait_for_deliveries(recipient, asked):
+            return exchange
+        self.delivering.setdefault(op.key, set()).add(exchange.status)
+        return dataclasses.replace(exchange, outcome=Outcome.ACCEPTED)
 
     def remember_secret(self, value: str) -> None:
         """Mask ``value`` wherever it shows up in evidence from now on."""
@@ -148,10 +260,19 @@ class AuditContext:
     # --- building requests ------------------------------------------------------------------
 
     def values_for(self, op: Operation, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A value for every field but challenge fields: sinks for recipients, then examples."""
+        """A value for every field but challenge fields: sinks for recipients, the known account
+        for account fields, then examples. Never a spec's example for a password, username or
+        ID: those name real seeded accounts, and a request for one could message its owner."""
         overrides = overrides or {}
+        known = self.config.known_account
         values: dict[str, Any] = {}
+        branch = next(
+            (p.alternative for p in op.params if p.name in overrides and p.alternative is not None),
+            next((p.alternative for p in op.params if p.alternative is not None), None),
+        )
         for param in op.params:
+            if param.alternative is not None and param.alternative != branch:
+                continue
             if param.name in overrides:
                 values[param.name] = overrides[param.name]
                 continue
@@ -163,14 +284,19 @@ class AuditContext:
                 values[param.name] = self.config.sink_email
             elif param.kind is FieldKind.TEXT:
                 values[param.name] = "perisai audit test"
+            elif param.kind is FieldKind.PASSWORD:
+                values[param.name] = NOT_A_PASSWORD
+            elif param.kind is FieldKind.USERNAME:
+                values[param.name] = known or random_like("", FieldKind.USERNAME)
+            elif param.kind is FieldKind.NATIONAL_ID:
+                if known and account_kind(known) is FieldKind.NATIONAL_ID:
+                    values[param.name] = known
             elif param.example is not None:
                 values[param.name] = param.example
             elif param.type == "integer" or param.type == "number":
                 values[param.name] = 1
             elif param.type == "boolean":
                 values[param.name] = False
-            elif param.kind is FieldKind.PASSWORD:
-                values[param.name] = "perisai-Not-A-Password-1"
             elif param.required or param.location in ("path", "body", "form"):
                 values[param.name] = "perisai-test"
         return values
@@ -182,8 +308,11 @@ class AuditContext:
         *,
         anonymous: bool = False,
         values: dict[str, Any] | None = None,
+        fresh: bool = False,
     ) -> Exchange:
-        """One request for ``op``; raises :class:`BudgetExhausted` when none is left."""
+        """One request for ``op``; raises :class:`BudgetExhausted` when none is left.
+        ``fresh``: from a new client, with none of the run's cookies (a caller with no flow
+        in progress)."""
         if self.allowance.left <= 0 or self.budget_left <= 0:
             raise BudgetExhausted()
         values = values if values is not None else self.values_for(op, overrides)
@@ -201,6 +330,8 @@ class AuditContext:
             elif param.location in ("body", "form"):
                 body[param.name] = value
         headers = {} if anonymous else dict(self.config.headers)
+        if self.carry_flow and not fresh:
+            headers.update(self.flow_headers)
         kwargs: dict[str, Any] = {"params": query or None, "headers": headers}
         if op.body == "form":
             kwargs["data"] = {k: str(v) for k, v in body.items()}
@@ -213,7 +344,13 @@ class AuditContext:
         assert self.client is not None
         started = time.monotonic()
         try:
-            response = await self.client.request(op.method, url, **kwargs)
+            if fresh:
+                async with httpx.AsyncClient(
+                    timeout=self.config.timeout, trust_env=False, follow_redirects=False
+                ) as other:
+                    response = await other.request(op.method, url, **kwargs)
+            else:
+                response = await self.client.request(op.method, url, **kwargs)
             text = response.text
             status = response.status_code
             answer_headers = dict(response.headers)
@@ -224,7 +361,11 @@ class AuditContext:
             return Exchange(op.method, path, 0, Outcome.UNREACHABLE, elapsed, line)
         elapsed = time.monotonic() - started
         self._log(op.method, op.path, status, anonymous)
+        if self.carry_flow and not fresh:
+            self._keep_flow(op, text)
         outcome = classify_response(status, answer_headers, text)
+        if status in self.delivering.get(op.key, ()):
+            outcome = Outcome.ACCEPTED
         if status == 429:
             self.allowance.halted = True  # stop this check at the first 429
         summary = f"{status} {outcome.value} {_CODE_LIKE.sub(_hide_digits, _short(text))}"
@@ -239,6 +380,20 @@ class AuditContext:
             text,
             tuple(answer_headers.items()),
         )
+
+    def _keep_flow(self, op: Operation, text: str) -> None:
+        """Keep a session token the answer hands out, to send back as a header."""
+        try:
+            document: Any = json.loads(text)
+        except ValueError:
+            return
+        token = _session_token(document)
+        if token:
+            self.remember_secret(token)
+            named = [
+                p.name for p in op.params if p.location == "header" and "session" in p.name.lower()
+            ]
+            self.flow_headers[named[0] if named else "X-Session-Token"] = token
 
     async def send_raw(self, method: str, path: str, *, anonymous: bool = False) -> Exchange:
         """A bare request (the reachability and auth-header checks), within the run budget."""
@@ -284,6 +439,20 @@ class AuditContext:
             shown += " " + json.dumps(body, ensure_ascii=False)
         took = f" ({elapsed * 1000:.0f} ms)" if elapsed is not None else ""
         return self.mask(f"{method} {shown} → {answer}{took}")
+
+
+def _session_token(node: Any, depth: int = 0) -> str | None:
+    """The first ``session_token`` / ``sessionToken`` string in a JSON answer (3 levels)."""
+    if depth > 3:
+        return None
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if re.sub(r"[^a-z]", "", str(key).lower()) == "sessiontoken" and isinstance(value, str):
+                return value
+        for value in node.values():
+            if (found := _session_token(value, depth + 1)) is not None:
+                return found
+    return None
 
 
 _CODE_LIKE = re.compile(r"(?<![\w.])\d{4,8}(?![\w.])")

@@ -69,6 +69,9 @@ class Param:
     max_length: int | None = None
     pattern: str | None = None
     kind: FieldKind = FieldKind.OTHER
+    # the anyOf/oneOf branch of the body this field belongs to (None: every request has it);
+    # a request sends the fields of one branch only
+    alternative: int | None = None
 
 
 @dataclass(frozen=True)

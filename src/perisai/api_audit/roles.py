@@ -28,7 +28,7 @@ _PHONE = {"msisdn", "phone", "mobile", "tel", "telephone", "handphone", "hp", "c
 _EMAIL = {"email", "mail", "recipient", "to", "cc", "bcc"}
 _CODE = {"otp", "tac", "pin", "code", "passcode", "totp", "token"}
 _NATIONAL = {"nric", "ic", "mykad", "nationalid", "ssn", "nin", "passport", "kp"}
-_USER = {"username", "user", "login", "account", "userid", "uid"}
+_USER = {"username", "user", "login", "account", "userid", "uid", "identity", "identifier"}
 _TEXT = {
     "message",
     "body",
@@ -200,22 +200,25 @@ def _heuristic(op: Operation) -> tuple[Role | None, list[str]]:
         reasons.append(f"{' and '.join(parts)} ({what})")
 
     def field(kind: FieldKind) -> None:
-        reasons.append(f"field '{named[kind]}' holds a {kind.value}")
+        article = "an" if kind in (FieldKind.EMAIL, FieldKind.OTHER) else "a"
+        reasons.append(f"field '{named[kind]}' holds {article} {kind.value}")
 
     if FieldKind.PASSWORD in kinds and words & _LOGIN_WORDS:
         said(words & _LOGIN_WORDS, "login")
         field(FieldKind.PASSWORD)
         return Role.LOGIN, reasons
+    if FieldKind.CODE in kinds and (identifiers or words & (_VERIFY_WORDS | _RESET_WORDS)):
+        # a code and who it is for, or a code and a verb: the step that takes the code (a
+        # reset's second step, token and new password, included)
+        field(FieldKind.CODE)
+        if words & (_VERIFY_WORDS | _RESET_WORDS):
+            said(words & (_VERIFY_WORDS | _RESET_WORDS), "verify")
+        return Role.OTP_VERIFY, reasons
     if words & _RESET_WORDS and ("password" in words or "passwd" in words or identifiers):
         said(words & _RESET_WORDS, "password reset")
         for kind in sorted(identifiers):
             field(kind)
         return Role.PASSWORD_RESET, reasons
-    if FieldKind.CODE in kinds and (identifiers or words & _VERIFY_WORDS):
-        field(FieldKind.CODE)
-        if words & _VERIFY_WORDS:
-            said(words & _VERIFY_WORDS, "verify")
-        return Role.OTP_VERIFY, reasons
     otp = words & _OTP_WORDS
     if (
         otp

@@ -6,6 +6,7 @@ are not followed. Anything that is not a usable spec is a :class:`SpecError` wit
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -195,20 +196,29 @@ def _operation(
 
 
 def _properties(schema: Any, resolver: _Resolver, location: str) -> list[Param]:
-    """One level of an object schema's properties (allOf merged) as params."""
+    """One level of an object schema's properties as params: allOf merged; each anyOf/oneOf
+    branch's own properties marked with the branch's number (a request sends one branch)."""
     schema = resolver.resolve(schema)
     if not isinstance(schema, dict):
         return []
     properties: dict[str, Any] = {}
     required: set[str] = set()
+    branches: list[Any] = []
     for part in [schema, *(resolver.resolve(s) for s in schema.get("allOf") or [])]:
         if isinstance(part, dict):
             properties.update(part.get("properties") or {})
             required.update(str(r) for r in part.get("required") or [])
-    return [
+            alternatives = part.get("anyOf") or part.get("oneOf") or []
+            branches += alternatives if isinstance(alternatives, list) else []
+    params = [
         _param(str(name), location, resolver.resolve(prop), name in required)
         for name, prop in properties.items()
     ]
+    for number, branch in enumerate(branches):
+        for param in _properties(branch, resolver, location):
+            if param.name not in properties:
+                params.append(dataclasses.replace(param, alternative=number))
+    return params
 
 
 def _param(name: str, location: str, schema: Any, required: bool) -> Param:

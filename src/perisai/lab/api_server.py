@@ -373,6 +373,9 @@ def create_app() -> Any:
         tac = str(data.get("tac") or "")
         if not vulnerable and state.locked_until.get(msisdn, 0.0) > time.monotonic():
             return too_many("too many wrong codes; this number is locked", LOCKOUT_SECONDS)
+        if vulnerable and msisdn not in state.codes:
+            # careless: tells a number with no code pending from a wrong code
+            return JSONResponse({"error": "no TAC requested for this number"}, status_code=404)
         if msisdn in state.codes and secrets.compare_digest(state.codes[msisdn], tac):
             state.codes.pop(msisdn)
             state.attempts.pop(msisdn, None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from perisai.api_audit.checks.account_enumeration import AccountEnumeration
+from perisai.api_audit.checks.login_enumeration import LoginEnumeration
 from perisai.api_audit.checks.mail_relay import MailRelay
 from perisai.api_audit.checks.no_challenge import NoChallenge
 from perisai.api_audit.checks.otp_in_response import OtpInResponse
@@ -14,6 +15,7 @@ from perisai.findings import Rule
 
 __all__ = [
     "AccountEnumeration",
+    "LoginEnumeration",
     "MailRelay",
     "NoChallenge",
     "OtpInResponse",
@@ -24,14 +26,16 @@ __all__ = [
     "all_rules",
 ]
 
-# Order matters for defended targets: the limit-probing check goes first, the single-request
-# checks after it, so a per-recipient limit is met by the check that measures it.
+# Order matters for defended targets: the brute-force check first (it needs one code issued
+# before any send limit is spent), then the limit-probing check, so a per-recipient limit is met
+# by the check that measures it, then the single-request checks.
 _CHECKS: tuple[type[Check], ...] = (
+    OtpVerifyBruteforce,
     OtpSendUnlimited,
     OtpSendAnyRecipient,
     OtpInResponse,
-    OtpVerifyBruteforce,
     AccountEnumeration,
+    LoginEnumeration,
     MailRelay,
     NoChallenge,
 )

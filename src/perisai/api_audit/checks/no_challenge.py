@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
-from perisai.api_audit.checks._common import OWASP_API6, REPEAT, recipient
-from perisai.api_audit.context import AuditContext, BudgetExhausted
+import time
+
+from perisai.api_audit.checks._common import (
+    OWASP_API6,
+    REPEAT,
+    messages,
+    no_recipient,
+    recipient,
+    sinks_named,
+)
+from perisai.api_audit.context import AuditContext, BudgetExhausted, mask_value
 from perisai.api_audit.interface import (
     Check,
     CheckResult,
     CheckSkipped,
+    Exchange,
     FieldKind,
     Operation,
     Outcome,
@@ -41,7 +51,7 @@ RULE = Rule(
 
 class NoChallenge(Check):
     rule = RULE
-    roles = (Role.OTP_SEND, Role.MAIL_SEND)
+    roles = (Role.OTP_SEND, Role.MAIL_SEND, Role.PASSWORD_RESET)
 
     def planned_requests(self, op: Operation, ctx: AuditContext) -> int:
         return 1
@@ -52,10 +62,12 @@ class NoChallenge(Check):
     async def run(self, op: Operation, ctx: AuditContext) -> CheckResult | CheckSkipped:
         target = recipient(op, ctx)
         if target is None:
-            return CheckSkipped(RULE.id, op, "no recipient field in the spec")
+            return CheckSkipped(RULE.id, op, no_recipient(op, ctx))
         declared = [p.name for p in op.fields_of(FieldKind.CHALLENGE)]
+        asked = time.monotonic()
         try:
             exchange = await ctx.send(op, {target[0]: target[1]}, anonymous=True)
+            exchange = await ctx.confirm_sent(op, target[1], asked, exchange)
         except BudgetExhausted:
             return CheckSkipped(RULE.id, op, "no request left in the budget")
         if exchange.outcome is Outcome.CHALLENGED:
@@ -64,16 +76,7 @@ class NoChallenge(Check):
                 RULE.id, op, False, f"challenge enforced: {defence}", (exchange.line,), defence
             )
         if exchange.outcome is Outcome.ACCEPTED:
-            spec = (
-                f"the spec declares {', '.join(declared)} but it is not enforced"
-                if declared
-                else "the spec declares no challenge field"
-            )
-            summary = (
-                "an anonymous request with no CAPTCHA, proof-of-work or attestation token was "
-                f"accepted ({spec})"
-            )
-            return CheckResult(RULE.id, op, True, summary, (exchange.line,))
+            return await _accepted(op, ctx, target[1], declared, asked, exchange)
         if exchange.outcome.is_defence:
             defence = defence_text(
                 exchange.outcome, exchange.status, exchange.header("retry-after"), 1
@@ -91,3 +94,39 @@ class NoChallenge(Check):
         return CheckSkipped(
             RULE.id, op, f"the endpoint failed rather than answered ({exchange.line})"
         )
+
+
+async def _accepted(
+    op: Operation,
+    ctx: AuditContext,
+    value: str,
+    declared: list[str],
+    asked: float,
+    exchange: Exchange,
+) -> CheckResult:
+    """An accepted anonymous request is a flaw only if it makes the app send something:
+    proven by a sink, refuted by a silent one, indicated when no sink runs."""
+    spec = (
+        f"the spec declares {', '.join(declared)} but it is not enforced"
+        if declared
+        else "the spec declares no challenge field"
+    )
+    if not ctx.can_prove(value):
+        summary = (
+            "indicated, not proven: an anonymous request with no CAPTCHA, proof-of-work or "
+            f"attestation token was accepted ({spec}); no message was seen: run with "
+            "--sms-sink / --smtp-sink to prove it sends"
+        )
+        return CheckResult(RULE.id, op, True, summary, (exchange.line,), severity=Severity.LOW)
+    arrived = await ctx.wait_for_deliveries(value, asked)
+    if not arrived:
+        summary = (
+            f"accepted (HTTP {exchange.status}) but nothing reached {sinks_named(ctx)} within "
+            f"{ctx.config.mail_wait:.0f} s: the request sends nothing, so no challenge is owed"
+        )
+        return CheckResult(RULE.id, op, False, summary, (exchange.line,))
+    summary = (
+        "proven: an anonymous request with no CAPTCHA, proof-of-work or attestation token made "
+        f"the app send {messages(arrived)} to {mask_value(value)} ({spec})"
+    )
+    return CheckResult(RULE.id, op, True, summary, (exchange.line,))

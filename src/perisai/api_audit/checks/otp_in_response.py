@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Any
 
-from perisai.api_audit.checks._common import OWASP_API6, OWASP_AUTH, REPEAT, recipient
+from perisai.api_audit.checks._common import (
+    OWASP_API6,
+    OWASP_AUTH,
+    REPEAT,
+    no_recipient,
+    recipient,
+)
 from perisai.api_audit.context import AuditContext, BudgetExhausted, mask_value
 from perisai.api_audit.interface import (
     Check,
@@ -87,7 +94,7 @@ def _walk(node: Any, where: str, found: list[tuple[str, str]]) -> None:
 
 class OtpInResponse(Check):
     rule = RULE
-    roles = (Role.OTP_SEND,)
+    roles = (Role.OTP_SEND, Role.PASSWORD_RESET)
 
     def planned_requests(self, op: Operation, ctx: AuditContext) -> int:
         return 1
@@ -98,9 +105,11 @@ class OtpInResponse(Check):
     async def run(self, op: Operation, ctx: AuditContext) -> CheckResult | CheckSkipped:
         target = recipient(op, ctx)
         if target is None:
-            return CheckSkipped(RULE.id, op, "no recipient field (phone or e-mail) in the spec")
+            return CheckSkipped(RULE.id, op, no_recipient(op, ctx))
+        asked = time.monotonic()
         try:
             exchange = await ctx.send(op, {target[0]: target[1]})
+            exchange = await ctx.confirm_sent(op, target[1], asked, exchange)
         except BudgetExhausted:
             return CheckSkipped(RULE.id, op, "no request left in the budget")
         if exchange.outcome is not Outcome.ACCEPTED:

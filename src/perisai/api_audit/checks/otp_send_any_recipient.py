@@ -80,6 +80,7 @@ class OtpSendAnyRecipient(Check):
         asked = time.monotonic()
         try:
             exchange = await ctx.send(op, {phones[0].name: number}, anonymous=True)
+            exchange = await ctx.confirm_sent(op, number, asked, exchange)
         except BudgetExhausted:
             return CheckSkipped(RULE.id, op, "no request left in the budget")
         if exchange.outcome is Outcome.ACCEPTED:
@@ -91,6 +92,9 @@ class OtpSendAnyRecipient(Check):
             return CheckResult(RULE.id, op, False, f"refused: {defence}", (exchange.line,), defence)
         if exchange.outcome is Outcome.AUTH_REQUIRED:
             defence = f"authentication required (HTTP {exchange.status})"
+            return CheckResult(RULE.id, op, False, f"refused: {defence}", (exchange.line,), defence)
+        if exchange.outcome is Outcome.REJECTED:
+            defence = f"a number no account owns was refused (HTTP {exchange.status})"
             return CheckResult(RULE.id, op, False, f"refused: {defence}", (exchange.line,), defence)
         return CheckSkipped(
             RULE.id, op, f"the endpoint failed rather than refused ({exchange.line})"

@@ -11,8 +11,11 @@ from perisai.api_audit.checks._common import (
     OWASP_API6,
     REPEAT,
     evidence,
+    messages,
+    no_recipient,
     per_hour,
     recipient,
+    sinks_named,
 )
 from perisai.api_audit.context import AuditContext, BudgetExhausted, mask_value
 from perisai.api_audit.interface import (
@@ -54,27 +57,29 @@ RULE = Rule(
 
 class OtpSendUnlimited(Check):
     rule = RULE
-    roles = (Role.OTP_SEND,)
+    roles = (Role.OTP_SEND, Role.PASSWORD_RESET)
 
     def planned_requests(self, op: Operation, ctx: AuditContext) -> int:
         return ctx.config.otp_sends
 
     def describe(self, op: Operation, ctx: AuditContext) -> str:
-        return (
-            f"{ctx.config.otp_sends} sends to the sink {mask_value(ctx.config.sink_phone)}, "
-            "stopping at the first defence"
-        )
+        target = recipient(op, ctx)
+        who = mask_value(target[1]) if target else "the sink"
+        return f"{ctx.config.otp_sends} sends to {who}, stopping at the first defence"
 
     async def run(self, op: Operation, ctx: AuditContext) -> CheckResult | CheckSkipped:
         target = recipient(op, ctx)
         if target is None:
-            return CheckSkipped(RULE.id, op, "no recipient field (phone or e-mail) in the spec")
+            return CheckSkipped(RULE.id, op, no_recipient(op, ctx))
         field, value = target
         exchanges: list[Exchange] = []
         started = time.monotonic()
         try:
             while True:
+                asked = time.monotonic()
                 exchange = await ctx.send(op, {field: value})
+                if not exchanges:
+                    exchange = await ctx.confirm_sent(op, value, asked, exchange)
                 exchanges.append(exchange)
                 if exchange.outcome is not Outcome.ACCEPTED:
                     break
@@ -95,6 +100,19 @@ class OtpSendUnlimited(Check):
             return CheckResult(
                 RULE.id, op, False, f"not abusable: {defence}", evidence(exchanges), defence
             )
+        if last.outcome is Outcome.AUTH_REQUIRED:
+            defence = f"authentication required (HTTP {last.status})"
+            return CheckResult(
+                RULE.id, op, False, f"not anonymous: {defence}", evidence(exchanges), defence
+            )
+        if last.outcome is Outcome.REJECTED and len(exchanges) == 1:
+            return CheckSkipped(
+                RULE.id,
+                op,
+                f"the first send to {mask_value(value)} was refused ({last.line}): is it "
+                "registered? Name your own account with --known-account, or fix the request "
+                "shape with --flows",
+            )
         if last.outcome is not Outcome.ACCEPTED:
             return CheckSkipped(
                 RULE.id,
@@ -104,10 +122,37 @@ class OtpSendUnlimited(Check):
             )
         if accepted < min(3, ctx.config.otp_sends) or retry_after:
             return CheckSkipped(RULE.id, op, f"only {accepted} sends fitted in the budget")
-        rate = per_hour(accepted, elapsed)
+        who = mask_value(value)
+        if not ctx.can_prove(value):
+            summary = (
+                f"indicated, not proven: {accepted}/{len(exchanges)} sends to {who} were "
+                f"accepted in {elapsed:.1f} s with no 429, challenge or Retry-After; no message "
+                "was seen: point the staging app's SMS provider or mail relay at --sms-sink / "
+                "--smtp-sink to prove it"
+            )
+            return CheckResult(
+                RULE.id, op, True, summary, evidence(exchanges), severity=Severity.MEDIUM
+            )
+        arrived = await ctx.wait_for_deliveries(value, started, accepted)
+        if not arrived:
+            summary = (
+                f"{accepted} sends to {who} were accepted but nothing reached "
+                f"{sinks_named(ctx)} within {ctx.config.mail_wait:.0f} s: the app sent {who} "
+                "nothing (an unregistered recipient answered like a registered one?); not "
+                "reported"
+            )
+            return CheckResult(RULE.id, op, False, summary, evidence(exchanges))
+        if len(arrived) < min(3, ctx.config.otp_sends):
+            summary = (
+                f"{accepted} sends to {who} were accepted but only {len(arrived)} message(s) "
+                f"reached {sinks_named(ctx, arrived)} within {ctx.config.mail_wait:.0f} s of "
+                "the last: the app limits what it sends without saying so (not reported)"
+            )
+            return CheckResult(RULE.id, op, False, summary, evidence(exchanges), "silent limit")
         summary = (
-            f"{accepted}/{len(exchanges)} sends to one number accepted in {elapsed:.1f} s with no "
-            f"429, no challenge and no Retry-After: one script can trigger about {rate:,} SMS an "
-            "hour to one number, and as many to every other number it names"
+            f"proven: {accepted} sends to {who} in {elapsed:.1f} s were accepted with no 429, "
+            f"challenge or Retry-After, and {messages(arrived)} reached "
+            f"{sinks_named(ctx, arrived)}: one script can make the app send about "
+            f"{per_hour(len(arrived), elapsed):,} an hour to one recipient"
         )
         return CheckResult(RULE.id, op, True, summary, evidence(exchanges))
