@@ -18,29 +18,17 @@ from pathlib import Path
 import pytest
 
 from perisai.lab.instances import free_port
-from tests.api_targets import SINK_EMAIL, SINK_PHONE, RunningTarget, start_target
+from tests.api_targets import (
+    FLAWS,
+    SINK_EMAIL,
+    SINK_PHONE,
+    RunningTarget,
+    audit_args,
+    reaches_only_sinks,
+    start_target,
+)
 from tests.clirun import perisai
 
-# What each vulnerable configuration gets wrong, as its framework's settings make it.
-FLAWS = {
-    # no rate limit at all; forgot-password and request-verify-token mail a token each time
-    "fastapi_users_app": {"api.otp-send-unlimited", "api.no-challenge"},
-    # ACCOUNT_RATE_LIMITS = False, ACCOUNT_PREVENT_ENUMERATION = False, attempts uncapped
-    "allauth_app": {
-        "api.otp-send-unlimited",
-        "api.otp-verify-bruteforce",
-        "api.account-enumeration",
-        "api.no-challenge",
-    },
-    # no Flask-Limiter, SECURITY_RETURN_GENERIC_RESPONSES = False
-    "flask_security_app": {
-        "api.otp-send-unlimited",
-        "api.otp-verify-bruteforce",
-        "api.account-enumeration",
-        "api.login-enumeration",
-        "api.no-challenge",
-    },
-}
 SAFE_METHODS = {"GET", "POST"}
 
 
@@ -53,42 +41,11 @@ def started(tmp_path: Path) -> Iterator[list[RunningTarget]]:
 
 
 def audit(target: RunningTarget, smtp: int, sms: int) -> dict[str, object]:
-    args = [
-        "audit-api",
-        "--spec",
-        target.spec,
-        "--base-url",
-        target.base_url,
-        "--smtp-sink",
-        f"127.0.0.1:{smtp}",
-        "--sms-sink",
-        f"127.0.0.1:{sms}",
-        "--sink-email",
-        SINK_EMAIL,
-        "--sink-phone",
-        SINK_PHONE,
-        "--known-account",
-        target.known_account,
-        "--pace",
-        "0",
-        "--format",
-        "json",
-    ]
-    if target.flows is not None:
-        args += ["--flows", str(target.flows)]
-    result = perisai(*args, timeout=600)
+    result = perisai(*audit_args(target, smtp, sms), timeout=600)
     assert result.returncode in (0, 1), result.stderr + target.log()
     report: dict[str, object] = json.loads(result.stdout)
     report["stderr"] = result.stderr
     return report
-
-
-def reaches_only_sinks(address: str) -> bool:
-    return (
-        address in (SINK_EMAIL, SINK_PHONE)
-        or address.startswith("+447700900")  # Ofcom's drama range
-        or address.endswith("@example.org")  # RFC 2606: reserved, takes no mail
-    )
 
 
 @pytest.mark.parametrize("hardened", [False, True], ids=["vulnerable", "hardened"])

@@ -37,7 +37,7 @@ from perisai.findings import ScanDiff, ScanReport, Severity
 from perisai.guard.cli import guard_app
 from perisai.lab import SERVICES as LAB_SERVICES
 from perisai.lab import Lab, LabError, MissingBinary, scan_ports
-from perisai.lab.api_server import ApiInstance
+from perisai.lab.api_server import KNOWN_ACCOUNT, ApiInstance
 from perisai.probes import ScanConfig
 from perisai.progress import NoProgress
 from perisai.redact import RedactionMode, Redactor, RedactorError, redact_lines
@@ -432,7 +432,8 @@ def lab_up(
         if isinstance(instance, ApiInstance):
             audits.append(
                 f"perisai audit-api --spec {instance.spec_url} --base-url {instance.url} "
-                f"--smtp-sink {instance.smtp_relay}"
+                f"--smtp-sink {instance.smtp_relay} --known-account {KNOWN_ACCOUNT} "
+                f"--sink-phone {KNOWN_ACCOUNT}"
             )
     ports = ",".join(str(port) for instance in instances for port in scan_ports(instance))
     print(f"\nscan it:  perisai scan 127.0.0.1 --ports {ports}")

@@ -35,13 +35,56 @@ import httpx
 
 from perisai.lab.instances import free_port
 
-__all__ = ["SINK_EMAIL", "SINK_PHONE", "RunningTarget", "start_target"]
+__all__ = [
+    "FLAWS",
+    "SINK_EMAIL",
+    "SINK_PHONE",
+    "RunningTarget",
+    "audit_args",
+    "reaches_only_sinks",
+    "start_target",
+]
 
 SINK_EMAIL = "perisai-sink@example.org"
 SINK_PHONE = "+447700900555"  # Ofcom's drama range: never a real subscriber
 START_TIMEOUT = 60.0
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
+
+# What each vulnerable configuration gets wrong, as its framework's settings make it (the
+# hardened configurations get nothing wrong that perisai checks).
+FLAWS = {
+    # no rate limit at all; forgot-password and request-verify-token mail a token each time
+    "fastapi_users_app": frozenset({"api.otp-send-unlimited", "api.no-challenge"}),
+    # ACCOUNT_RATE_LIMITS = False, ACCOUNT_PREVENT_ENUMERATION = False, attempts uncapped
+    "allauth_app": frozenset(
+        {
+            "api.otp-send-unlimited",
+            "api.otp-verify-bruteforce",
+            "api.account-enumeration",
+            "api.no-challenge",
+        }
+    ),
+    # no Flask-Limiter, SECURITY_RETURN_GENERIC_RESPONSES = False
+    "flask_security_app": frozenset(
+        {
+            "api.otp-send-unlimited",
+            "api.otp-verify-bruteforce",
+            "api.account-enumeration",
+            "api.login-enumeration",
+            "api.no-challenge",
+        }
+    ),
+}
+
+
+def reaches_only_sinks(address: str) -> bool:
+    """A recipient that is perisai's sink, Ofcom's drama range or RFC 2606's example.org."""
+    return (
+        address in (SINK_EMAIL, SINK_PHONE)
+        or address.startswith("+447700900")
+        or address.endswith("@example.org")
+    )
 
 
 @dataclass
@@ -85,6 +128,34 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
     except OSError:
         return []
     return [json.loads(line) for line in lines if line.strip()]
+
+
+def audit_args(target: RunningTarget, smtp: int, sms: int) -> list[str]:
+    """``perisai audit-api`` arguments for ``target``, its sinks on these loopback ports."""
+    args = [
+        "audit-api",
+        "--spec",
+        target.spec,
+        "--base-url",
+        target.base_url,
+        "--smtp-sink",
+        f"127.0.0.1:{smtp}",
+        "--sms-sink",
+        f"127.0.0.1:{sms}",
+        "--sink-email",
+        SINK_EMAIL,
+        "--sink-phone",
+        SINK_PHONE,
+        "--known-account",
+        target.known_account,
+        "--pace",
+        "0",
+        "--format",
+        "json",
+    ]
+    if target.flows is not None:
+        args += ["--flows", str(target.flows)]
+    return args
 
 
 def start_target(
