@@ -10,6 +10,7 @@ import pytest
 
 from perisai.api_audit.auditor import AuditError, check_known_account
 from perisai.api_audit.checks import all_checks, all_rules
+from perisai.api_audit.checks._common import no_recipient, recipient
 from perisai.api_audit.checks.otp_verify_bruteforce import (
     code_in_message,
     code_space,
@@ -298,3 +299,28 @@ def test_the_readme_flows_example_loads(tmp_path: Path) -> None:
     flows = load_flows(path)
     assert flows["POST /v2/sms/dispatch"] == (Role.OTP_SEND, {"dest": FieldKind.PHONE})
     assert flows["DELETE /users/{id}"] == (None, {})
+
+
+def test_a_reset_keyed_by_username_goes_to_the_known_account() -> None:
+    """A reset that names an account, not a contact, is sent for the tester's own account (its
+    contact is the sink), never for a spec's example user; without one it says what to give."""
+    (classified,) = classify(
+        [
+            Operation(
+                "POST",
+                "/users/v1/reset-pin",
+                params=(Param("username", "body", example="name1"),),
+            )
+        ]
+    )
+    assert classified.role is Role.PASSWORD_RESET
+    op = classified.operation
+    owned = AuditContext(AuditConfig("http://127.0.0.1:9", known_account="perisai-tester"), [])
+    assert recipient(op, owned) == ("username", "perisai-tester")
+    assert owned.sink_addresses("perisai-tester") == (
+        owned.config.sink_phone,
+        owned.config.sink_email,
+    )
+    anonymous = AuditContext(AuditConfig("http://127.0.0.1:9"), [])
+    assert recipient(op, anonymous) is None
+    assert "--known-account" in no_recipient(op, anonymous)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -170,7 +171,8 @@ def start_target(
     does not answer within a minute."""
     meta: dict[str, Any] = importlib.import_module(f"tests.api_targets.{module}").TARGET
     root = workdir / f"{module}-{'hardened' if hardened else 'vulnerable'}"
-    root.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(root, ignore_errors=True)  # a fresh database and fresh logs every start
+    root.mkdir(parents=True)
     port = free_port()
     env = dict(os.environ)
     env.update(
