@@ -6,7 +6,12 @@ import json
 import re
 from pathlib import Path
 
+import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 from perisai.api_audit.auditor import AuditError, check_known_account
 from perisai.api_audit.checks import all_checks, all_rules
@@ -17,7 +22,14 @@ from perisai.api_audit.checks.otp_verify_bruteforce import (
     paired_send_op,
 )
 from perisai.api_audit.context import AuditConfig, AuditContext
-from perisai.api_audit.interface import FieldKind, Operation, Outcome, Param, Role
+from perisai.api_audit.interface import (
+    CheckResult,
+    FieldKind,
+    Operation,
+    Outcome,
+    Param,
+    Role,
+)
 from perisai.api_audit.responses import classify_response
 from perisai.api_audit.roles import classify, field_kind, load_flows
 from perisai.api_audit.spec import SpecError, parse_spec
@@ -324,3 +336,45 @@ def test_a_reset_keyed_by_username_goes_to_the_known_account() -> None:
     anonymous = AuditContext(AuditConfig("http://127.0.0.1:9"), [])
     assert recipient(op, anonymous) is None
     assert "--known-account" in no_recipient(op, anonymous)
+
+
+async def test_a_guess_that_gets_through_is_a_finding() -> None:
+    """A verify step that lets a guess through after wrong ones (TOTP accepts several codes at
+    once) is brute-forced for real: a finding, never a skip. An in-process ASGI app stands
+    in for the API (its third guess passes whatever it is)."""
+    tries: list[str] = []
+
+    async def send(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "sent"})
+
+    async def verify(request: Request) -> JSONResponse:
+        body = await request.json()
+        if body["msisdn"] != "+447700900555":
+            return JSONResponse({"error": "no code pending"}, status_code=404)
+        tries.append(body["code"])
+        if len(tries) == 3:
+            return JSONResponse({"status": "verified"})
+        return JSONResponse({"error": "wrong code"}, status_code=400)
+
+    app = Starlette(
+        routes=[
+            Route("/otp/send", send, methods=["POST"]),
+            Route("/otp/verify", verify, methods=["POST"]),
+        ]
+    )
+    phone = Param("msisdn", "body")
+    classified = classify(
+        [
+            Operation("POST", "/otp/send", summary="Send OTP", params=(phone,), body="json"),
+            Operation("POST", "/otp/verify", params=(phone, Param("code", "body")), body="json"),
+        ]
+    )
+    ctx = AuditContext(AuditConfig("http://api.test", pace=0), classified)
+    verify_op = next(c.operation for c in classified if c.role is Role.OTP_VERIFY)
+    check = next(c for c in all_checks() if c.rule.id == "api.otp-verify-bruteforce")
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        ctx.client = client
+        ctx.begin(check.planned_requests(verify_op, ctx))
+        result = await check.run(verify_op, ctx)
+    assert isinstance(result, CheckResult) and result.vulnerable, result
+    assert result.summary.startswith("proven: guess 3 was accepted after 2 wrong ones")

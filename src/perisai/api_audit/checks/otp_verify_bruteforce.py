@@ -298,6 +298,15 @@ class OtpVerifyBruteforce(Check):
             return CheckResult(
                 RULE.id, op, False, f"not brute-forceable: {defence}", lines, defence
             )
+        if last.outcome is Outcome.ACCEPTED and len(guesses) > 1:
+            # after wrong answers, a guess went through: the code fell to guessing (rare with a
+            # real code space; TOTP accepts several codes at once)
+            summary = (
+                f"proven: guess {len(guesses)} was accepted after {len(guesses) - 1} wrong "
+                "ones, with no lockout, rate limit or challenge in between: a "
+                f"{space.words()} fell to guessing"
+            )
+            return CheckResult(RULE.id, op, True, summary, lines)
         if guesses[0].outcome is not Outcome.REJECTED:
             return CheckSkipped(
                 RULE.id,
