@@ -59,7 +59,7 @@ NEGATIVES = [
     "iban GB82 WEST 1234 5698 7654 33",  # bad mod-97
     "md5 d41d8cd98f00b204e9800998ecf8427e sha1 da39a3ee5e6b4b0d3255bfef95601890afd80709",
     "price 3.139003, ratio 101.686855",  # decimals outside a lat/lon context
-    "770305-02-1234",  # a MyKad-shaped number without an IC keyword
+    "770305021234",  # MyKad digits without their printed dashes or an IC keyword
     "490154203237518",  # an IMEI-shaped number without the keyword
     "error code 404 after 1500 ms on port 8080",
     "password=abc",  # too short and too plain for a secret

@@ -94,6 +94,22 @@ def _geo_pair(value: str) -> bool:
     return -90 <= lat <= 90 and -180 <= lon <= 180 and (lat, lon) != (0.0, 0.0)
 
 
+def _degrees(value: str) -> bool:
+    """A latitude or longitude: within ±180 and not 0 (a default, not a place)."""
+    try:
+        degrees = float(value)
+    except ValueError:
+        return False
+    return -180 <= degrees <= 180 and degrees != 0
+
+
+def _geo_pair_in_prose(value: str) -> bool:
+    """A pair with no place word before it: not within a degree of (0, 0), where ratios and
+    probabilities sit and nobody lives."""
+    lat_text, _, lon_text = value.partition(",")
+    return _geo_pair(value) and not (abs(float(lat_text)) < 1 and abs(float(lon_text)) < 1)
+
+
 def _always(value: str) -> bool:
     return True
 
@@ -109,7 +125,10 @@ _IMEI_KEYWORDS = ("imei",)
 # A 16-digit NIK or a 13-digit Thai ID can pass Luhn: labelled as an ID, it is not a card.
 _CARD_EXCLUDED_BY = ("nik", "ktp", "nomor induk", "nric", "mykad", "aadhaar", "citizen id", "th id")
 _VERSION_WORDS = ("version", "ver", "build", "release", "firmware", "fw", "sdk", "os", "app")
+# words that put a pair of numbers on a map, in logs and in chat ("meet at 3.1412,101.6865")
+_PLACE_WORDS = ("at", "near", "meet", "here", "pin", "map", "maps", "di", "dekat", "lokasi")
 _GEO_KEYWORDS = (
+    *_PLACE_WORDS,
     "lat",
     "lng",
     "lon",
@@ -174,6 +193,19 @@ DETECTORS: tuple[Detector, ...] = (
         confidence=0.95,
     ),
     Detector(
+        # an address in a query string or form body, its "@" percent-encoded
+        "EMAIL",
+        "email-url-encoded",
+        r"%40[A-Za-z0-9-]+\.",
+        re.compile(
+            r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._+-]{0,63}%40(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"
+        ),
+        _always,
+        before=80,
+        after=260,
+        confidence=0.9,
+    ),
+    Detector(
         "CREDIT_CARD",
         "luhn+issuer",
         # 4-4-4-4 (Visa, Mastercard, ...) or 4-6-5 / 4-6-4 (Amex, Diners).
@@ -236,6 +268,17 @@ DETECTORS: tuple[Detector, ...] = (
         re.compile(r"(?<![\d-])\d{6}-?\d{2}-?\d{4}(?![\d-])"),
         check.mykad,
         keywords=_ID_KEYWORDS_MY,
+        before=16,
+        after=1,
+    ),
+    Detector(
+        # the printed shape, YYMMDD-PB-NNNN, needs no keyword: dashes where MyKad puts them,
+        # a real birth date and a real place-of-birth code are rare anywhere else
+        "NATIONAL_ID",
+        "my-mykad-printed",
+        rf"{_NOT_AFTER_DIGIT}\d{{6}}-\d{{2}}-\d{{4}}{_NOT_BEFORE_DIGIT}",
+        re.compile(r"(?<![\d-])\d{6}-\d{2}-\d{4}(?![\d-])"),
+        check.mykad,
         before=16,
         after=1,
     ),
@@ -451,6 +494,35 @@ DETECTORS: tuple[Detector, ...] = (
         confidence=0.85,
         gate=False,
     ),
+    Detector(
+        # one coordinate in a text log's key=value or key: value (lat=3.1412 lon=101.6865);
+        # JSON keys are read by the key hints
+        "GEO_COORDINATE",
+        "lat-lon-key",
+        r"(?:^|[^a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}-?\d{1,3}\.\d{3,}",
+        re.compile(
+            r"(?i)(?<![a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}"
+            r"(-?\d{1,3}\.\d{3,})(?![\d.])"
+        ),
+        _degrees,
+        group=1,
+        before=40,
+        after=4,
+        confidence=0.85,
+        caseless=True,
+    ),
+    Detector(
+        # a pair in prose ("meet at 3.1412,101.6865"): five decimals or more each, which
+        # versions, amounts and ratios do not have; four with a place word before
+        "GEO_COORDINATE",
+        "lat-lon-pair-precise",
+        rf"\d\.\d{{5,}}\s*,\s*-?\d{{1,3}}\.\d{{5,}}{_NOT_BEFORE_DIGIT}",
+        re.compile(r"(?<![\d.])-?\d{1,2}\.\d{5,}\s*,\s*-?\d{1,3}\.\d{5,}(?![\d.])"),
+        _geo_pair_in_prose,
+        before=40,
+        after=24,
+        confidence=0.8,
+    ),
 )
 
 # When two detectors claim overlapping text, the more specific one wins.
@@ -471,5 +543,43 @@ PRIORITY = {
 }
 
 # Phone numbers are found by phonenumbers' own matcher, run only near digit runs like these.
-# International, bracketed or trunk-prefixed, not glued to a word, decimal, path or address.
-PHONE_TRIGGER = r"(?:^|[^\w.:/@=-])(?:[+(]\d|0\d)[\d \-().]{4,16}\d(?:[^\w.:/@]|$)"
+# International (``+`` or its URL encoding ``%2B``) after anything but a word or another
+# ``+`` (``phone=+60…``, ``to:+60…``, ``/users/+60…``, next to CJK text); bracketed or
+# trunk-prefixed when not glued to a word, decimal, path or address. Either may end a
+# sentence or a chat export's sender (``… 23456: ok``). Bytes of non-ASCII text are not
+# ``\w`` here, so a number between Chinese characters fires.
+_PHONE_END = r"(?:[^\w.:/@]|[.:](?:\s|$)|$)"
+_INTERNATIONAL_END = r"(?:[^\w.:@]|[.:](?:\s|$)|$)"  # a path segment too: /users/+60…/x
+PHONE_TRIGGER = (
+    rf"(?:(?:^|[^\w+])(?:\+|%2[Bb])\d[\d \-().]{{4,16}}\d{_INTERNATIONAL_END}"
+    rf"|(?:^|[^\w.@/+-])(?:\(\d|0\d)[\d \-().]{{4,16}}\d{_PHONE_END})"
+)
+# Country-code digits without ``+`` (``msisdn=60123456789``, logfmt, ``key: value``) are read
+# as a number only after a key that says phone: bare digit runs are too often ids, amounts and
+# timestamps.
+PHONE_KEYS = (
+    "phone",
+    "phone_number",
+    "phonenumber",
+    "msisdn",
+    "mobile",
+    "mobile_no",
+    "tel",
+    "telephone",
+    "handphone",
+    "hp",
+    "wa_id",
+    "whatsapp",
+    "recipient",
+    "sender",
+    "to",
+    "dst",
+    "src",
+    "from",
+    "destination",
+    "source_addr",
+    "dest_addr",
+)
+PHONE_KEYED_TRIGGER = (
+    r"(?:^|[^\w\"'])(?:" + "|".join(PHONE_KEYS) + r")\s{0,2}[=:]\s{0,2}[\"']?\d{10,15}(?:[^\w.]|$)"
+)  # not a quoted JSON key: those are read by the JSON key triggers

@@ -33,6 +33,7 @@ from perisai.classify.detectors import (
     ALWAYS_VALID,
     CONTEXT_CHARS,
     DETECTORS,
+    PHONE_KEYED_TRIGGER,
     PHONE_TRIGGER,
     PRIORITY,
     Detector,
@@ -53,7 +54,8 @@ MAX_TEXT_CHARS = 1 << 20  # a single text longer than this is classified on its 
 BATCH_BYTES = 1 << 20  # the line-oriented paths hand hyperscan about this much at a time
 WINDOW_SLACK = 2  # a trigger's end lies past the boundary character after its value
 _PHONE_ID = len(DETECTORS)
-_FIRST_KEY_ID = _PHONE_ID + 1  # then one trigger per kind of telling JSON key
+_PHONE_KEYED_ID = _PHONE_ID + 1  # country-code digits without "+", after a phone key
+_FIRST_KEY_ID = _PHONE_ID + 2  # then one trigger per kind of telling JSON key
 _WHOLE_VALUE = ("MESSAGE_BODY", "PERSON")  # may overlap other entities: both are kept
 # The trigger whose fields are remembered by template (``jsonfields.template_of``): the
 # one-time code's, while its extraction, context and mask see digits only as a class.
@@ -67,13 +69,20 @@ _TEMPLATE_ID = next(
 )
 _DIGIT_BLIND_KEY_KINDS = (None, "message")  # what these keys tell never rests on a digit
 
-# A phone-number-shaped run not glued to words, decimals, dates, UUIDs or paths.
-_PHONE_CANDIDATE = re.compile(r"(?<![\w.:/@=-])(?:\+|00)?\(?\d[\d \-().]{5,18}\d(?![\w.:/@]|-\d)")
+# A phone-number-shaped run, as PHONE_TRIGGER finds them: international after anything but
+# a word or "+", else not glued to words, decimals, dates, UUIDs or paths (ASCII word
+# characters only: a number between Chinese characters counts).
+_PHONE_CANDIDATE = re.compile(
+    r"(?:(?<![A-Za-z0-9_+])(?:\+|%2[Bb])|(?<![A-Za-z0-9_.@/+%-])(?:00)?)"
+    r"\(?\d[\d \-().]{5,18}\d(?![A-Za-z0-9_@]|[.:]\w|-\d)"
+)
+_KEYED_DIGITS = re.compile(r"[=:]\s{0,2}[\"']?(\d{10,15})(?![\w.])")
 # A JSON value right after its key's colon: a string, a number or the start of an array.
 _JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.){0,65536})"|(-?\d[\d.eE+-]{0,40})|(\[))')
 # The same inside JSON that is itself a string value (`\"msisdn\": \"6012…\"`).
 _EMBEDDED_VALUE = re.compile(r'\s*(?:\\"(.{0,65536}?)\\"|(-?\d[\d.eE+-]{0,40}))')
 _DECODER = json.JSONDecoder()
+_PLUS_ENCODED = re.compile(r"^%2[Bb]")
 # Where most fields of a block are new (a dump of distinct records, not a service's log), the
 # lines holding them are read the slow way, a line at a time: cheaper than field by field when
 # the cache cannot help, and the same answers.
@@ -92,9 +101,9 @@ class Classifier:
 
     def __init__(self, regions: tuple[str, ...] = ("MY",)) -> None:
         self.regions = regions or ("MY",)
-        expressions = [d.gated_trigger for d in DETECTORS] + [PHONE_TRIGGER]
+        expressions = [d.gated_trigger for d in DETECTORS] + [PHONE_TRIGGER, PHONE_KEYED_TRIGGER]
         expressions += [expression for _, expression in JSON_KEY_TRIGGERS]
-        caseless = [d.caseless or bool(d.keywords) for d in DETECTORS] + [False]
+        caseless = [d.caseless or bool(d.keywords) for d in DETECTORS] + [False, True]
         caseless += [True] * len(JSON_KEY_TRIGGERS)
         self._database = hyperscan.Database()
         self._database.compile(
@@ -281,6 +290,8 @@ class Classifier:
             ends = [end for _, end in group]
             if detector_id == _PHONE_ID:
                 self._phones(block, ends, found)
+            elif detector_id == _PHONE_KEYED_ID:
+                self._keyed_phones(block, ends, found)
             elif detector_id >= _FIRST_KEY_ID:
                 if json_lines:
                     kind = JSON_KEY_TRIGGERS[detector_id - _FIRST_KEY_ID][0]
@@ -316,13 +327,25 @@ class Classifier:
         return hits
 
     def _phones(self, block: str, ends: list[int], found: list[_Found]) -> None:
-        for start, end in _windows(ends, 24, 4, len(block)):
+        for start, end in _windows(ends, 26, 4, len(block)):
             for candidate in _PHONE_CANDIDATE.finditer(block, start, end):
                 text = candidate.group().rstrip(" -.(")
-                masked = self._phone_cache(text)
+                if block[candidate.end() : candidate.end() + 1] == "/" and text[0] not in "+%":
+                    continue  # a national-looking run in a path is more often an id
+                masked = self._phone_cache(_PLUS_ENCODED.sub("+", text, count=1))
                 if masked:
                     at = candidate.start()
                     found.append((at, at + len(text), "PHONE", masked, 0.9, "phonenumbers"))
+
+    def _keyed_phones(self, block: str, ends: list[int], found: list[_Found]) -> None:
+        """Country-code digits after a phone key: valid with a ``+`` before them."""
+        for start, end in _windows(ends, 20, 1, len(block)):
+            for candidate in _KEYED_DIGITS.finditer(block, start, end):
+                digits = candidate.group(1)
+                masked = self._phone_cache("+" + digits)
+                if masked:
+                    at = candidate.start(1)
+                    found.append((at, at + len(digits), "PHONE", masked, 0.85, "phone key"))
 
     def _phone_in(self, candidate: str) -> str | None:
         """The mask of ``candidate`` if it is a valid number in one of the regions.
@@ -507,6 +530,8 @@ def _windows(ends: list[int], before: int, after: int, limit: int) -> Iterator[t
 def _mask(entity: str, value: str) -> str:
     """A mask that keeps a hint of the value and nothing that identifies anyone."""
     if entity == "EMAIL":
+        if "@" not in value:  # percent-encoded: masked, and encoded as it was
+            return mask_email(value.replace("%40", "@")).replace("@", "%40")
         return mask_email(value)
     if entity == "CREDIT_CARD":
         digits = re.sub(r"\D", "", value)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
+import json
 import re
 from enum import StrEnum
 
@@ -12,6 +14,7 @@ from perisai.classify.match import EntityMatch
 from perisai.classify.profile import classifier_for
 
 TOKEN_HEX_CHARS = 16
+_JSON_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"')
 
 
 class RedactionMode(StrEnum):
@@ -68,12 +71,50 @@ class Redactor:
         out.append(text[cursor:])
         return "".join(out)
 
+    def json_line(self, line: str) -> str | None:
+        """A JSON line with every entity replaced where it stands, every other byte as it was:
+        values (read with their keys as context) and keys themselves (a number or address used
+        as a key). A replacement outside a string (a bare number) is written as a string.
+        None when the result would not be valid JSON (the caller re-serialises instead)."""
+        (in_values,) = self.classifier.scan_json_lines([line])
+        taken = [(m.start, m.end) for m in in_values]
+        extra = [
+            m
+            for m in self.classifier.scan_text(line)
+            if not any(m.start < end and start < m.end for start, end in taken)
+        ]
+        matches = sorted([*in_values, *extra], key=lambda m: m.start)
+        if not matches:
+            return line
+        strings = [span.span() for span in _JSON_STRING.finditer(line)]
+        starts = [start for start, _ in strings]
+        out: list[str] = []
+        cursor = 0
+        for match in matches:
+            if match.start < cursor:
+                continue
+            at = bisect.bisect_right(starts, match.start) - 1
+            inside = at >= 0 and match.end < strings[at][1]
+            if at >= 0 and match.start < strings[at][1] and not inside:
+                continue  # straddles a string's end: cannot be replaced in place
+            replacement = self.replacement(match, line[match.start : match.end])
+            out.append(line[cursor : match.start])
+            out.append(replacement if inside else json.dumps(replacement, ensure_ascii=False))
+            cursor = match.end
+        out.append(line[cursor:])
+        redacted = "".join(out)
+        try:
+            json.loads(redacted)
+        except (ValueError, RecursionError):
+            return None
+        return redacted
+
     def value(self, value: object, key: str | None = None, depth: int = 0) -> object:
         """A JSON-like value with every string (and number) redacted; structure kept."""
         if depth > 64:
             return "<redacted: too deep>"
         if isinstance(value, dict):
-            return {k: self.value(v, str(k), depth + 1) for k, v in value.items()}
+            return {self.text(str(k)): self.value(v, str(k), depth + 1) for k, v in value.items()}
         if isinstance(value, list):
             return [self.value(v, key, depth + 1) for v in value]
         if isinstance(value, str):

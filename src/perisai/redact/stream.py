@@ -11,7 +11,8 @@ MAX_LINE_CHARS = 8 * 1024 * 1024  # a longer line is replaced, not held: it cann
 
 
 def redact_lines(lines: Iterable[str], redactor: Redactor) -> Iterator[str]:
-    """Redact each line; JSON lines stay valid JSON with their values redacted.
+    """Redact each line; JSON lines stay valid JSON, redacted in place (keys too), every
+    other byte as it was.
 
     Lines are yielded without their newline.
     """
@@ -27,6 +28,9 @@ def redact_lines(lines: Iterable[str], redactor: Redactor) -> Iterator[str]:
             except (ValueError, RecursionError):
                 document = None
             if isinstance(document, (dict, list)):
-                yield json.dumps(redactor.value(document), ensure_ascii=False)
+                in_place = redactor.json_line(line)
+                if in_place is None:  # a replacement would break it: re-serialise
+                    in_place = json.dumps(redactor.value(document), ensure_ascii=False)
+                yield in_place
                 continue
         yield redactor.text(line)

@@ -1,0 +1,100 @@
+"""Personal data in the forms text logs hold it, outside JSON keys: key=value and logfmt,
+``key: value``, query strings (percent-encoded), HTTP request lines, JSON keys themselves, chat
+exports, numbers next to CJK text; and the look-alikes that must stay alone."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from perisai.classify import Classifier
+from perisai.redact import Redactor, redact_lines
+
+POSITIVES = [
+    ("2024-05-02 08:11:40 INFO sms.submit msisdn=+447700123456 otp=551204", "PHONE"),
+    ("2024-05-02 08:11:40 INFO sms.submit msisdn=+447700123456 otp=551204", "OTP_CODE"),
+    ("relay src=+6591230001 dst=+6591230002", "PHONE"),
+    ("notify to=+60139876543 status=ok", "PHONE"),
+    ("phone=60123456789", "PHONE"),  # country-code digits after a phone key
+    ('level=info msg="sent" msisdn=6281234567890', "PHONE"),  # logfmt
+    ("to: +60123456789,", "PHONE"),
+    ("GET /otp?phone=+60123456789 HTTP/1.1", "PHONE"),
+    ("GET /otp?phone=%2B60123456789&x=1 HTTP/1.1", "PHONE"),
+    ("GET /v1/users/+60123456789/devices HTTP/1.1", "PHONE"),
+    ("e=siti%40example.org&x=1", "EMAIL"),
+    ("请拨打+918800123456联系", "PHONE"),
+    ("12/05/2024, 09:14 - +91 88001 23456: ok", "PHONE"),
+    ("lat=3.1412 lon=101.6865", "GEO_COORDINATE"),
+    ("meet at 3.1412,101.6865", "GEO_COORDINATE"),
+    ("pin 3.14123,101.68651", "GEO_COORDINATE"),
+    ("ic=850101-14-5523", "NATIONAL_ID"),
+    ("holder 850101-14-5523 verified", "NATIONAL_ID"),  # the printed shape, no keyword
+]
+
+NEGATIVES = [
+    "request_id=4d13d674-e37b-4ac4-b1b2-13a4447857bf",  # a UUID is not a phone number
+    "ts=2024-05-02T08:11:40.123+08:00 level=info",
+    "at 08:11:40 took 0123ms",
+    "version=4.1.2 build=20240502",
+    "order_id=60123456789",  # digits without "+" under a key that is not a phone's
+    "to=1714636300123",  # an epoch in milliseconds
+    "price=+60.00 qty=3",
+    "ratio 0.12345, 0.54321",
+    "fx 4.4650,3.3210",
+    "client=10.0.3.17:6379",
+    "order 201312-01-0001",
+    "sha=0123456789abcdef0123",
+]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> Classifier:
+    return Classifier(("MY", "SG", "ID", "GB"))
+
+
+@pytest.mark.parametrize(("line", "entity"), POSITIVES)
+def test_found_in_text_log_forms(classifier: Classifier, line: str, entity: str) -> None:
+    assert entity in {m.entity for m in classifier.scan_text(line)}, line
+
+
+@pytest.mark.parametrize("line", NEGATIVES)
+def test_look_alikes_stay_alone(classifier: Classifier, line: str) -> None:
+    found = [
+        (m.entity, line[m.start : m.end])
+        for m in classifier.scan_text(line)
+        if m.entity in ("PHONE", "GEO_COORDINATE", "NATIONAL_ID", "EMAIL")
+    ]
+    assert found == [], line
+
+
+# The lines `perisai redact` passed through unchanged (issue #15), and their kin.
+LEAKS = [
+    ('{"+60123456789": "ok", "siti@example.org": 1}', ("60123456789", "siti@")),
+    ("GET /otp?phone=+60123456789 HTTP/1.1", ("60123456789",)),
+    ("phone=60123456789", ("60123456789",)),
+    ("to:+60123456789,", ("60123456789",)),
+    ("e=siti%40example.org", ("siti%40",)),
+    ('{"ts":"2024-05-02T08:11:40Z","msisdn":60123456789,"ok":true}', ("60123456789",)),
+    ("relay src=+6591230001 dst=+6591230002", ("91230001", "91230002")),
+    ("请拨打+918800123456联系", ("8800123456",)),
+]
+
+
+@pytest.mark.parametrize(("line", "secrets"), LEAKS)
+def test_redact_leaks_none_of_it(line: str, secrets: tuple[str, ...]) -> None:
+    (out,) = list(redact_lines([line], Redactor(regions=("MY", "SG"))))
+    for secret in secrets:
+        assert secret not in out, out
+    if line.startswith("{"):
+        json.loads(out)  # still valid JSON
+
+
+def test_redact_keeps_every_other_byte_of_a_json_line() -> None:
+    """Only the redacted values change: compact separators, key order and untouched values
+    stay as written; a bare number replaced becomes a string so the line stays JSON."""
+    line = '{"ts":"2024-05-02T08:11:40Z","n":1.50,"msisdn":60123456789,"note":"ok"}'
+    (out,) = list(redact_lines([line], Redactor(regions=("MY",))))
+    assert out.startswith('{"ts":"2024-05-02T08:11:40Z","n":1.50,"msisdn":"+60 ')
+    assert out.endswith('","note":"ok"}')
+    assert json.loads(out)["n"] == 1.5
