@@ -7,16 +7,15 @@ error (one line on stderr, never a traceback).
 from __future__ import annotations
 
 import asyncio
-import gzip
 import io
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import IO, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -31,6 +30,7 @@ from rich.progress import (
 
 from perisai import __version__
 from perisai.api_audit.cli import audit_api
+from perisai.bounded import DecompressionCapped, not_a_regular_file, open_text
 from perisai.classify.files import FileProfile, iter_files, profile_file
 from perisai.classify.profile import classifier_for
 from perisai.findings import ScanDiff, ScanReport, Severity
@@ -40,7 +40,7 @@ from perisai.lab import Lab, LabError, MissingBinary, scan_ports
 from perisai.lab.api_server import KNOWN_ACCOUNT, ApiInstance
 from perisai.probes import ScanConfig
 from perisai.progress import NoProgress
-from perisai.redact import RedactionMode, Redactor, RedactorError, redact_lines
+from perisai.redact import RedactionMode, Redactor, RedactorError, redact_stream
 from perisai.report import ReportFormat, ScanHistory, get_reporter, load_history
 from perisai.report.profiles import render_profiles
 from perisai.scanner import Scanner
@@ -361,28 +361,35 @@ def redact(
         fail(str(error))
     sources = files or ["-"]
     for source in sources:
-        if source != "-" and not Path(source).is_file():
+        if source == "-":
+            continue
+        if not Path(source).exists():
             fail(f"no such file: {source}")
+        why = not_a_regular_file(Path(source))
+        if Path(source).is_dir() or (why is not None and not Path(source).is_fifo()):
+            fail(f"cannot redact {source}: {why or 'a directory'}")
     out = sys.stdout
     try:
         for source in sources:
-            with _text_source(source) as lines:
-                for line in redact_lines(lines, redactor):
-                    out.write(line + "\n")
+            with _text_source(source) as stream:
+                for piece in redact_stream(stream, redactor):
+                    out.write(piece)
         out.flush()
     except BrokenPipeError:
         sys.stderr.close()  # the reader went away (e.g. `| head`): not an error
+    except DecompressionCapped as error:
+        out.flush()
+        fail(f"{source}: {error}; what came before it was written")
     except OSError as error:
         fail(f"cannot read {source}: {error.strerror or error}")
 
 
 @contextmanager
-def _text_source(source: str) -> Iterator[Iterable[str]]:
+def _text_source(source: str) -> Iterator[IO[str]]:
     if source == "-":
         yield io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="replace")
         return
-    opener = gzip.open if source.endswith(".gz") else open
-    with opener(source, "rt", encoding="utf-8", errors="replace") as handle:
+    with open_text(Path(source)) as handle:
         yield handle
 
 

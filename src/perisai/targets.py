@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from perisai.bounded import not_a_regular_file
+
 MAX_ADDRESSES_PER_TARGET = 65536  # a /16: larger ranges are split by the user, on purpose
 
 _HOSTNAME = re.compile(
@@ -69,13 +71,18 @@ def parse_ports(spec: str) -> tuple[int, ...]:
     return tuple(sorted(ports))
 
 
-def parse_targets(specs: Iterable[str], resolve: bool = True) -> list[TargetSpec]:
-    """Parse every spec (expanding ``@file``); the first bad one raises a TargetError."""
+def parse_targets(
+    specs: Iterable[str], resolve: bool = True, *, in_file: bool = False
+) -> list[TargetSpec]:
+    """Parse every spec (expanding ``@file``, one level); the first bad one raises a
+    TargetError."""
     parsed: list[TargetSpec] = []
     for spec in specs:
         spec = spec.strip()
+        if spec.startswith("@") and in_file:
+            raise TargetError(f"{spec!r}: a target file cannot name another target file")
         if spec.startswith("@"):
-            parsed.extend(parse_targets(_read_target_file(spec[1:]), resolve))
+            parsed.extend(parse_targets(_read_target_file(spec[1:]), resolve, in_file=True))
         elif spec:
             parsed.append(parse_target(spec, resolve))
     if not parsed:
@@ -83,10 +90,22 @@ def parse_targets(specs: Iterable[str], resolve: bool = True) -> list[TargetSpec
     return parsed
 
 
+MAX_TARGET_FILE_BYTES = 16 << 20  # a million targets fit; a device or a log does not
+
+
 def _read_target_file(path_text: str) -> list[str]:
+    """A target file's specs, read bounded: a regular file of at most 16 MiB."""
     path = Path(path_text)
+    if (why := not_a_regular_file(path)) is not None or path.is_dir():
+        raise TargetError(f"cannot read target file {path_text}: {why or 'a directory'}")
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        with path.open("rb") as handle:
+            data = handle.read(MAX_TARGET_FILE_BYTES + 1)
+        if len(data) > MAX_TARGET_FILE_BYTES:
+            raise TargetError(
+                f"target file {path_text} is over {MAX_TARGET_FILE_BYTES >> 20} MiB; split it"
+            )
+        lines = data.decode("utf-8").splitlines()
     except OSError as error:
         raise TargetError(
             f"cannot read target file {path_text}: {error.strerror or error}"

@@ -52,6 +52,7 @@ from perisai.classify.records import iter_fields
 
 MAX_TEXT_CHARS = 1 << 20  # a single text longer than this is classified on its head only
 BATCH_BYTES = 1 << 20  # the line-oriented paths hand hyperscan about this much at a time
+BATCH_LINES = 1 << 14  # and at most this many lines (per-line lists cost memory too)
 WINDOW_SLACK = 2  # a trigger's end lies past the boundary character after its value
 _PHONE_ID = len(DETECTORS)
 _PHONE_KEYED_ID = _PHONE_ID + 1  # country-code digits without "+", after a phone key
@@ -464,13 +465,14 @@ def _unescape(raw: str) -> str:
 
 
 def _batches(lines: Iterable[str]) -> Iterator[list[str]]:
-    """Lines grouped into batches of about BATCH_BYTES, each line cut at MAX_TEXT_CHARS."""
+    """Lines grouped into batches of about BATCH_BYTES (a line counts its newline, so blank
+    lines fill a batch too) and at most BATCH_LINES, each line cut at MAX_TEXT_CHARS."""
     batch: list[str] = []
     size = 0
     for line in lines:
         batch.append(line[:MAX_TEXT_CHARS])
-        size += len(line)
-        if size >= BATCH_BYTES:
+        size += len(line) + 1
+        if size >= BATCH_BYTES or len(batch) >= BATCH_LINES:
             yield batch
             batch, size = [], 0
     if batch:

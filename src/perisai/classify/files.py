@@ -16,6 +16,7 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from perisai.bounded import DecompressionCapped, not_a_regular_file, open_binary
 from perisai.classify import jsonfields
 from perisai.classify.engine import Classifier
 from perisai.classify.match import EntityMatch, FieldMatches
@@ -112,8 +113,11 @@ def profile_file(
 ) -> FileProfile:
     """Classify one file; problems become ``skipped`` with a reason, never an exception."""
     profile = FileProfile(str(path))
+    if (why := not_a_regular_file(path)) is not None:
+        profile.skipped = why
+        return profile
     try:
-        with _open(path) as binary:
+        with open_binary(path) as binary:
             head = binary.peek(SNIFF_BYTES)[:SNIFF_BYTES]
             if b"\x00" in head:
                 profile.skipped = "binary file (NUL bytes)"
@@ -122,24 +126,20 @@ def profile_file(
             if profile.kind == "jsonl":
                 _profile_jsonl(binary, classifier, profile, on_bytes)
                 return profile
+            if profile.kind == "text":
+                _profile_text(binary, classifier, profile, on_bytes)
+                return profile
             text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
             reader = _CountingLines(text, on_bytes)
-            if profile.kind == "csv":
-                _profile_csv(reader, classifier, profile)
-            else:
-                _profile_text(reader, classifier, profile)
+            _profile_csv(reader, classifier, profile)
             profile.bytes_read = reader.bytes
+    except DecompressionCapped as error:
+        profile.skipped = f"{error}; what was read before it is counted"
     except (OSError, EOFError, gzip.BadGzipFile) as error:
         profile.skipped = f"unreadable: {getattr(error, 'strerror', None) or error}"
     except csv.Error as error:
         profile.skipped = f"malformed CSV: {error}"
     return profile
-
-
-def _open(path: Path) -> io.BufferedReader | gzip.GzipFile:
-    if path.suffix.lower() == ".gz":
-        return gzip.open(path, "rb")
-    return path.open("rb")
 
 
 def _kind(path: Path, head: bytes) -> str:
@@ -192,13 +192,26 @@ def _count(profile: FileProfile, matches: Iterable[EntityMatch]) -> None:
         profile.records_with_personal_data += 1
 
 
-def _profile_text(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:
-    for matches in classifier.scan_lines(lines):
-        _count(profile, matches)
+def _profile_text(
+    binary: io.BufferedReader,
+    classifier: Classifier,
+    profile: FileProfile,
+    on_bytes: Callable[[int], None] | None,
+) -> None:
+    """Blocks of whole lines (long ones cut, see ``_line_blocks``), split in C; lines that
+    hold something are records, blank ones cost a split and nothing more."""
+    for block in _line_blocks(binary, profile, on_bytes):
+        lines = [
+            line.rstrip("\r")
+            for line in block.decode("utf-8", "replace").split("\n")
+            if line and not line.isspace()
+        ]
+        for matches in classifier.scan_lines(lines):
+            _count(profile, matches)
 
 
 def _profile_jsonl(
-    binary: io.BufferedReader | gzip.GzipFile,
+    binary: io.BufferedReader,
     classifier: Classifier,
     profile: FileProfile,
     on_bytes: Callable[[int], None] | None,
@@ -233,7 +246,7 @@ def _collect_examples(profile: FileProfile, results: list[FieldMatches], wanting
 
 
 def _line_blocks(
-    binary: io.BufferedReader | gzip.GzipFile,
+    binary: io.BufferedReader,
     profile: FileProfile,
     on_bytes: Callable[[int], None] | None,
 ) -> Iterator[bytes]:

@@ -7,7 +7,7 @@ JSON lines with constant memory (JSON stays valid JSON).
 
 from perisai.redact.logfilter import RedactingFilter, structlog_processor
 from perisai.redact.redactor import RedactionMode, Redactor, RedactorError
-from perisai.redact.stream import redact_lines
+from perisai.redact.stream import redact_lines, redact_stream
 
 __all__ = [
     "RedactingFilter",
@@ -15,5 +15,6 @@ __all__ = [
     "Redactor",
     "RedactorError",
     "redact_lines",
+    "redact_stream",
     "structlog_processor",
 ]
