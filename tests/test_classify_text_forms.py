@@ -30,6 +30,17 @@ POSITIVES = [
     ("pin 3.14123,101.68651", "GEO_COORDINATE"),
     ("ic=850101-14-5523", "NATIONAL_ID"),
     ("holder 850101-14-5523 verified", "NATIONAL_ID"),  # the printed shape, no keyword
+    # one-time codes in the templates senders use, code first or after its word
+    ("<#> 551204 is your code. FA+9qCX9VSu", "OTP_CODE"),  # SMS Retriever, app hash last
+    ("[Brand] 551204 is your OTP", "OTP_CODE"),
+    ("G-551204 is your Google verification code.", "OTP_CODE"),
+    ("Use 551204 to verify your account", "OTP_CODE"),
+    ("【腾讯科技】验证码：551204，5分钟内有效", "OTP_CODE"),
+    ("รหัส OTP ของคุณคือ 551204", "OTP_CODE"),
+    ("551204 आपका OTP है", "OTP_CODE"),
+    ("551204 adalah kode OTP Anda", "OTP_CODE"),
+    ("Kod pengesahan anda ialah 551204", "OTP_CODE"),
+    ("Your code is 551204 @app.example.com #551204", "OTP_CODE"),  # origin-bound
 ]
 
 NEGATIVES = [
@@ -45,6 +56,10 @@ NEGATIVES = [
     "client=10.0.3.17:6379",
     "order 201312-01-0001",
     "sha=0123456789abcdef0123",
+    "order 551204 shipped",
+    "2024 code review",
+    "Released 1.2.3 with 1234 code changes",
+    "5000 is the max code length",
 ]
 
 
@@ -63,7 +78,7 @@ def test_look_alikes_stay_alone(classifier: Classifier, line: str) -> None:
     found = [
         (m.entity, line[m.start : m.end])
         for m in classifier.scan_text(line)
-        if m.entity in ("PHONE", "GEO_COORDINATE", "NATIONAL_ID", "EMAIL")
+        if m.entity in ("PHONE", "GEO_COORDINATE", "NATIONAL_ID", "EMAIL", "OTP_CODE")
     ]
     assert found == [], line
 

@@ -110,6 +110,11 @@ def _geo_pair_in_prose(value: str) -> bool:
     return _geo_pair(value) and not (abs(float(lat_text)) < 1 and abs(float(lon_text)) < 1)
 
 
+def _not_a_year(value: str) -> bool:
+    """A code written before its word: not a year ("2024 code review")."""
+    return not (len(value) == 4 and value[:2] in ("19", "20"))
+
+
 def _always(value: str) -> bool:
     return True
 
@@ -170,6 +175,14 @@ _NIK_PROVINCES = frozenset(
 # Boundaries for triggers, so that one value fires its trigger once (hyperscan reports every
 # end offset at which a pattern matches) and digit runs inside longer runs, UUIDs and hashes do
 # not fire at all. `^`/`$` need HS_FLAG_MULTILINE: every line is its own text.
+# one-time-code words in scripts with no ASCII word boundary: Chinese, Thai, Hindi
+_CODE_WORDS_CJK = "(?:验证码|驗證碼|校验码|动态码|認証コード|인증번호|รหัส|ओटीपी)"
+# Code-first templates: "551204 is your code", "[Brand] 551204 is your OTP", "G-551204 is
+# your Google verification code", "Use 551204 to verify", "551204 आपका OTP है"
+_CODE_WORDS_AFTER = (
+    r"(?:otp|code|tac|pin|passcode|verification|verify|kod|kode|sandi|"
+    r"验证码|驗證碼|รหัส|ओटीपी)"
+)
 _NOT_AFTER_DIGIT = r"(?:^|[^0-9])"
 _NOT_BEFORE_DIGIT = r"(?:[^0-9]|$)"
 _NOT_AFTER_ALNUM = r"(?:^|[^A-Za-z0-9])"
@@ -468,10 +481,12 @@ DETECTORS: tuple[Detector, ...] = (
         "otp-context",
         # The code follows its word within its own sentence or field: no quote in between,
         # and nothing glued to it ("code 5001abc" is no code).
-        rf"\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod)\b[^0-9\n\"]{{0,30}}"
-        rf"\d{{4,8}}{_NOT_BEFORE_ALNUM}",
+        # Words of scripts without ASCII word boundaries (验证码, รหัส) stand on their own.
+        rf"(?:\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod|kode)\b|{_CODE_WORDS_CJK})"
+        rf"[^0-9\n\"]{{0,30}}\d{{4,8}}{_NOT_BEFORE_ALNUM}",
         re.compile(
-            r"(?i)\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod)\b"
+            r"(?i)(?:\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod|kode)\b|"
+            rf"{_CODE_WORDS_CJK})"
             r"[^0-9\n\"]{0,30}?(?<![\d.])(\d{4,8})(?![\dA-Za-z]|[.,]\d)"
         ),
         _always,
@@ -480,6 +495,42 @@ DETECTORS: tuple[Detector, ...] = (
         after=2,
         confidence=0.8,
         caseless=True,
+        recurs=False,
+    ),
+    Detector(
+        "OTP_CODE",
+        "otp-before-word",
+        # the code first, then (in its sentence, no other digits between) what it is
+        rf"(?:^|[^0-9A-Za-z.#-]|G-)\d{{4,8}}[^0-9\n\"]{{1,24}}{_CODE_WORDS_AFTER}",
+        re.compile(
+            r"(?i)(?:(?<=\bG-)|(?<![\w.#-]))(\d{4,8})(?![\w.,]\d|[\w])"
+            # a linking word first ("is your", "adalah", "to verify"): "1234 code changes"
+            # counts code, it is none
+            r"(?=\s{0,3}(?:to\s+(?:verify|confirm|log\s*in|sign\s*in)|(?:is\s+(?:your|ur)|"
+            r"is\s+the\s+(?=code|otp|pin)|adalah|ialah|merupakan|untuk|for\s+(?:your|verification)|"
+            rf"sebagai|आपका|คือ|是|为)[^0-9\n\"]{{0,20}}{_CODE_WORDS_AFTER}))"
+        ),
+        _not_a_year,
+        group=1,
+        excluded_by=("order", "invoice", "error", "port", "ticket", "ref", "amount", "total"),
+        before=44,
+        after=4,
+        confidence=0.75,
+        caseless=True,
+        recurs=False,
+    ),
+    Detector(
+        # an origin-bound code at the end of an SMS: "@app.example.com #551204"
+        "OTP_CODE",
+        "otp-origin-bound",
+        r"@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\s+#\d{4,8}",
+        re.compile(r"@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\s+#(\d{4,8})(?![\w])"),
+        _always,
+        group=1,
+        excluded_by=("order", "invoice"),
+        before=80,
+        after=2,
+        confidence=0.85,
         recurs=False,
     ),
     Detector(
