@@ -41,6 +41,13 @@ POSITIVES = [
     ("551204 adalah kode OTP Anda", "OTP_CODE"),
     ("Kod pengesahan anda ialah 551204", "OTP_CODE"),
     ("Your code is 551204 @app.example.com #551204", "OTP_CODE"),  # origin-bound
+    # messages in clear outside JSON: the breach's logging database held exactly these
+    ('sms.deliver to=+60123456789 text="Jumpa di stesen nanti ya" status=ok', "MESSAGE_BODY"),
+    ("body='see you at the station'", "MESSAGE_BODY"),
+    ("msg: see you at the station tonight", "MESSAGE_BODY"),
+    ("12/05/2024, 09:14 - Siti Aminah: Jumpa di stesen nanti", "MESSAGE_BODY"),  # WhatsApp
+    ("12/05/2024, 09:14 - Siti Aminah: Jumpa di stesen nanti", "PERSON"),
+    ("[12/05/2024, 09:14:05] Ahmad: ok boss", "MESSAGE_BODY"),  # WhatsApp on iOS
 ]
 
 NEGATIVES = [
@@ -60,6 +67,9 @@ NEGATIVES = [
     "2024 code review",
     "Released 1.2.3 with 1234 code changes",
     "5000 is the max code length",
+    'level=info msg="ok"',  # a status, not a message
+    "status: delivered ok",
+    "12/05/2024, 09:14 - Messages and calls are end-to-end encrypted.",  # a system line
 ]
 
 
@@ -78,7 +88,8 @@ def test_look_alikes_stay_alone(classifier: Classifier, line: str) -> None:
     found = [
         (m.entity, line[m.start : m.end])
         for m in classifier.scan_text(line)
-        if m.entity in ("PHONE", "GEO_COORDINATE", "NATIONAL_ID", "EMAIL", "OTP_CODE")
+        if m.entity
+        in ("PHONE", "GEO_COORDINATE", "NATIONAL_ID", "EMAIL", "OTP_CODE", "MESSAGE_BODY", "PERSON")
     ]
     assert found == [], line
 

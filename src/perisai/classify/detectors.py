@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from perisai.classify import validators as check
+from perisai.classify.keyhints import MESSAGE_KEYS
 
 CONTEXT_CHARS = 32  # how far before a value a keyword may stand
 
@@ -115,6 +116,25 @@ def _not_a_year(value: str) -> bool:
     return not (len(value) == 4 and value[:2] in ("19", "20"))
 
 
+_WORDS = re.compile(r"[^\W\d_]{2,}")  # words in any script
+
+
+def _prose(value: str) -> bool:
+    """Three words or more: a message someone wrote, not a status or an id."""
+    return len(_WORDS.findall(value)) >= 3
+
+
+def _chat_text(value: str) -> bool:
+    """A chat line's message: any words at all ("<Media omitted>" aside)."""
+    return bool(_WORDS.search(value)) and not value.startswith("<Media omitted")
+
+
+def _sender_name(value: str) -> bool:
+    """A chat sender written as a name (a number is found as a phone), not a system line."""
+    words = value.split()
+    return 1 <= len(words) <= 5 and not any(ch.isdigit() for ch in value) and value[0].isupper()
+
+
 def _always(value: str) -> bool:
     return True
 
@@ -182,6 +202,16 @@ _CODE_WORDS_CJK = "(?:验证码|驗證碼|校验码|动态码|認証コード|�
 _CODE_WORDS_AFTER = (
     r"(?:otp|code|tac|pin|passcode|verification|verify|kod|kode|sandi|"
     r"验证码|驗證碼|รหัส|ओटीपी)"
+)
+_MESSAGE_WORDS = "|".join(MESSAGE_KEYS)  # the keys the JSON hints read as messages
+# "12/05/2024, 09:14 - " (Android) or "[12/05/2024, 09:14:05] " (iOS), at a line's start
+_CHAT_LINE = (
+    r"^\[?\d{1,2}[/.]\d{1,2}[/.]\d{2,4},? \d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:\s?[AaPp][Mm])?"
+    r"(?:\] | - )"
+)
+_CHAT_LINE_TRIGGER = (
+    r"(?:^|\n)\[?\d{1,2}[/.]\d{1,2}[/.]\d{2,4},? \d{1,2}[:.]\d{2}(?:[:.]\d{2})?"
+    r"(?:\s?[AaPp][Mm])?(?:\] | - )[^:\n]{1,60}: "
 )
 _NOT_AFTER_DIGIT = r"(?:^|[^0-9])"
 _NOT_BEFORE_DIGIT = r"(?:[^0-9]|$)"
@@ -532,6 +562,61 @@ DETECTORS: tuple[Detector, ...] = (
         after=2,
         confidence=0.85,
         recurs=False,
+    ),
+    Detector(
+        # a message in a text log: text="…", body='…' (the key word right before it, as
+        # the JSON key hints read "body": "…"); three words or more
+        "MESSAGE_BODY",
+        "message-field",
+        rf"(?:^|[^a-z0-9_])(?:{_MESSAGE_WORDS})\s{{0,2}}[=:]\s{{0,2}}[\"']",
+        re.compile(
+            rf"(?i)(?<![a-z0-9_])(?:{_MESSAGE_WORDS})\s{{0,2}}[=:]\s{{0,2}}"
+            r"([\"'])((?:(?!\1)[^\\\n]|\\.){3,4096})\1"
+        ),
+        _prose,
+        group=2,
+        before=24,
+        after=4100,
+        confidence=0.8,
+        caseless=True,
+    ),
+    Detector(
+        # the same with the value running to the line's end: "msg: see you at the station"
+        "MESSAGE_BODY",
+        "message-field-line",
+        rf"(?:^|[^a-z0-9_\"])(?:{_MESSAGE_WORDS})\s{{0,2}}:\s{{1,2}}[^\"'\s]",
+        re.compile(
+            rf"(?i)(?<![a-z0-9_\"])(?:{_MESSAGE_WORDS})\s{{0,2}}:\s{{1,2}}([^\"'\s][^\n]{{2,4096}})"
+        ),
+        _prose,
+        group=1,
+        before=24,
+        after=4100,
+        confidence=0.75,
+        caseless=True,
+    ),
+    Detector(
+        # a chat export's line (WhatsApp on Android and iOS): date, time, sender, message
+        "MESSAGE_BODY",
+        "chat-export",
+        _CHAT_LINE_TRIGGER,
+        re.compile(_CHAT_LINE + r"[^:\n]{1,60}: ([^\n]{1,4096})", re.MULTILINE),
+        _chat_text,
+        group=1,
+        before=40,
+        after=4100,
+        confidence=0.85,
+    ),
+    Detector(
+        "PERSON",
+        "chat-export-sender",
+        _CHAT_LINE_TRIGGER,
+        re.compile(_CHAT_LINE + r"([^:\n+0-9][^:\n]{0,59}): ", re.MULTILINE),
+        _sender_name,
+        group=1,
+        before=40,
+        after=70,
+        confidence=0.7,
     ),
     Detector(
         "GEO_COORDINATE",

@@ -493,9 +493,15 @@ def _resolve(matches: list[EntityMatch]) -> list[EntityMatch]:
     kept: list[EntityMatch] = []
     starts: list[int] = []
     ends: list[int] = []
+    wholes: list[EntityMatch] = []  # a message may hold a number: both kept, each once
     for match in sorted(matches, key=lambda m: (PRIORITY[m.entity], m.start - m.end, m.start)):
         if match.entity in _WHOLE_VALUE:
-            kept.append(match)
+            if not any(
+                w.entity == match.entity and w.start < match.end and match.start < w.end
+                for w in wholes
+            ):
+                wholes.append(match)
+                kept.append(match)
             continue
         at = bisect.bisect_left(starts, match.start)
         if (at < len(starts) and starts[at] < match.end) or (at > 0 and ends[at - 1] > match.start):
@@ -542,6 +548,8 @@ def _mask(entity: str, value: str) -> str:
         return value.rsplit(".", 1)[0] + ".*" if "." in value else value.split(":", 1)[0] + ":…"
     if entity == "SECRET":
         return f"{value[:4]}…<secret, {len(value)} chars>"
+    if entity == "MESSAGE_BODY":  # nothing of what someone wrote
+        return f"<message, {len(value)} chars>"
     if entity == "OTP_CODE":  # any digit kept would shrink what is left to guess
         return f"<code, {len(value)} digits>"
     return mask_text(value)
