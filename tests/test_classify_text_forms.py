@@ -29,6 +29,7 @@ POSITIVES = [
     ("meet at 3.1412,101.6865", "GEO_COORDINATE"),
     ("pin 3.14123,101.68651", "GEO_COORDINATE"),
     ("ic=850101-14-5523", "NATIONAL_ID"),
+    ("latency_ms=273 client_ip=203.0.113.213 user_agent=okhttp", "IP_ADDRESS"),
     ("holder 850101-14-5523 verified", "NATIONAL_ID"),  # the printed shape, no keyword
     # one-time codes in the templates senders use, code first or after its word
     ("<#> 551204 is your code. FA+9qCX9VSu", "OTP_CODE"),  # SMS Retriever, app hash last
@@ -48,6 +49,7 @@ POSITIVES = [
     ("12/05/2024, 09:14 - Siti Aminah: Jumpa di stesen nanti", "MESSAGE_BODY"),  # WhatsApp
     ("12/05/2024, 09:14 - Siti Aminah: Jumpa di stesen nanti", "PERSON"),
     ("[12/05/2024, 09:14:05] Ahmad: ok boss", "MESSAGE_BODY"),  # WhatsApp on iOS
+    ('event=message.sent sender_name="Siti Aminah" status=ok', "PERSON"),
 ]
 
 NEGATIVES = [
@@ -55,12 +57,12 @@ NEGATIVES = [
     "ts=2024-05-02T08:11:40.123+08:00 level=info",
     "at 08:11:40 took 0123ms",
     "version=4.1.2 build=20240502",
+    "v=1.2.3.4 build=10.0.19041.1",
     "order_id=60123456789",  # digits without "+" under a key that is not a phone's
     "to=1714636300123",  # an epoch in milliseconds
     "price=+60.00 qty=3",
     "ratio 0.12345, 0.54321",
     "fx 4.4650,3.3210",
-    "client=10.0.3.17:6379",
     "order 201312-01-0001",
     "sha=0123456789abcdef0123",
     "order 551204 shipped",
@@ -69,6 +71,7 @@ NEGATIVES = [
     "5000 is the max code length",
     'level=info msg="ok"',  # a status, not a message
     "status: delivered ok",
+    'name="checkout-service" level=info',  # a service, not a person
     "12/05/2024, 09:14 - Messages and calls are end-to-end encrypted.",  # a system line
 ]
 
@@ -89,7 +92,16 @@ def test_look_alikes_stay_alone(classifier: Classifier, line: str) -> None:
         (m.entity, line[m.start : m.end])
         for m in classifier.scan_text(line)
         if m.entity
-        in ("PHONE", "GEO_COORDINATE", "NATIONAL_ID", "EMAIL", "OTP_CODE", "MESSAGE_BODY", "PERSON")
+        in (
+            "PHONE",
+            "GEO_COORDINATE",
+            "NATIONAL_ID",
+            "EMAIL",
+            "OTP_CODE",
+            "MESSAGE_BODY",
+            "PERSON",
+            "IP_ADDRESS",
+        )
     ]
     assert found == [], line
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from perisai.classify import validators as check
-from perisai.classify.keyhints import MESSAGE_KEYS
+from perisai.classify.keyhints import MESSAGE_KEYS, PERSON_KEYS, person_value
 
 CONTEXT_CHARS = 32  # how far before a value a keyword may stand
 
@@ -42,6 +42,9 @@ class Detector:
     # Whether hyperscan itself waits for a keyword: cheap where keywords are rare (`mykad`);
     # where they are everywhere in logs (`lat`), the value's own shape is the cheaper gate.
     gate: bool = True
+    # Whether only the first match after each hit counts: for values that run long after
+    # their hit (a quoted message), where searching the rest of a long window costs for nothing
+    one_per_hit: bool = False
     keyword_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
     excluded_pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
 
@@ -149,7 +152,7 @@ _ID_KEYWORDS_TH = ("thai id", "th id", "id card", "citizen id", "บัตรป
 _IMEI_KEYWORDS = ("imei",)
 # A 16-digit NIK or a 13-digit Thai ID can pass Luhn: labelled as an ID, it is not a card.
 _CARD_EXCLUDED_BY = ("nik", "ktp", "nomor induk", "nric", "mykad", "aadhaar", "citizen id", "th id")
-_VERSION_WORDS = ("version", "ver", "build", "release", "firmware", "fw", "sdk", "os", "app")
+_VERSION_WORDS = ("version", "ver", "v", "build", "release", "firmware", "fw", "sdk", "os", "app")
 # words that put a pair of numbers on a map, in logs and in chat ("meet at 3.1412,101.6865")
 _PLACE_WORDS = ("at", "near", "meet", "here", "pin", "map", "maps", "di", "dekat", "lokasi")
 _GEO_KEYWORDS = (
@@ -204,6 +207,7 @@ _CODE_WORDS_AFTER = (
     r"验证码|驗證碼|รหัส|ओटीपी)"
 )
 _MESSAGE_WORDS = "|".join(MESSAGE_KEYS)  # the keys the JSON hints read as messages
+_NAME_WORDS = "|".join(PERSON_KEYS)
 # "12/05/2024, 09:14 - " (Android) or "[12/05/2024, 09:14:05] " (iOS), at a line's start
 _CHAT_LINE = (
     r"^\[?\d{1,2}[/.]\d{1,2}[/.]\d{2,4},? \d{1,2}[:.]\d{2}(?:[:.]\d{2})?(?:\s?[AaPp][Mm])?"
@@ -286,7 +290,7 @@ DETECTORS: tuple[Detector, ...] = (
         "IP_ADDRESS",
         "ipv4",
         rf"{_NOT_AFTER_NUMBER}\d{{1,3}}\.\d{{1,3}}\.\d{{1,3}}\.\d{{1,3}}{_NOT_BEFORE_NUMBER}",
-        re.compile(r"(?<![\w.=/-])(?<!v)(?:\d{1,3}\.){3}\d{1,3}(?![\w.-])"),
+        re.compile(r"(?<![\w./-])(?<!v)(?:\d{1,3}\.){3}\d{1,3}(?![\w.-])"),
         check.ip_address,
         excluded_by=_VERSION_WORDS,
         before=16,
@@ -564,20 +568,51 @@ DETECTORS: tuple[Detector, ...] = (
         recurs=False,
     ),
     Detector(
-        # a message in a text log: text="…", body='…' (the key word right before it, as
-        # the JSON key hints read "body": "…"); three words or more
+        # a message in a text log: text="…" (the key word right before it, as the JSON key
+        # hints read "body": "…"); three words or more
         "MESSAGE_BODY",
         "message-field",
-        rf"(?:^|[^a-z0-9_])(?:{_MESSAGE_WORDS})\s{{0,2}}[=:]\s{{0,2}}[\"']",
+        rf"(?:^|[^a-z0-9_])(?:{_MESSAGE_WORDS})\s{{0,2}}[=:]\s{{0,2}}\"",
         re.compile(
             rf"(?i)(?<![a-z0-9_])(?:{_MESSAGE_WORDS})\s{{0,2}}[=:]\s{{0,2}}"
-            r"([\"'])((?:(?!\1)[^\\\n]|\\.){3,4096})\1"
+            r'"([^"\\\n]*+(?:\\.[^"\\\n]*+)*+)"'  # unrolled: a quoted string, escapes kept
         ),
         _prose,
-        group=2,
+        group=1,
         before=24,
-        after=4100,
+        after=1024,  # a window this long around each key: longer messages are cut, not lost
         confidence=0.8,
+        one_per_hit=True,
+        caseless=True,
+    ),
+    Detector(
+        # a name in a text log: sender_name="Siti Aminah" (the JSON hints' name keys)
+        "PERSON",
+        "name-field",
+        rf"(?:^|[^a-z0-9_])(?:{_NAME_WORDS})\s{{0,2}}[=:]\s{{0,2}}\"",
+        re.compile(
+            rf"(?i)(?<![a-z0-9_])(?:{_NAME_WORDS})\s{{0,2}}[=:]\s{{0,2}}\"([^\"\\\n]{{3,80}})\""
+        ),
+        person_value,
+        group=1,
+        before=24,
+        after=84,
+        confidence=0.7,
+        caseless=True,
+        one_per_hit=True,
+    ),
+    Detector(
+        # and body='…'
+        "MESSAGE_BODY",
+        "message-field-single-quoted",
+        rf"(?:^|[^a-z0-9_])(?:{_MESSAGE_WORDS})\s{{0,2}}[=:]\s{{0,2}}'",
+        re.compile(rf"(?i)(?<![a-z0-9_])(?:{_MESSAGE_WORDS})\s{{0,2}}[=:]\s{{0,2}}'([^'\n]*+)'"),
+        _prose,
+        group=1,
+        before=24,
+        after=1024,
+        confidence=0.8,
+        one_per_hit=True,
         caseless=True,
     ),
     Detector(
@@ -591,8 +626,9 @@ DETECTORS: tuple[Detector, ...] = (
         _prose,
         group=1,
         before=24,
-        after=4100,
+        after=1024,
         confidence=0.75,
+        one_per_hit=True,
         caseless=True,
     ),
     Detector(
@@ -605,6 +641,7 @@ DETECTORS: tuple[Detector, ...] = (
         group=1,
         before=40,
         after=4100,
+        one_per_hit=True,
         confidence=0.85,
     ),
     Detector(
@@ -635,7 +672,8 @@ DETECTORS: tuple[Detector, ...] = (
         # JSON keys are read by the key hints
         "GEO_COORDINATE",
         "lat-lon-key",
-        r"(?:^|[^a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}-?\d{1,3}\.\d{3,}",
+        r"(?:^|[^a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}-?\d{1,3}\.\d{3,}"
+        rf"{_NOT_BEFORE_DIGIT}",
         re.compile(
             r"(?i)(?<![a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}"
             r"(-?\d{1,3}\.\d{3,})(?![\d.])"

@@ -380,23 +380,39 @@ def _extract(
 ) -> None:
     """Stage 2 and 3 for one detector: exact matches near its hits, validated, in context."""
     limit = len(block)
-    for start, end in _windows(ends, detector.before + WINDOW_SLACK, detector.after, limit):
-        for match in detector.extract.finditer(block, start, end):
-            value = match.group(detector.group)
-            if detector.validate is not ALWAYS_VALID and not _validated(detector.name, value):
+    for match in _matches(detector, block, ends, limit):
+        value = match.group(detector.group)
+        if detector.validate is not ALWAYS_VALID and not _validated(detector.name, value):
+            continue
+        v_start, v_end = match.span(detector.group)
+        if detector.keyword_pattern or detector.excluded_pattern:
+            context = _context(block, v_start, json_lines)
+            if detector.keyword_pattern and not detector.keyword_pattern.search(context):
                 continue
-            v_start, v_end = match.span(detector.group)
-            if detector.keyword_pattern or detector.excluded_pattern:
-                context = _context(block, v_start, json_lines)
-                if detector.keyword_pattern and not detector.keyword_pattern.search(context):
-                    continue
-                if detector.excluded_pattern and detector.excluded_pattern.search(context):
-                    continue
-            mask = mask_value if detector.recurs else _mask  # caching a one-off costs
-            masked = mask(detector.entity, value)
-            found.append(
-                (v_start, v_end, detector.entity, masked, detector.confidence, detector.name)
-            )
+            if detector.excluded_pattern and detector.excluded_pattern.search(context):
+                continue
+        mask = mask_value if detector.recurs else _mask  # caching a one-off costs
+        masked = mask(detector.entity, value)
+        found.append((v_start, v_end, detector.entity, masked, detector.confidence, detector.name))
+
+
+def _matches(
+    detector: Detector, block: str, ends: list[int], limit: int
+) -> Iterator[re.Match[str]]:
+    """The exact pattern's matches near the hits: every match in each merged window, or, for
+    a detector whose value runs long after its hit (a quoted message), the first match from
+    each hit only, so the rest of a long window is not searched again for nothing."""
+    if not detector.one_per_hit:
+        for start, end in _windows(ends, detector.before + WINDOW_SLACK, detector.after, limit):
+            yield from detector.extract.finditer(block, start, end)
+        return
+    searched = 0
+    for end in ends:
+        start = max(searched, end - detector.before - WINDOW_SLACK)
+        match = detector.extract.search(block, start, min(limit, end + detector.after))
+        if match is not None:
+            searched = match.end()
+            yield match
 
 
 def _context(block: str, start: int, json_lines: bool) -> str:
@@ -552,6 +568,8 @@ def _mask(entity: str, value: str) -> str:
         return f"<message, {len(value)} chars>"
     if entity == "OTP_CODE":  # any digit kept would shrink what is left to guess
         return f"<code, {len(value)} digits>"
+    if entity == "PERSON":  # as the name keys mask it
+        return mask_text(value.strip(), keep=1)
     return mask_text(value)
 
 

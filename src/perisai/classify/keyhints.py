@@ -112,6 +112,11 @@ def _from_kind(text: str, kind: str) -> tuple[EntityMatch, ...]:
 
 
 @lru_cache(maxsize=65536)
+def person_value(text: str) -> bool:
+    """Whether a value under a name key reads as a person's name (capitalised words)."""
+    return bool(_PERSON_VALUE.match(text.strip()))
+
+
 def _msisdn_mask(digits: str) -> str | None:
     try:
         number = phonenumbers.parse("+" + digits, None)
