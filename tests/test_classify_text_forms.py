@@ -5,11 +5,13 @@ exports, numbers next to CJK text; and the look-alikes that must stay alone."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from perisai.classify import Classifier
 from perisai.redact import Redactor, redact_lines
+from tests.clirun import perisai
 
 POSITIVES = [
     ("2024-05-02 08:11:40 INFO sms.submit msisdn=+447700123456 otp=551204", "PHONE"),
@@ -18,6 +20,7 @@ POSITIVES = [
     ("notify to=+60139876543 status=ok", "PHONE"),
     ("phone=60123456789", "PHONE"),  # country-code digits after a phone key
     ('level=info msg="sent" msisdn=6281234567890', "PHONE"),  # logfmt
+    ("phone: 8127 3585", "PHONE"),  # Singapore: no trunk prefix, national digits after a key
     ("to: +60123456789,", "PHONE"),
     ("GET /otp?phone=+60123456789 HTTP/1.1", "PHONE"),
     ("GET /otp?phone=%2B60123456789&x=1 HTTP/1.1", "PHONE"),
@@ -128,6 +131,14 @@ def test_redact_leaks_none_of_it(line: str, secrets: tuple[str, ...]) -> None:
         json.loads(out)  # still valid JSON
 
 
+def test_a_key_does_not_lend_itself_to_the_line_before(classifier: Classifier) -> None:
+    """Digits count as a phone only after their own phone key, never after one that a merged
+    window reaches on the next line."""
+    lines = ["order_id=81273585", "phone=0123456789"]
+    first, second = classifier.scan_lines(lines)
+    assert first == [] and [m.entity for m in second] == ["PHONE"]
+
+
 def test_redact_keeps_every_other_byte_of_a_json_line() -> None:
     """Only the redacted values change: compact separators, key order and untouched values
     stay as written; a bare number replaced becomes a string so the line stays JSON."""
@@ -136,3 +147,14 @@ def test_redact_keeps_every_other_byte_of_a_json_line() -> None:
     assert out.startswith('{"ts":"2024-05-02T08:11:40Z","n":1.50,"msisdn":"+60 ')
     assert out.endswith('","note":"ok"}')
     assert json.loads(out)["n"] == 1.5
+
+
+def test_regions_are_given_as_a_list(tmp_path: Path) -> None:
+    """``--region US,ID`` reads both regions' national numbers; an unknown code is one line."""
+    log = tmp_path / "calls.log"
+    log.write_text("called (201) 581-8190 then 0812-749-036\n", encoding="utf-8")
+    result = perisai("redact", "--region", "US,ID", str(log))
+    assert result.returncode == 0, result.stderr
+    assert "581-8190" not in result.stdout and "749-036" not in result.stdout
+    bad = perisai("redact", "--region", "MY,XX", str(log))
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'XX'" in bad.stderr

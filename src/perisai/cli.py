@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import IO, Annotated, NoReturn
 
+import phonenumbers
 import typer
 from rich.console import Console
 from rich.progress import (
@@ -125,7 +126,7 @@ RegionOption = Annotated[
     list[str] | None,
     typer.Option(
         "--region",
-        help="Phone regions for national-format numbers (ISO code, repeatable).",
+        help="Regions whose national-format numbers to read (ISO codes: MY,SG,ID or repeated).",
         show_default="MY",
     ),
 ]
@@ -394,7 +395,16 @@ def _text_source(source: str) -> Iterator[IO[str]]:
 
 
 def _regions(region: list[str] | None) -> tuple[str, ...]:
-    return tuple(r.upper() for r in region) if region else ("MY",)
+    """``--region MY,SG --region ID`` → ("MY", "SG", "ID"); an unknown code is one error line."""
+    if not region:
+        return ("MY",)
+    codes = tuple(
+        code.strip().upper() for item in region for code in item.split(",") if code.strip()
+    )
+    unknown = [code for code in codes if code not in phonenumbers.SUPPORTED_REGIONS]
+    if unknown or not codes:
+        fail(f"--region {unknown[0] if unknown else ''!r}: give ISO region codes, e.g. MY,SG,ID")
+    return codes
 
 
 StateDirOption = Annotated[

@@ -755,5 +755,7 @@ PHONE_KEYS = (
     "dest_addr",
 )
 PHONE_KEYED_TRIGGER = (
-    r"(?:^|[^\w\"'])(?:" + "|".join(PHONE_KEYS) + r")\s{0,2}[=:]\s{0,2}[\"']?\d{10,15}(?:[^\w.]|$)"
+    r"(?:^|[^\w\"'])(?:"
+    + "|".join(PHONE_KEYS)
+    + r")\s{0,2}[=:]\s{0,2}[\"']?\d[\d -]{6,16}\d(?:[^\w.]|$)"
 )  # not a quoted JSON key: those are read by the JSON key triggers

@@ -34,6 +34,7 @@ from perisai.classify.detectors import (
     CONTEXT_CHARS,
     DETECTORS,
     PHONE_KEYED_TRIGGER,
+    PHONE_KEYS,
     PHONE_TRIGGER,
     PRIORITY,
     Detector,
@@ -77,7 +78,10 @@ _PHONE_CANDIDATE = re.compile(
     r"(?:(?<![A-Za-z0-9_+])(?:\+|%2[Bb])|(?<![A-Za-z0-9_.@/+%-])(?:00)?)"
     r"\(?\d[\d \-().]{5,18}\d(?![A-Za-z0-9_@]|[.:]\w|-\d)"
 )
-_KEYED_DIGITS = re.compile(r"[=:]\s{0,2}[\"']?(\d{10,15})(?![\w.])")
+_KEYED_DIGITS = re.compile(
+    r"(?i)(?<![\w\"'])(?:" + "|".join(PHONE_KEYS) + r")\s{0,2}[=:]\s{0,2}[\"']?"
+    r"(\d[\d -]{6,16}\d)(?![\w.])"
+)  # the key too: a window reaching back into the line before must not lend it one
 # A JSON value right after its key's colon: a string, a number or the start of an array.
 _JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.){0,65536})"|(-?\d[\d.eE+-]{0,40})|(\[))')
 # The same inside JSON that is itself a string value (`\"msisdn\": \"6012…\"`).
@@ -117,6 +121,7 @@ class Classifier:
             ],
         )
         self._phone_cache = lru_cache(maxsize=65536)(self._phone_in)  # numbers repeat in logs
+        self._keyed_cache = lru_cache(maxsize=65536)(self._keyed_in)
         self._fields = FieldCache()
         self._slow_streak = 0  # blocks read the slow way in a row (see MOSTLY_NEW)
 
@@ -339,14 +344,28 @@ class Classifier:
                     found.append((at, at + len(text), "PHONE", masked, 0.9, "phonenumbers"))
 
     def _keyed_phones(self, block: str, ends: list[int], found: list[_Found]) -> None:
-        """Country-code digits after a phone key: valid with a ``+`` before them."""
-        for start, end in _windows(ends, 20, 1, len(block)):
+        """Digits after a phone key: country-code digits, valid with a ``+`` before them, or
+        a national number of a region with no trunk prefix (Singapore's ``8127 3585``)."""
+        for start, end in _windows(ends, 30, 1, len(block)):
             for candidate in _KEYED_DIGITS.finditer(block, start, end):
                 digits = candidate.group(1)
-                masked = self._phone_cache("+" + digits)
+                masked = self._keyed_cache(digits)
                 if masked:
                     at = candidate.start(1)
                     found.append((at, at + len(digits), "PHONE", masked, 0.85, "phone key"))
+
+    def _keyed_in(self, digits: str) -> str | None:
+        bare = re.sub(r"[ -]", "", digits)
+        if len(bare) >= 10 and (masked := self._phone_cache("+" + bare)):
+            return masked
+        for region in self.regions:
+            try:
+                number = phonenumbers.parse(digits, region)
+            except phonenumbers.NumberParseException:
+                continue
+            if phonenumbers.is_valid_number(number):
+                return mask_phone(number)
+        return None
 
     def _phone_in(self, candidate: str) -> str | None:
         """The mask of ``candidate`` if it is a valid number in one of the regions.
