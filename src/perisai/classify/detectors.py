@@ -223,6 +223,7 @@ _NOT_AFTER_ALNUM = r"(?:^|[^A-Za-z0-9])"
 _NOT_BEFORE_ALNUM = r"(?:[^A-Za-z0-9]|$)"
 _NOT_AFTER_WORD = r"(?:^|[^A-Za-z0-9_.-])"
 _NOT_BEFORE_WORD = r"(?:[^A-Za-z0-9_.]|$)"
+_SENTENCE_END = r"(?:[^A-Za-z0-9_.]|\.(?:\s|$)|$)"  # not before a word; a full stop may end it
 _NOT_AFTER_NUMBER = r"(?:^|[^0-9.])"
 _NOT_BEFORE_NUMBER = r"(?:[^0-9.]|$)"
 
@@ -232,7 +233,8 @@ DETECTORS: tuple[Detector, ...] = (
         "email",
         r"@[A-Za-z0-9-]+\.",
         re.compile(
-            r"(?<![\w.%+-])[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"
+            r"(?:(?<=\\[nrt])|(?<![\w.%+\\-]))"  # after a logged "\n" escape too, not on its n
+            r"[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@(?:[A-Za-z0-9-]{1,63}\.)+[A-Za-z]{2,24}\b"
         ),
         _always,
         before=80,
@@ -258,9 +260,10 @@ DETECTORS: tuple[Detector, ...] = (
         # 4-4-4-4 (Visa, Mastercard, ...) or 4-6-5 / 4-6-4 (Amex, Diners).
         # An issuer's first digit, then 4-4-4-x (Visa, Mastercard, ...) or 4-6-5 / 4-6-4
         # (Amex, Diners), or 13 to 19 digits in one run.
-        rf"{_NOT_AFTER_WORD}[2-6](?:\d{{12,18}}|\d{{3}}[ -]?\d{{4}}[ -]?\d{{4}}[ -]?\d{{1,4}}"
-        rf"|\d{{3}}[ -]?\d{{6}}[ -]?\d{{4,5}}){_NOT_BEFORE_WORD}",
-        re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w.])"),
+        rf"{_NOT_AFTER_WORD}(?:[2-6](?:\d{{12,18}}|\d{{3}}[ -]?\d{{4}}[ -]?\d{{4}}[ -]?\d{{1,4}}"
+        rf"|\d{{3}}[ -]?\d{{6}}[ -]?\d{{4,5}})|1800\d{{11}}){_SENTENCE_END}",
+        # a sentence may end right after it ("I lost my card 4111….")
+        re.compile(r"(?<![\w.-])(?:\d[ -]?){12,18}\d(?![\w]|\.\d)"),
         check.credit_card,
         excluded_by=_CARD_EXCLUDED_BY,
         before=30,
@@ -722,11 +725,15 @@ PRIORITY = {
 # trunk-prefixed when not glued to a word, decimal, path or address. Either may end a
 # sentence or a chat export's sender (``… 23456: ok``). Bytes of non-ASCII text are not
 # ``\w`` here, so a number between Chinese characters fires.
-_PHONE_END = r"(?:[^\w.:/@]|[.:](?:\s|$)|$)"
-_INTERNATIONAL_END = r"(?:[^\w.:@]|[.:](?:\s|$)|$)"  # a path segment too: /users/+60…/x
+# an extension may follow (x924, ext 12); a logged "\n" escape may come before
+_PHONE_END = r"(?:[^\w.:/@]|[.:](?:\s|$)|x\d|$)"
+_INTERNATIONAL_END = r"(?:[^\w.:@]|[.:](?:\s|$)|x\d|$)"  # a path segment too: /users/+60…/x
 PHONE_TRIGGER = (
-    rf"(?:(?:^|[^\w+])(?:\+|%2[Bb])\d[\d \-().]{{4,16}}\d{_INTERNATIONAL_END}"
-    rf"|(?:^|[^\w.@/+-])(?:\(\d|0\d)[\d \-().]{{4,16}}\d{_PHONE_END})"
+    rf"(?:(?:^|[^\w+]|\\[nrt])(?:\+|%2[Bb])\d[\d \-().]{{4,16}}\d{_INTERNATIONAL_END}"
+    rf"|(?:^|[^\w.@/+-]|\\[nrt])(?:\(\d|0\d)[\d \-().]{{4,16}}\d{_PHONE_END}"
+    # North American numbers have no trunk prefix: 623-991-6122, 283.393.8729 (read only
+    # when US or CA is among the regions)
+    rf"|(?:^|[^\w.@/+-]|\\[nrt])[2-9]\d\d(?:-[2-9]\d\d-|\.[2-9]\d\d\.)\d{{4}}{_PHONE_END})"
 )
 # Country-code digits without ``+`` (``msisdn=60123456789``, logfmt, ``key: value``) are read
 # as a number only after a key that says phone: bare digit runs are too often ids, amounts and

@@ -24,6 +24,7 @@ import re
 from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from operator import itemgetter
+from urllib.parse import quote
 
 import hyperscan
 import phonenumbers
@@ -75,8 +76,9 @@ _DIGIT_BLIND_KEY_KINDS = (None, "message")  # what these keys tell never rests o
 # a word or "+", else not glued to words, decimals, dates, UUIDs or paths (ASCII word
 # characters only: a number between Chinese characters counts).
 _PHONE_CANDIDATE = re.compile(
-    r"(?:(?<![A-Za-z0-9_+])(?:\+|%2[Bb])|(?<![A-Za-z0-9_.@/+%-])(?:00)?)"
-    r"\(?\d[\d \-().]{5,18}\d(?![A-Za-z0-9_@]|[.:]\w|-\d)"
+    r"(?:(?:(?<=\\[nrt])|(?<![A-Za-z0-9_+]))(?:\+|%2[Bb])"
+    r"|(?:(?<=\\[nrt])|(?<![A-Za-z0-9_.@/+%-]))(?:00)?)"
+    r"\(?\d[\d \-().]{5,18}\d(?![A-Za-wyz0-9_@]|x(?!\d)|[.:]\w|-\d)"
 )
 _KEYED_DIGITS = re.compile(
     r"(?i)(?<![\w\"'])(?:" + "|".join(PHONE_KEYS) + r")\s{0,2}[=:]\s{0,2}[\"']?"
@@ -88,6 +90,7 @@ _JSON_VALUE = re.compile(r'\s*(?:"((?:[^"\\\n]|\\.){0,65536})"|(-?\d[\d.eE+-]{0,
 _EMBEDDED_VALUE = re.compile(r'\s*(?:\\"(.{0,65536}?)\\"|(-?\d[\d.eE+-]{0,40}))')
 _DECODER = json.JSONDecoder()
 _PLUS_ENCODED = re.compile(r"^%2[Bb]")
+_NANP = re.compile(r"^[2-9]\d\d([-.])[2-9]\d\d\1\d{4}(?:x\d+)?$")
 # Where most fields of a block are new (a dump of distinct records, not a service's log), the
 # lines holding them are read the slow way, a line at a time: cheaper than field by field when
 # the cache cannot help, and the same answers.
@@ -131,7 +134,7 @@ class Classifier:
         """Every entity in ``text``; ``key`` (a record's field name) adds context."""
         text = text[:MAX_TEXT_CHARS]
         if not key:
-            return self._scan_batch([text])[0]
+            return self._scan_decoding([text])[0]
         line = f"{key}: {text}"
         return _in_value(self._scan_batch([line])[0], len(line) - len(text), text, key)
 
@@ -152,9 +155,24 @@ class Classifier:
         return found
 
     def scan_lines(self, lines: Iterable[str]) -> Iterator[list[EntityMatch]]:
-        """One list of matches per line of plain text, scanning batches of lines in one pass."""
+        """One list of matches per line of plain text, scanning batches of lines in one pass.
+        A line with percent-encoding (a URL's query) is read decoded too; what is found there
+        is mapped back onto the encoded text, its mask encoded the same way."""
         for batch in _batches(lines):
-            yield from self._scan_batch(batch)
+            yield from self._scan_decoding(batch)
+
+    def _scan_decoding(self, batch: list[str]) -> list[list[EntityMatch]]:
+        """:meth:`_scan_batch`, each line with percent-encoding read decoded as well."""
+        decoded = [_percent_decoded(line) for line in batch]
+        extra = [d for d in decoded if d is not None]
+        found = self._scan_batch(batch + [text for text, _ in extra])
+        more = iter(found[len(batch) :])
+        out = []
+        for line, plain, matches in zip(batch, decoded, found, strict=False):
+            if plain is not None:
+                matches = _resolve(matches + _mapped(next(more), line, plain[1]))
+            out.append(matches)
+        return out
 
     def scan_json_lines(self, lines: Iterable[str]) -> Iterator[list[EntityMatch]]:
         """One list of matches per JSON line, spans indexing the raw line; the fast path.
@@ -377,6 +395,9 @@ class Classifier:
             return None
         international = candidate.startswith(("+", "00"))
         if not international and not candidate.startswith(("0", "(")):
+            if _NANP.match(candidate) and (nanp := [r for r in self.regions if r in ("US", "CA")]):
+                number = phonenumbers.parse(candidate, nanp[0])
+                return mask_phone(number) if phonenumbers.is_valid_number(number) else None
             return None
         for region in self.regions:
             try:
@@ -432,6 +453,39 @@ def _matches(
         if match is not None:
             searched = match.end()
             yield match
+
+
+_PERCENT = re.compile(r"%([0-7][0-9A-Fa-f])")  # ASCII only: bytes of UTF-8 stay encoded
+
+
+def _percent_decoded(line: str) -> tuple[str, list[int]] | None:
+    """``line`` with its ASCII %XX escapes decoded, and for each decoded character where it
+    starts in ``line`` (one more entry: the end); None when there is nothing to decode."""
+    if "%" not in line or not _PERCENT.search(line):
+        return None
+    out: list[str] = []
+    where: list[int] = []
+    cursor = 0
+    for escape in _PERCENT.finditer(line):
+        out.append(line[cursor : escape.start()])
+        where.extend(range(cursor, escape.start()))
+        out.append(chr(int(escape[1], 16)))
+        where.append(escape.start())
+        cursor = escape.end()
+    out.append(line[cursor:])
+    where.extend(range(cursor, len(line) + 1))
+    return "".join(out), where
+
+
+def _mapped(matches: list[EntityMatch], line: str, where: list[int]) -> list[EntityMatch]:
+    """Matches in a decoded line, onto the encoded one (masks encoded where it was)."""
+    out = []
+    for m in matches:
+        start, end = where[m.start], where[m.end]
+        encoded = "%" in line[max(0, start - 3) : end + 3]  # inside a URL: keep it one
+        masked = quote(m.masked, safe="*<>,()") if encoded else m.masked
+        out.append(EntityMatch(m.entity, start, end, masked, m.confidence, m.why))
+    return out
 
 
 def _context(block: str, start: int, json_lines: bool) -> str:

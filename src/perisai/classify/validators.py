@@ -30,7 +30,8 @@ def digits_of(value: str) -> str:
 
 
 def credit_card(value: str) -> bool:
-    """Luhn and a real issuer range (Visa, Mastercard, Amex, Discover, JCB, UnionPay, Diners)."""
+    """Luhn and a real issuer range (Visa, Mastercard, Amex, Discover, JCB, UnionPay, Diners
+    Club's 36, 38 and 300-305)."""
     number = digits_of(value)
     if not 13 <= len(number) <= 19 or not luhn.is_valid(number):
         return False
@@ -45,7 +46,8 @@ def credit_card(value: str) -> bool:
         or ((number.startswith("6011") or number.startswith("65")) and len(number) >= 16)
         or (3528 <= four <= 3589 and len(number) >= 16)
         or (number.startswith("62") and len(number) >= 16)
-        or (two in (36, 38) and len(number) == 14)
+        or ((two in (36, 38) or 300 <= int(number[:3]) <= 305) and len(number) == 14)
+        or (number[:4] in ("2131", "1800") and len(number) == 15)  # JCB's 15-digit ranges
     )
 
 
