@@ -118,6 +118,7 @@ async def test_exposed_broker_is_critical_with_personal_data_and_the_ransom_note
     assert "CONNECT without username accepted" in evidence
     assert f"{RETAINED + 1} retained" in evidence
     assert "mosquitto version 2." in evidence  # from $SYS/broker/version
+    assert "stores message content in clear" in evidence  # said plainly, as in the breach
     assert "chat/#: 40 messages (40 retained)" in evidence
     assert re.search(r"\+\d+ [\d*]+", evidence), "phone numbers appear masked"
     [note] = [f for f in findings if f.rule == "compromise.ransom-note"]

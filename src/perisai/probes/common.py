@@ -128,6 +128,16 @@ def profile_evidence(profile: DataProfile) -> list[Evidence]:
             f"personal data: {entity_summary(profile.entities)}"
         )
     ]
+    messages = profile.entities.get("MESSAGE_BODY", 0)
+    if messages:
+        # the breach perisai was built for: an "end-to-end encrypted" app logging messages
+        lines.append(
+            Evidence(
+                f"stores message content in clear: {messages} message bodies in the "
+                f"{profile.records_sampled} sampled records (whatever the app says about "
+                "encryption, these are readable here)"
+            )
+        )
     lines.extend(Evidence(f"e.g. {ex}") for ex in profile.spread_examples(MAX_EXAMPLES_IN_EVIDENCE))
     return lines
 
