@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from perisai.classify import Classifier
+from perisai.classify.files import profile_file
 from perisai.redact import Redactor, redact_lines
 from tests.clirun import perisai
 
@@ -183,3 +184,21 @@ def test_regions_are_given_as_a_list(tmp_path: Path) -> None:
     assert "581-8190" not in result.stdout and "749-036" not in result.stdout
     bad = perisai("redact", "--region", "MY,XX", str(log))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "'XX'" in bad.stderr
+
+
+def test_a_csv_without_header_gets_column_types_from_its_values(tmp_path: Path) -> None:
+    """No header: each column is named for what most of its values are, so bare msisdn
+    digits, coordinates and IMEIs are read as under such keys; a column of amounts is not."""
+    rows = [
+        f"{n},6012{1000000 + n * 7919},3.{14120 + n},101.{68650 + n},490154203237518,{n * 3}.50,ok"
+        for n in range(50)
+    ]
+    path = tmp_path / "export.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    profile = profile_file(path, Classifier(("MY",)))
+    assert profile.records == 50
+    assert profile.entities == {"PHONE": 50, "GEO_COORDINATE": 100, "IMEI": 50}
+    with_header = tmp_path / "named.csv"
+    with_header.write_text("name,phone\nSiti Aminah,+60123456789\n", encoding="utf-8")
+    named = profile_file(with_header, Classifier(("MY",)))
+    assert named.records == 1 and named.entities == {"PERSON": 1, "PHONE": 1}

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import itertools
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -16,9 +18,12 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
+from stdnum import imei
+
 from perisai.bounded import DecompressionCapped, not_a_regular_file, open_binary
 from perisai.classify import jsonfields
 from perisai.classify.engine import Classifier
+from perisai.classify.keyhints import from_kind
 from perisai.classify.match import EntityMatch, FieldMatches
 from perisai.findings import EXAMPLES_PER_ENTITY
 
@@ -131,7 +136,7 @@ def profile_file(
                 return profile
             text = io.TextIOWrapper(binary, encoding="utf-8", errors="replace", newline="")
             reader = _CountingLines(text, on_bytes)
-            _profile_csv(reader, classifier, profile)
+            _profile_csv(reader, classifier, profile, head.decode("utf-8", "replace"))
             profile.bytes_read = reader.bytes
     except DecompressionCapped as error:
         profile.skipped = f"{error}; what was read before it is counted"
@@ -282,6 +287,61 @@ def _line_blocks(
         yield carry
 
 
-def _profile_csv(lines: Iterable[str], classifier: Classifier, profile: FileProfile) -> None:
-    for row in csv.DictReader(lines):
-        _count(profile, (m for _, m in classifier.scan_record(dict(row))))
+def _profile_csv(
+    lines: Iterable[str], classifier: Classifier, profile: FileProfile, head: str = ""
+) -> None:
+    """Rows as records keyed by their header; a file without one (the stdlib's sniffer says)
+    gets column names from what each column holds across its first rows, so a column of
+    bare msisdn digits or coordinates is read as the record walk reads such keys."""
+    rows = csv.reader(lines)
+    top = next(rows, None)
+    if top is None:
+        return
+    try:
+        sniffed = csv.Sniffer().has_header(head) if head.strip() else True
+    except csv.Error:
+        sniffed = True
+    first: list[list[str]] = []
+    if sniffed or (top and all(_HEADERISH.match(cell) for cell in top)):
+        header = top  # the sniffer's guess, or every cell a short name (it misses on few rows)
+    else:
+        first = [top, *itertools.islice(rows, INFER_ROWS - 1)]
+        header = infer_columns(first)
+    for row in itertools.chain(first, rows):
+        record = {
+            header[n] if n < len(header) else f"column{n + 1}": value for n, value in enumerate(row)
+        }
+        _count(profile, (m for _, m in classifier.scan_record(record)))
+
+
+INFER_ROWS = 200  # rows a header-less CSV's column types are read from
+_HEADERISH = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,40}$")
+INFER_SHARE = 0.8  # the share of a column's values that must fit a kind
+
+
+def infer_columns(rows: list[list[str]]) -> list[str]:
+    """A name per column that tells what most of its values are (``msisdn``, ``lat``,
+    ``imei``, ``body``, ``name``), else ``columnN``: the key context a header would give."""
+    width = max((len(row) for row in rows), default=0)
+    names = []
+    for n in range(width):
+        values = [row[n].strip() for row in rows if n < len(row) and row[n].strip()]
+        names.append(_column_kind(values) or f"column{n + 1}")
+    return names
+
+
+def _column_kind(values: list[str]) -> str | None:
+    if not values:
+        return None
+    tests: tuple[tuple[str, Callable[[str], bool]], ...] = (
+        ("imei", lambda v: len(v) == 15 and v.isdigit() and imei.is_valid(v)),
+        ("msisdn", lambda v: bool(from_kind(v, "phone"))),
+        ("lat", lambda v: bool(from_kind(v, "lat"))),
+        ("lon", lambda v: bool(from_kind(v, "lon"))),
+        ("name", lambda v: bool(from_kind(v, "person"))),
+        ("body", lambda v: bool(from_kind(v, "message"))),
+    )
+    for name, fits in tests:
+        if sum(map(fits, values)) >= INFER_SHARE * len(values):
+            return name
+    return None
