@@ -27,24 +27,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # tests.api_targets: the framework targets the tests use
 
-from tests.api_targets import FLAWS, audit_args, reaches_only_sinks, start_target  # noqa: E402
+from tests.api_targets import FLAWS, TWIN_FLAWS, audit_args, reaches_only_sinks, start_target  # noqa: E402
 
 from perisai.lab.api_server import KNOWN_ACCOUNT, start_api_server  # noqa: E402
 from perisai.lab.instances import free_port  # noqa: E402
 
 OFFAT = ROOT / ".venv-bench" / "bin" / "offat"
 PERISAI = ROOT / ".venv" / "bin" / "perisai"
-TWIN_FLAWS = frozenset(
-    {
-        "api.otp-send-unlimited",
-        "api.otp-send-any-recipient",
-        "api.otp-verify-bruteforce",
-        "api.otp-in-response",
-        "api.account-enumeration",
-        "api.mail-relay",
-        "api.no-challenge",
-    }
-)
 ISSUES = {
     "api.otp-send-unlimited": ("rate limit", "rate-limit", "bombing", "resource consumption"),
     "api.otp-send-any-recipient": ("any recipient", "sms pumping"),

@@ -16,17 +16,10 @@ from perisai.findings import ScanReport
 from perisai.lab.api_server import KNOWN_ACCOUNT, LAB_TOKEN, ApiInstance, start_api_server
 from perisai.lab.instances import free_port
 from perisai.report import ReportFormat, get_reporter
+from tests.api_targets import TWIN_FLAWS
 from tests.clirun import perisai
 
-RULES = {
-    "api.otp-send-unlimited",
-    "api.otp-send-any-recipient",
-    "api.otp-verify-bruteforce",
-    "api.otp-in-response",
-    "api.account-enumeration",
-    "api.mail-relay",
-    "api.no-challenge",
-}
+RULES = TWIN_FLAWS  # every check but login enumeration fires on the vulnerable twin
 
 Twin = Callable[..., tuple[ApiInstance, int]]
 

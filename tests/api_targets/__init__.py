@@ -40,6 +40,7 @@ __all__ = [
     "FLAWS",
     "SINK_EMAIL",
     "SINK_PHONE",
+    "TWIN_FLAWS",
     "RunningTarget",
     "audit_args",
     "reaches_only_sinks",
@@ -51,6 +52,19 @@ SINK_PHONE = "+447700900555"  # Ofcom's drama range: never a real subscriber
 START_TIMEOUT = 60.0
 HERE = Path(__file__).parent
 ROOT = HERE.parent.parent
+
+# What the lab's vulnerable API twin (src/perisai/lab/api_server.py) gets wrong
+TWIN_FLAWS = frozenset(
+    {
+        "api.otp-send-unlimited",
+        "api.otp-send-any-recipient",
+        "api.otp-verify-bruteforce",
+        "api.otp-in-response",
+        "api.account-enumeration",
+        "api.mail-relay",
+        "api.no-challenge",
+    }
+)
 
 # What each vulnerable configuration gets wrong, as its framework's settings make it (the
 # hardened configurations get nothing wrong that perisai checks).

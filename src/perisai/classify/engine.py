@@ -376,14 +376,7 @@ class Classifier:
         bare = re.sub(r"[ -]", "", digits)
         if len(bare) >= 10 and (masked := self._phone_cache("+" + bare)):
             return masked
-        for region in self.regions:
-            try:
-                number = phonenumbers.parse(digits, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(number):
-                return mask_phone(number)
-        return None
+        return _valid_mask(digits, self.regions)
 
     def _phone_in(self, candidate: str) -> str | None:
         """The mask of ``candidate`` if it is a valid number in one of the regions.
@@ -396,19 +389,22 @@ class Classifier:
         international = candidate.startswith(("+", "00"))
         if not international and not candidate.startswith(("0", "(")):
             if _NANP.match(candidate) and (nanp := [r for r in self.regions if r in ("US", "CA")]):
-                number = phonenumbers.parse(candidate, nanp[0])
-                return mask_phone(number) if phonenumbers.is_valid_number(number) else None
+                return _valid_mask(candidate, nanp[:1])
             return None
-        for region in self.regions:
-            try:
-                number = phonenumbers.parse(candidate, region)
-            except phonenumbers.NumberParseException:
-                continue
-            if phonenumbers.is_valid_number(number):
-                return mask_phone(number)
-            if international:
-                return None  # the country code fixed it: other regions will not help
-        return None
+        # with a country code the first region decides: the others will not read it otherwise
+        return _valid_mask(candidate, self.regions[:1] if international else self.regions)
+
+
+def _valid_mask(text: str, regions: tuple[str, ...] | list[str]) -> str | None:
+    """The mask of ``text`` read as a number of the first region where it is valid."""
+    for region in regions:
+        try:
+            number = phonenumbers.parse(text, region)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return mask_phone(number)
+    return None
 
 
 def _extract(

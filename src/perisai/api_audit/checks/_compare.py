@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from perisai.api_audit.context import AuditContext, BudgetExhausted, random_like
-from perisai.api_audit.interface import Exchange, FieldKind, Operation
+from perisai.api_audit.interface import CheckResult, Exchange, FieldKind, Operation
 
 __all__ = ["Comparison", "compare_accounts"]
 
@@ -32,6 +32,15 @@ class Comparison:
     @property
     def told_apart(self) -> bool:
         return bool(self.differences)
+
+    def verdict(self, rule: str, op: Operation, same: str, apart: str) -> CheckResult:
+        """The check's result: ``apart`` with the differences when the answers told the
+        accounts apart, else not vulnerable, ``same`` (uniform answers); timing appended."""
+        if not self.told_apart:
+            summary = f"{same} (uniform answers){self.timing}"
+            return CheckResult(rule, op, False, summary, self.lines, "uniform answers")
+        summary = f"{apart}: {'; '.join(self.differences)}{self.timing}"
+        return CheckResult(rule, op, True, summary, self.lines)
 
 
 def _flat(text: str, identifier: str) -> dict[str, str]:

@@ -64,21 +64,12 @@ class AccountEnumeration(Check):
         compared = await compare_accounts(op, ctx, field.name, known, account_kind(known))
         if isinstance(compared, str):
             return CheckSkipped(RULE.id, op, compared)
-        if not compared.told_apart:
-            return CheckResult(
-                RULE.id,
-                op,
-                False,
-                "the known account and made-up identifiers got the same answer "
-                f"(uniform answers){compared.timing}",
-                compared.lines,
-                "uniform answers",
-            )
-        summary = (
-            f"the known account {mask_value(known)} and made-up identifiers are told apart: "
-            f"{'; '.join(compared.differences)}{compared.timing}"
+        return compared.verdict(
+            RULE.id,
+            op,
+            "the known account and made-up identifiers got the same answer",
+            f"the known account {mask_value(known)} and made-up identifiers are told apart",
         )
-        return CheckResult(RULE.id, op, True, summary, compared.lines)
 
 
 def identifier_field(op: Operation, known: str) -> Param | None:

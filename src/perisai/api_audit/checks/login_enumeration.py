@@ -70,18 +70,10 @@ class LoginEnumeration(Check):
         )
         if isinstance(compared, str):
             return CheckSkipped(RULE.id, op, compared)
-        if not compared.told_apart:
-            return CheckResult(
-                RULE.id,
-                op,
-                False,
-                "a wrong password got the same answer for the known account and made-up ones "
-                f"(uniform answers){compared.timing}",
-                compared.lines,
-                "uniform answers",
-            )
-        summary = (
+        return compared.verdict(
+            RULE.id,
+            op,
+            "a wrong password got the same answer for the known account and made-up ones",
             f"a wrong password for the known account {mask_value(known)} and for made-up "
-            f"accounts are told apart: {'; '.join(compared.differences)}{compared.timing}"
+            "accounts are told apart",
         )
-        return CheckResult(RULE.id, op, True, summary, compared.lines)
