@@ -202,3 +202,17 @@ def test_a_csv_without_header_gets_column_types_from_its_values(tmp_path: Path) 
     with_header.write_text("name,phone\nSiti Aminah,+60123456789\n", encoding="utf-8")
     named = profile_file(with_header, Classifier(("MY",)))
     assert named.records == 1 and named.entities == {"PERSON": 1, "PHONE": 1}
+
+
+def test_a_csv_column_whose_name_tells_nothing_is_judged_by_its_values(tmp_path: Path) -> None:
+    """A header of ``note``/``comment`` says nothing; prose in most of the column's values
+    makes it a column of messages. A column of short codes under such a name stays alone,
+    and a named column (``phone``) keeps its own name."""
+    rows = ["id,note,comment,phone"] + [
+        f"{n},I will pick you up at the station at {n % 12 + 1} pm,OK{n},0123456789"
+        for n in range(30)
+    ]
+    path = tmp_path / "support.csv"
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    profile = profile_file(path, Classifier(("MY",)))
+    assert profile.entities == {"MESSAGE_BODY": 30, "PHONE": 30}

@@ -114,6 +114,33 @@ def _geo_pair_in_prose(value: str) -> bool:
     return _geo_pair(value) and not (abs(float(lat_text)) < 1 and abs(float(lon_text)) < 1)
 
 
+# "code" in a compound name is some other number: a Vonage receipt's network-code=23410, an
+# error_code, a zip code (the lookbehinds stand right before the word)
+_NOT_A_CODE_KIND = "".join(
+    f"(?<!{word}[-_ ])"
+    for word in (
+        "network",
+        "error",
+        "err",
+        "status",
+        "country",
+        "area",
+        "zip",
+        "postal",
+        "response",
+        "exit",
+        "reason",
+        "return",
+        "http",
+        "product",
+        "item",
+        "promo",
+        "discount",
+        "voucher",
+    )
+)
+
+
 def _not_a_year(value: str) -> bool:
     """A code written before its word: not a year ("2024 code review")."""
     return not (len(value) == 4 and value[:2] in ("19", "20"))
@@ -504,7 +531,7 @@ DETECTORS: tuple[Detector, ...] = (
         r"[\"']?\s*[:=]",
         re.compile(
             r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|"
-            r"auth[_-]?token)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;]{8,200})"
+            r"auth[_-]?token)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;&]{8,200})"  # & ends a query's
         ),
         _high_entropy,
         group=1,
@@ -522,8 +549,8 @@ DETECTORS: tuple[Detector, ...] = (
         rf"(?:\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod|kode)\b|{_CODE_WORDS_CJK})"
         rf"[^0-9\n\"]{{0,30}}\d{{4,8}}{_NOT_BEFORE_ALNUM}",
         re.compile(
-            r"(?i)(?:\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod|kode)\b|"
-            rf"{_CODE_WORDS_CJK})"
+            rf"(?i)(?:\b(?:otp|tac|{_NOT_A_CODE_KIND}code|pin|passcode|verification|pengesahan|"
+            rf"kod|kode)\b|{_CODE_WORDS_CJK})"
             r"[^0-9\n\"]{0,30}?(?<![\d.])(\d{4,8})(?![\dA-Za-z]|[.,]\d)"
         ),
         _always,
@@ -659,6 +686,34 @@ DETECTORS: tuple[Detector, ...] = (
         confidence=0.7,
     ),
     Detector(
+        # Telegram Desktop's HTML export: the message on the line after <div class="text">
+        # (or on the same line, as other exporters write it)
+        "MESSAGE_BODY",
+        "telegram-html-text",
+        r'<div class="text">',
+        re.compile(r'<div class="text">[ \t]*\n?[ \t]*([^\n]{1,4096}?)[ \t]*(?:</div>|$)', re.M),
+        _chat_text,
+        group=1,
+        before=20,
+        after=4200,
+        one_per_hit=True,
+        confidence=0.85,
+    ),
+    Detector(
+        "PERSON",
+        "telegram-html-sender",
+        r'<div class="from_name">',
+        re.compile(
+            r'<div class="from_name">[ \t]*\n?[ \t]*([^\n<]{1,80}?)[ \t]*(?:</div>|$)', re.M
+        ),
+        _sender_name,
+        group=1,
+        before=24,
+        after=110,
+        one_per_hit=True,
+        confidence=0.7,
+    ),
+    Detector(
         "GEO_COORDINATE",
         "lat-lon-pair",
         rf"\d\.\d{{4,}}\s*,\s*-?\d{{1,3}}\.\d{{4,}}{_NOT_BEFORE_DIGIT}",
@@ -675,11 +730,11 @@ DETECTORS: tuple[Detector, ...] = (
         # JSON keys are read by the key hints
         "GEO_COORDINATE",
         "lat-lon-key",
-        r"(?:^|[^a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}-?\d{1,3}\.\d{3,}"
+        r"(?:^|[^a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}-?\d{1,3}\.\d+"
         rf"{_NOT_BEFORE_DIGIT}",
         re.compile(
             r"(?i)(?<![a-z0-9_\"])(?:lat|lng|lon|long|latitude|longitude)\s{0,2}[=:]\s{0,2}"
-            r"(-?\d{1,3}\.\d{3,})(?![\d.])"
+            r"(-?\d{1,3}\.\d+)(?![\d.])"  # any decimals, as under a JSON key
         ),
         _degrees,
         group=1,
@@ -718,6 +773,89 @@ PRIORITY = {
     "MESSAGE_BODY": 11,
     "PERSON": 12,
 }
+
+# Personal ID numbers that python-stdnum validates, per region, read after a word that names
+# one ("SSN:", "personnummer", "PESEL") for the regions the classifier is given: the
+# number's own check (a date, a check digit) and the word decide, never the shape alone.
+NATIONAL_ID_MODULES = {
+    "BE": ("be.nn",),
+    "BR": ("br.cpf",),
+    "CA": ("ca.sin",),
+    "CN": ("cn.ric",),
+    "CZ": ("cz.rc",),
+    "DK": ("dk.cpr",),
+    "EE": ("ee.ik",),
+    "ES": ("es.dni", "es.nie"),
+    "FI": ("fi.hetu",),
+    "FR": ("fr.nir",),
+    "ID": ("id.nik",),
+    "IN": ("in_.aadhaar",),
+    "IS": ("is_.kennitala",),
+    "IT": ("it.codicefiscale",),
+    "MY": ("my.nric",),
+    "NL": ("nl.bsn",),
+    "NO": ("no.fodselsnummer",),
+    "PL": ("pl.pesel",),
+    "SE": ("se.personnummer",),
+    "TH": ("th.pin",),
+    "US": ("us.ssn",),
+    "ZA": ("za.idnr",),
+}
+ID_WORDS = (
+    "ssn",
+    "social security",
+    "social insurance",
+    "sin number",
+    "national id",
+    "national identity",
+    "identity number",
+    "identity no",
+    "id number",
+    "id no",
+    "personal number",
+    "personal id",
+    "personnummer",
+    "personnr",
+    "cpr",
+    "cpr-nr",
+    "hetu",
+    "henkilötunnus",
+    "pesel",
+    "cpf",
+    "nir",
+    "sécurité sociale",
+    "securite sociale",
+    "fødselsnummer",
+    "fodselsnummer",
+    "kennitala",
+    "isikukood",
+    "rodné číslo",
+    "rodne cislo",
+    "bsn",
+    "burgerservicenummer",
+    "rijksregisternummer",
+    "dni",
+    "codice fiscale",
+    "nik",
+    "ktp",
+    "nric",
+    "mykad",
+    "aadhaar",
+    "id card",
+    "citizen id",
+)
+_ID_ALTERNATIVES = "|".join(re.escape(word).replace("\\ ", "[ _-]") for word in ID_WORDS)
+ID_WORD_TRIGGER = rf"(?:^|[^a-z0-9])(?:{_ID_ALTERNATIVES})[^0-9\n\"]{{0,30}}\d"
+# the number after its word: a run of digits (letters as some check characters are), with
+# the separators IDs are printed with, and one group after a blank (France's NIR key)
+ID_AFTER_WORD = re.compile(
+    rf"(?i)(?<![a-z0-9])(?:{_ID_ALTERNATIVES})(?![a-z0-9])[^0-9\n\"]{{0,30}}?(?<![\w.-])"
+    r"(\d[\dA-Za-z.\-/+]{1,20}(?: \d{2,4}){0,3})(?![\w])"
+)
+ID_WORD_BEFORE = re.compile(
+    rf"(?i)(?<![a-z0-9])(?:{_ID_ALTERNATIVES})(?![a-z0-9])[^0-9\n\"]{{0,30}}$"
+)
+
 
 # Phone numbers are found by phonenumbers' own matcher, run only near digit runs like these.
 # International (``+`` or its URL encoding ``%2B``) after anything but a word or another
@@ -766,3 +904,44 @@ PHONE_KEYED_TRIGGER = (
     + "|".join(PHONE_KEYS)
     + r")\s{0,2}[=:]\s{0,2}[\"']?\d[\d -]{6,16}\d(?:[^\w.]|$)"
 )  # not a quoted JSON key: those are read by the JSON key triggers
+# A number written the national way after a word that says phone ("You can call 779 021
+# 982", "ring me on 914 54 925"): how people write them where the plan has no trunk prefix
+# (Spain, Norway, Estonia, Uruguay), valid for one of the classifier's regions.
+PHONE_WORDS = (
+    "call",
+    "calls",
+    "called",
+    "calling",
+    "phone",
+    "phoned",
+    "tel",
+    "telephone",
+    "mobile",
+    "cell",
+    "cellphone",
+    "fax",
+    "whatsapp",
+    "sms",
+    "text me",
+    "reach me",
+    "ring",
+    "contact",
+    "hubungi",
+    "telefon",
+    "telepon",
+    "nombor",
+    "nomor hp",
+    "no hp",
+    "handphone",
+)
+_PHONE_ALTERNATIVES = "|".join(re.escape(word).replace("\\ ", " ") for word in PHONE_WORDS)
+PHONE_WORD_TRIGGER = (
+    rf"(?:^|[^a-z0-9_])(?:{_PHONE_ALTERNATIVES})[^0-9\n\"]{{0,16}}\d[\d \-.]{{5,14}}\d"
+    r"(?:[^\w.]|$)"
+)
+PHONE_AFTER_WORD = re.compile(
+    rf"(?i)(?<![a-z0-9_])(?:{_PHONE_ALTERNATIVES})(?![a-z0-9_])([^0-9\n\"]{{0,16}}?)"
+    r"(?<![\w+.-])(\d[\d \-.]{5,14}\d)(?![\w.]|-\d)"
+)
+# between the word and the number: a code's word makes it a code ("call with PIN 5509 3109")
+CODE_WORD = re.compile(r"(?i)(?<![a-z])(?:otp|pin|code|tac|kod|kode|passcode)(?![a-z])")

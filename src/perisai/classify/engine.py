@@ -18,10 +18,11 @@ as the record walk would, and cached by its raw bytes: a service's log repeats i
 from __future__ import annotations
 
 import bisect
+import importlib
 import itertools
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
 from operator import itemgetter
 from urllib.parse import quote
@@ -32,11 +33,18 @@ import phonenumbers
 from perisai.classify import jsonfields
 from perisai.classify.detectors import (
     ALWAYS_VALID,
+    CODE_WORD,
     CONTEXT_CHARS,
     DETECTORS,
+    ID_AFTER_WORD,
+    ID_WORD_BEFORE,
+    ID_WORD_TRIGGER,
+    NATIONAL_ID_MODULES,
+    PHONE_AFTER_WORD,
     PHONE_KEYED_TRIGGER,
     PHONE_KEYS,
     PHONE_TRIGGER,
+    PHONE_WORD_TRIGGER,
     PRIORITY,
     Detector,
 )
@@ -58,7 +66,9 @@ BATCH_LINES = 1 << 14  # and at most this many lines (per-line lists cost memory
 WINDOW_SLACK = 2  # a trigger's end lies past the boundary character after its value
 _PHONE_ID = len(DETECTORS)
 _PHONE_KEYED_ID = _PHONE_ID + 1  # country-code digits without "+", after a phone key
-_FIRST_KEY_ID = _PHONE_ID + 2  # then one trigger per kind of telling JSON key
+_ID_WORD_ID = _PHONE_ID + 2  # a personal ID number after a word that names one
+_PHONE_WORD_ID = _PHONE_ID + 3  # national digits after a word that says phone
+_FIRST_KEY_ID = _PHONE_ID + 4  # then one trigger per kind of telling JSON key
 _WHOLE_VALUE = ("MESSAGE_BODY", "PERSON")  # may overlap other entities: both are kept
 # The trigger whose fields are remembered by template (``jsonfields.template_of``): the
 # one-time code's, while its extraction, context and mask see digits only as a class.
@@ -77,7 +87,7 @@ _DIGIT_BLIND_KEY_KINDS = (None, "message")  # what these keys tell never rests o
 # characters only: a number between Chinese characters counts).
 _PHONE_CANDIDATE = re.compile(
     r"(?:(?:(?<=\\[nrt])|(?<![A-Za-z0-9_+]))(?:\+|%2[Bb])"
-    r"|(?:(?<=\\[nrt])|(?<![A-Za-z0-9_.@/+%-]))(?:00)?)"
+    r"|(?:(?<=\\[nrt])|(?<![A-Za-z0-9_.@/+%-])(?<!\d:))(?:00)?)"  # not a time's seconds
     r"\(?\d[\d \-().]{5,18}\d(?![A-Za-wyz0-9_@]|x(?!\d)|[.:]\w|-\d)"
 )
 _KEYED_DIGITS = re.compile(
@@ -91,6 +101,12 @@ _EMBEDDED_VALUE = re.compile(r'\s*(?:\\"(.{0,65536}?)\\"|(-?\d[\d.eE+-]{0,40}))'
 _DECODER = json.JSONDecoder()
 _PLUS_ENCODED = re.compile(r"^%2[Bb]")
 _NANP = re.compile(r"^[2-9]\d\d([-.])[2-9]\d\d\1\d{4}(?:x\d+)?$")
+# A date is no number, whatever a region's plan allows: 02.05.2024, 02-05-24, 2024-05-02
+_DATE = re.compile(
+    r"^(?:(?:0?[1-9]|[12]\d|3[01])([./-])(?:0?[1-9]|1[0-2])\1(?:\d{4}|\d{2})"
+    r"|(?:0?[1-9]|1[0-2])([./-])(?:0?[1-9]|[12]\d|3[01])\2(?:\d{4}|\d{2})"
+    r"|\d{4}([./-])(?:0?[1-9]|1[0-2])\3(?:0?[1-9]|[12]\d|3[01]))$"
+)
 # Where most fields of a block are new (a dump of distinct records, not a service's log), the
 # lines holding them are read the slow way, a line at a time: cheaper than field by field when
 # the cache cannot help, and the same answers.
@@ -109,9 +125,10 @@ class Classifier:
 
     def __init__(self, regions: tuple[str, ...] = ("MY",)) -> None:
         self.regions = regions or ("MY",)
-        expressions = [d.gated_trigger for d in DETECTORS] + [PHONE_TRIGGER, PHONE_KEYED_TRIGGER]
+        expressions = [d.gated_trigger for d in DETECTORS]
+        expressions += [PHONE_TRIGGER, PHONE_KEYED_TRIGGER, ID_WORD_TRIGGER, PHONE_WORD_TRIGGER]
         expressions += [expression for _, expression in JSON_KEY_TRIGGERS]
-        caseless = [d.caseless or bool(d.keywords) for d in DETECTORS] + [False, True]
+        caseless = [d.caseless or bool(d.keywords) for d in DETECTORS] + [False] + [True] * 3
         caseless += [True] * len(JSON_KEY_TRIGGERS)
         self._database = hyperscan.Database()
         self._database.compile(
@@ -125,6 +142,11 @@ class Classifier:
         )
         self._phone_cache = lru_cache(maxsize=65536)(self._phone_in)  # numbers repeat in logs
         self._keyed_cache = lru_cache(maxsize=65536)(self._keyed_in)
+        self._id_checks = [
+            check for region in self.regions for check in _id_checks(region)
+        ]  # the regions' own personal ID numbers, as python-stdnum validates them
+        self._id_cache = lru_cache(maxsize=65536)(self._id_in)
+        self._national_cache = lru_cache(maxsize=65536)(self._national_in)
         self._fields = FieldCache()
         self._slow_streak = 0  # blocks read the slow way in a row (see MOSTLY_NEW)
 
@@ -316,6 +338,10 @@ class Classifier:
                 self._phones(block, ends, found)
             elif detector_id == _PHONE_KEYED_ID:
                 self._keyed_phones(block, ends, found)
+            elif detector_id == _ID_WORD_ID:
+                self._worded_ids(block, ends, found)
+            elif detector_id == _PHONE_WORD_ID:
+                self._worded_phones(block, ends, found)
             elif detector_id >= _FIRST_KEY_ID:
                 if json_lines:
                     kind = JSON_KEY_TRIGGERS[detector_id - _FIRST_KEY_ID][0]
@@ -356,21 +382,45 @@ class Classifier:
                 text = candidate.group().rstrip(" -.(")
                 if block[candidate.end() : candidate.end() + 1] == "/" and text[0] not in "+%":
                     continue  # a national-looking run in a path is more often an id
+                at = candidate.start()
+                if ID_WORD_BEFORE.search(block, max(0, at - 64), at):
+                    continue  # "social security number is 070387-1208": an ID, valid or not
                 masked = self._phone_cache(_PLUS_ENCODED.sub("+", text, count=1))
                 if masked:
-                    at = candidate.start()
                     found.append((at, at + len(text), "PHONE", masked, 0.9, "phonenumbers"))
 
     def _keyed_phones(self, block: str, ends: list[int], found: list[_Found]) -> None:
         """Digits after a phone key: country-code digits, valid with a ``+`` before them, or
         a national number of a region with no trunk prefix (Singapore's ``8127 3585``)."""
-        for start, end in _windows(ends, 30, 1, len(block)):
-            for candidate in _KEYED_DIGITS.finditer(block, start, end):
-                digits = candidate.group(1)
-                masked = self._keyed_cache(digits)
-                if masked:
-                    at = candidate.start(1)
-                    found.append((at, at + len(digits), "PHONE", masked, 0.85, "phone key"))
+        judge = self._keyed_cache
+        _read_values(block, ends, (30, 1), _KEYED_DIGITS, lambda m: judge(m[1]), found, _PHONE_KEY)
+
+    def _worded_phones(self, block: str, ends: list[int], found: list[_Found]) -> None:
+        """A national number after a word that says phone, valid in one of the regions (a
+        code's word between them makes it a code)."""
+
+        def judge(match: re.Match[str]) -> str | None:
+            return None if CODE_WORD.search(match[1]) else self._national_cache(match[2])
+
+        _read_values(block, ends, (48, 1), PHONE_AFTER_WORD, judge, found, _PHONE_WORD)
+
+    def _national_in(self, digits: str) -> str | None:
+        return None if _DATE.match(digits) else _valid_mask(digits, self.regions)
+
+    def _worded_ids(self, block: str, ends: list[int], found: list[_Found]) -> None:
+        """A personal ID number of one of the regions after a word that names one."""
+        if self._id_checks:
+            judge = self._id_cache
+            _read_values(block, ends, (80, 26), ID_AFTER_WORD, lambda m: judge(m[1]), found, _ID)
+
+    def _id_in(self, value: str) -> str | None:
+        """The mask of ``value`` if a region's ID check accepts it, or accepts it without its
+        last groups ("387 124 498" is one SIN; "1590151702659 72" a NIR with its key)."""
+        groups = value.split(" ")
+        for text in (" ".join(groups[:n]) for n in range(len(groups), 0, -1)):
+            if any(is_valid(text) for is_valid in self._id_checks):
+                return mask_text(text)
+        return None
 
     def _keyed_in(self, digits: str) -> str | None:
         bare = re.sub(r"[ -]", "", digits)
@@ -384,7 +434,7 @@ class Classifier:
         Like phonenumbers' VALID leniency, a number written without a country code must carry
         its national trunk prefix (``012-…`` in Malaysia), or be in parentheses.
         """
-        if candidate.count("(") != candidate.count(")"):
+        if candidate.count("(") != candidate.count(")") or _DATE.match(candidate):
             return None
         international = candidate.startswith(("+", "00"))
         if not international and not candidate.startswith(("0", "(")):
@@ -393,6 +443,41 @@ class Classifier:
             return None
         # with a country code the first region decides: the others will not read it otherwise
         return _valid_mask(candidate, self.regions[:1] if international else self.regions)
+
+
+@lru_cache(maxsize=64)
+def _id_checks(region: str) -> tuple[Callable[[str], bool], ...]:
+    """python-stdnum's validators of ``region``'s personal ID numbers (none: not covered)."""
+    return tuple(
+        importlib.import_module(f"stdnum.{name}").is_valid
+        for name in NATIONAL_ID_MODULES.get(region, ())
+    )
+
+
+# What a value read by :func:`_read_values` is: entity, confidence, why
+_PHONE_KEY = ("PHONE", 0.85, "phone key")
+_PHONE_WORD = ("PHONE", 0.8, "phone word")
+_ID = ("NATIONAL_ID", 0.85, "id word")
+
+
+def _read_values(
+    block: str,
+    ends: list[int],
+    reach: tuple[int, int],
+    pattern: re.Pattern[str],
+    judge: Callable[[re.Match[str]], str | None],
+    found: list[_Found],
+    what: tuple[str, float, str],
+) -> None:
+    """``pattern``'s matches in windows reaching ``reach`` (before, after) around the hits;
+    where ``judge`` masks one, its last group is a value of the entity ``what`` names."""
+    entity, confidence, why = what
+    for start, end in _windows(ends, *reach, len(block)):
+        for candidate in pattern.finditer(block, start, end):
+            masked = judge(candidate)
+            if masked:
+                at, stop = candidate.span(candidate.lastindex or 0)
+                found.append((at, stop, entity, masked, confidence, why))
 
 
 def _valid_mask(text: str, regions: tuple[str, ...] | list[str]) -> str | None:
@@ -452,13 +537,23 @@ def _matches(
 
 
 _PERCENT = re.compile(r"%([0-7][0-9A-Fa-f])")  # ASCII only: bytes of UTF-8 stay encoded
+_FORM_QUERY = re.compile(r"[?&][\w.-]{1,40}=[^\s&]*\+")  # a query value with a "+" in it
+_QUERY = re.compile(r"\?[^\s\"']+")  # a URL's query, up to the blank or quote that ends it
 
 
 def _percent_decoded(line: str) -> tuple[str, list[int]] | None:
     """``line`` with its ASCII %XX escapes decoded, and for each decoded character where it
-    starts in ``line`` (one more entry: the end); None when there is nothing to decode."""
-    if "%" not in line or not _PERCENT.search(line):
+    starts in ``line`` (one more entry: the end); None when there is nothing to decode.
+
+    In a form-encoded query a blank is written "+" (browsers do: ``call+me+at+%2B4366…``),
+    so there a "+" as written reads as a blank; one meant as a plus is still read in the
+    line as written."""
+    if ("%" not in line or not _PERCENT.search(line)) and not (
+        "+" in line and _FORM_QUERY.search(line)
+    ):
         return None
+    if _FORM_QUERY.search(line):  # "+" as a blank inside the query only, one for one
+        line = _QUERY.sub(lambda query: query[0].replace("+", " "), line)
     out: list[str] = []
     where: list[int] = []
     cursor = 0

@@ -23,7 +23,7 @@ from stdnum import imei
 from perisai.bounded import DecompressionCapped, not_a_regular_file, open_binary
 from perisai.classify import jsonfields
 from perisai.classify.engine import Classifier
-from perisai.classify.keyhints import from_kind
+from perisai.classify.keyhints import from_kind, key_kind
 from perisai.classify.match import EntityMatch, FieldMatches
 from perisai.findings import EXAMPLES_PER_ENTITY
 
@@ -290,6 +290,11 @@ def _line_blocks(
 def _profile_csv(
     lines: Iterable[str], classifier: Classifier, profile: FileProfile, head: str = ""
 ) -> None:
+    for record in csv_records(lines, head):
+        _count(profile, (m for _, m in classifier.scan_record(record)))
+
+
+def csv_records(lines: Iterable[str], head: str = "") -> Iterator[dict[str, str]]:
     """Rows as records keyed by their header; a file without one (the stdlib's sniffer says)
     gets column names from what each column holds across its first rows, so a column of
     bare msisdn digits or coordinates is read as the record walk reads such keys."""
@@ -301,17 +306,18 @@ def _profile_csv(
         sniffed = csv.Sniffer().has_header(head) if head.strip() else True
     except csv.Error:
         sniffed = True
-    first: list[list[str]] = []
     if sniffed or (top and all(_HEADERISH.match(cell) for cell in top)):
-        header = top  # the sniffer's guess, or every cell a short name (it misses on few rows)
+        # the sniffer's guess, or every cell a short name (it misses on few rows); a column
+        # whose name tells nothing (note, comment, c7) is named for what its values are
+        first = list(itertools.islice(rows, INFER_ROWS))
+        header = infer_columns(first, top)
     else:
         first = [top, *itertools.islice(rows, INFER_ROWS - 1)]
         header = infer_columns(first)
     for row in itertools.chain(first, rows):
-        record = {
+        yield {
             header[n] if n < len(header) else f"column{n + 1}": value for n, value in enumerate(row)
         }
-        _count(profile, (m for _, m in classifier.scan_record(record)))
 
 
 INFER_ROWS = 200  # rows a header-less CSV's column types are read from
@@ -319,15 +325,38 @@ _HEADERISH = re.compile(r"^[A-Za-z_][A-Za-z0-9_ .-]{0,40}$")
 INFER_SHARE = 0.8  # the share of a column's values that must fit a kind
 
 
-def infer_columns(rows: list[list[str]]) -> list[str]:
+# Names that tell a column's kind, one after another for a second column of the same kind
+_KIND_NAMES = {
+    "imei": ("imei",),
+    "msisdn": ("msisdn", "phone", "mobile", "tel"),
+    "lat": ("lat", "latitude"),
+    "lon": ("lon", "longitude", "lng"),
+    "name": ("name", "full_name", "sender_name", "recipient_name"),
+    "body": ("body", "message", "text", "msg", "content"),
+}
+
+
+def infer_columns(rows: list[list[str]], header: list[str] | None = None) -> list[str]:
     """A name per column that tells what most of its values are (``msisdn``, ``lat``,
-    ``imei``, ``body``, ``name``), else ``columnN``: the key context a header would give."""
-    width = max((len(row) for row in rows), default=0)
-    names = []
+    ``imei``, ``body``, ``name``), else ``columnN``: the key context a header would give.
+    With a ``header``, only columns whose own name tells nothing (``note``) are renamed."""
+    width = max(len(header or ()), *(len(row) for row in rows), 0)
+    names = list(header or ()) + [f"column{n + 1}" for n in range(len(header or ()), width)]
+    used = set(names)
     for n in range(width):
-        values = [row[n].strip() for row in rows if n < len(row) and row[n].strip()]
-        names.append(_column_kind(values) or f"column{n + 1}")
+        if header is not None and n < len(header) and key_kind(header[n]) is not None:
+            continue
+        kind = _column_kind(_column(rows, n))
+        name = next((name for name in _KIND_NAMES.get(kind or "", ()) if name not in used), None)
+        if name is not None:
+            names[n] = name
+            used.add(name)
     return names
+
+
+def _column(rows: list[list[str]], n: int) -> list[str]:
+    """Column ``n``'s values that are not blank."""
+    return [row[n].strip() for row in rows if n < len(row) and row[n].strip()]
 
 
 def _column_kind(values: list[str]) -> str | None:
@@ -336,12 +365,17 @@ def _column_kind(values: list[str]) -> str | None:
     tests: tuple[tuple[str, Callable[[str], bool]], ...] = (
         ("imei", lambda v: len(v) == 15 and v.isdigit() and imei.is_valid(v)),
         ("msisdn", lambda v: bool(from_kind(v, "phone"))),
-        ("lat", lambda v: bool(from_kind(v, "lat"))),
-        ("lon", lambda v: bool(from_kind(v, "lon"))),
+        # a fix's precision, which amounts (2 decimals) and ratios do not have
+        ("lat", lambda v: _decimals(v) >= 3 and bool(from_kind(v, "lat"))),
+        ("lon", lambda v: _decimals(v) >= 3 and bool(from_kind(v, "lon"))),
         ("name", lambda v: bool(from_kind(v, "person"))),
-        ("body", lambda v: bool(from_kind(v, "message"))),
+        ("body", lambda v: " " in v.strip() and bool(from_kind(v, "message"))),
     )
     for name, fits in tests:
         if sum(map(fits, values)) >= INFER_SHARE * len(values):
             return name
     return None
+
+
+def _decimals(value: str) -> int:
+    return len(value) - value.find(".") - 1 if "." in value else 0

@@ -45,7 +45,12 @@ KEY_KINDS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("message", re.compile(rf"(?i)^(?:{'|'.join(MESSAGE_KEYS)})$")),
     ("person", re.compile(rf"(?i)^(?:{'|'.join(PERSON_KEYS)})$")),
 )
-_PERSON_VALUE = re.compile(r"^[A-Z][a-zA-Z'.-]+(?: (?:bin|binti|a/l|a/p|[A-Z][a-zA-Z'.-]*)){1,4}$")
+# Capitalised words in Latin script, diacritics too (Hamanová, Gyôry, Şahin)
+_UPPER = "A-Z\u00c0-\u00d6\u00d8-\u00de"
+_LETTER = "a-zA-Z\u00c0-\u00d6\u00d8-\u00f6\u00f8-\u024f'.-"
+_PERSON_VALUE = re.compile(
+    rf"^[{_UPPER}][{_LETTER}]+(?: (?:bin|binti|a/l|a/p|[{_UPPER}][{_LETTER}]*)){{1,4}}$"
+)
 _WORD = re.compile(r"[A-Za-z\u00C0-\u024F]{2,}")
 
 # The same keys in raw JSON, one hyperscan expression per kind, each ending just after the
@@ -99,6 +104,8 @@ def _from_kind(text: str, kind: str) -> tuple[EntityMatch, ...]:
             masked = _msisdn_mask(stripped)  # an msisdn field holds the number without "+"
             if masked is not None:
                 return (EntityMatch("PHONE", *whole, masked, 0.85, "msisdn-key"),)
+        elif _PERSON_VALUE.match(stripped):  # a chat's "from": "Siti Aminah" (Telegram's JSON)
+            return (EntityMatch("PERSON", *whole, mask_text(stripped, keep=1), 0.7, "sender-key"),)
     elif kind in ("lat", "lon"):
         if _float_within(stripped, 90.0 if kind == "lat" else 180.0):
             return (EntityMatch("GEO_COORDINATE", *whole, mask_text(stripped), 0.85, "geo-key"),)
