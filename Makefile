@@ -61,6 +61,7 @@ $(BENCH_VENV)/.installed-stamp: pyproject.toml src/perisai/classify/_jsonfields.
 bench-classify: setup $(BENCH_VENV)/.installed-stamp
 	$(BENCH_VENV)/bin/python benchmarks/classify.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/thirdparty.py
+	$(BIN)/python benchmarks/thirdparty_regions.py --write
 	$(BIN)/python benchmarks/textlog.py
 	$(BIN)/python benchmarks/memory.py
 

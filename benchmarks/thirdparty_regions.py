@@ -465,7 +465,7 @@ def tables(results: dict[str, dict[tuple[str, str], Counter[str]]]) -> tuple[str
     lines += [
         "",
         f"micro, PHONE and EMAIL: {_micro(structured)}",
-        f"micro, all four: {_micro(everything)}",
+        f"micro, all six: {_micro(everything)}",
         "",
         "| region | " + " | ".join(ENTITIES) + " |",
         "|---|" + "---|" * len(ENTITIES),
