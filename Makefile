@@ -62,7 +62,7 @@ bench-classify: setup $(BENCH_VENV)/.installed-stamp
 	$(BENCH_VENV)/bin/python benchmarks/classify.py $(BENCH_ARGS)
 	$(BIN)/python benchmarks/thirdparty.py
 	$(BIN)/python benchmarks/thirdparty_regions.py --write
-	$(BIN)/python benchmarks/textlog.py
+	$(BENCH_VENV)/bin/python benchmarks/textlog.py
 	$(BIN)/python benchmarks/memory.py
 
 bench-api: setup $(BENCH_VENV)/.installed-stamp

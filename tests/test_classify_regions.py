@@ -120,3 +120,30 @@ def test_a_coordinate_under_its_key_with_few_decimals() -> None:
     """GeoNames writes 47.05 for 47.05000: under lat= and lng= as under a JSON key."""
     line = "GET /api/v2/stores/nearby?lat=47.05&lng=15.46667&radius=5 HTTP/1.1"
     assert _found("AT", line, "GEO_COORDINATE") == ["47.05", "15.46667"]
+
+
+@pytest.mark.parametrize(
+    ("regions", "line", "entity", "value"),
+    [
+        (("TH",), "โทร0812345678 ครับ", "PHONE", "0812345678"),  # glued to Thai "call"
+        (("TH",), "โทร 081 234 5678", "PHONE", "081 234 5678"),
+        (("IN",), "கைபேசி 9876543210", "PHONE", "9876543210"),  # Tamil "mobile", no trunk 0
+        (("IN",), "मोबाइल: 9876543210", "PHONE", "9876543210"),  # Hindi "mobile"
+        (("IN",), "தொடர்புக்கு+919876543210", "PHONE", "+919876543210"),
+        (("MY",), "sila hubungi 012-3456789 ya", "PHONE", "012-3456789"),
+        (("IN",), "OTP உங்கள் குறியீடு 551204", "OTP_CODE", "551204"),  # Tamil between
+        (("IN",), "आपका कोड 551204 है", "OTP_CODE", "551204"),  # Hindi "your code"
+        (("TH",), "รหัส OTP คือ 551204", "OTP_CODE", "551204"),
+        (("MY",), "kod TAC anda ialah 551204", "OTP_CODE", "551204"),
+    ],
+)
+def test_next_to_thai_tamil_hindi_and_malay_text(
+    regions: tuple[str, ...], line: str, entity: str, value: str
+) -> None:
+    found = [line[m.start : m.end] for m in Classifier(regions).scan_text(line)]
+    assert value in found and entity in {m.entity for m in Classifier(regions).scan_text(line)}
+
+
+def test_a_bare_indian_mobile_number_needs_its_word() -> None:
+    """Ten digits alone are as often an order or account number."""
+    assert _found("IN", "order 9876543210 shipped", "PHONE") == []

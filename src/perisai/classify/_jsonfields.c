@@ -713,7 +713,185 @@ static PyObject *count_records(PyObject *Py_UNUSED(module), PyObject *arg) {
     return PyLong_FromSsize_t(records);
 }
 
+/* ----- logfmt lines as JSON objects: the twin of perisai/classify/logfmt.py_as_json ------- */
+
+#define LOGFMT_MAX_PAIRS 256
+
+static int is_key_start(char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_';
+}
+
+static int is_key_char(char c) {
+    return is_key_start(c) || (c >= '0' && c <= '9') || c == '.' || c == '-';
+}
+
+static int is_logfmt_blank(char c) { return c == ' ' || c == '\t' || c == '\r'; }
+
+typedef struct {
+    Py_ssize_t key_start, key_end, value_start, value_end, end;
+} Pair;
+
+/* The key=value pair at `at` in d[..size), as logfmt.py's _pair reads it; 0 when none. */
+static int logfmt_pair(const char *d, Py_ssize_t at, Py_ssize_t size, Pair *pair) {
+    if (!is_key_start(d[at])) {
+        return 0;
+    }
+    Py_ssize_t key_end = at + 1;
+    while (key_end < size && is_key_char(d[key_end])) {
+        key_end++;
+    }
+    if (key_end >= size || d[key_end] != '=') {
+        return 0;
+    }
+    Py_ssize_t value = key_end + 1;
+    pair->key_start = at;
+    pair->key_end = key_end;
+    if (value < size && d[value] == '"') {
+        Py_ssize_t end = value + 1;
+        while (end < size && d[end] != '"') {
+            end += d[end] == '\\' ? 2 : 1;
+        }
+        if (end >= size || (end + 1 < size && !is_logfmt_blank(d[end + 1]))) {
+            return 0;
+        }
+        pair->value_start = value + 1;
+        pair->value_end = end;
+        pair->end = end + 1;
+        return 1;
+    }
+    Py_ssize_t end = value;
+    while (end < size && !is_logfmt_blank(d[end])) {
+        if (d[end] == '"') {
+            return 0;
+        }
+        end++;
+    }
+    pair->value_start = value;
+    pair->value_end = end;
+    pair->end = end;
+    return 1;
+}
+
+static char *put(char *out, const char *from, Py_ssize_t n) {
+    memcpy(out, from, (size_t)n);
+    return out + n;
+}
+
+/* One line d[0..size) written at `out` as a JSON object, or as it is; returns the new end. */
+static char *logfmt_line(const char *d, Py_ssize_t size, char *out, Pair *pairs) {
+    Py_ssize_t count = 0, at = 0, prefix_start = -1, prefix_end = -1;
+    for (;;) {
+        while (at < size && is_logfmt_blank(d[at])) {
+            at++;
+        }
+        if (at >= size) {
+            break;
+        }
+        Pair pair;
+        if (!logfmt_pair(d, at, size, &pair)) {
+            if (count) {
+                return put(out, d, size);
+            }
+            if (prefix_start < 0) {
+                prefix_start = at;
+            }
+            while (at < size && !is_logfmt_blank(d[at])) {
+                at++;
+            }
+            prefix_end = at;
+            continue;
+        }
+        if (count == LOGFMT_MAX_PAIRS) {
+            return put(out, d, size);
+        }
+        pairs[count++] = pair;
+        at = pair.end;
+    }
+    if (!count) {
+        return put(out, d, size);
+    }
+    *out++ = '{';
+    if (prefix_start >= 0) {
+        out = put(out, "\"_\": \"", 6);
+        for (Py_ssize_t i = prefix_start; i < prefix_end; i++) {
+            if (d[i] == '\\' || d[i] == '"') {
+                *out++ = '\\';
+            }
+            *out++ = d[i];
+        }
+        *out++ = '"';
+    }
+    for (Py_ssize_t n = 0; n < count; n++) {
+        if (n || prefix_start >= 0) {
+            out = put(out, ", ", 2);
+        }
+        *out++ = '"';
+        out = put(out, d + pairs[n].key_start, pairs[n].key_end - pairs[n].key_start);
+        out = put(out, "\": \"", 4);
+        out = put(out, d + pairs[n].value_start, pairs[n].value_end - pairs[n].value_start);
+        *out++ = '"';
+    }
+    *out++ = '}';
+    return out;
+}
+
+static PyObject *logfmt_json(PyObject *Py_UNUSED(module), PyObject *arg) {
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0) {
+        return NULL;
+    }
+    const char *d = view.buf;
+    Py_ssize_t size = view.len;
+    /* a line of n bytes comes out at most 5n + 16 long (its shortest pair "a=" becomes
+     * "a": "", a prefix byte doubles at worst, the braces and "_" come once); the buffer
+     * grows to hold each line's worst case before it is written */
+    if (size > (PY_SSIZE_T_MAX - 64) / 6) {
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    Py_ssize_t capacity = 2 * size + 64;
+    PyObject *result = PyBytes_FromStringAndSize(NULL, capacity);
+    Pair *pairs = PyMem_Malloc(LOGFMT_MAX_PAIRS * sizeof(Pair));
+    if (result == NULL || pairs == NULL) {
+        Py_XDECREF(result);
+        PyMem_Free(pairs);
+        PyBuffer_Release(&view);
+        return PyErr_NoMemory();
+    }
+    char *start = PyBytes_AS_STRING(result), *out = start;
+    Py_ssize_t at = 0;
+    for (;;) {
+        Py_ssize_t end = find_char(d, '\n', at, size);
+        Py_ssize_t stop = end < 0 ? size : end;
+        Py_ssize_t used = out - start, worst = 5 * (stop - at) + 17;
+        if (used + worst > capacity) {
+            capacity = 2 * (used + worst);
+            if (_PyBytes_Resize(&result, capacity) < 0) {
+                PyMem_Free(pairs);
+                PyBuffer_Release(&view);
+                return NULL;
+            }
+            start = PyBytes_AS_STRING(result);
+            out = start + used;
+        }
+        out = logfmt_line(d + at, stop - at, out, pairs);
+        if (end < 0) {
+            break;
+        }
+        *out++ = '\n';
+        at = end + 1;
+    }
+    PyMem_Free(pairs);
+    PyBuffer_Release(&view);
+    if (_PyBytes_Resize(&result, out - start) < 0) {
+        return NULL;
+    }
+    return result;
+}
+
 static PyMethodDef module_methods[] = {
+    {"logfmt_json", logfmt_json, METH_O,
+     "logfmt_json(data)\n--\n\nEach logfmt line as a JSON object; see logfmt.py_as_json"},
     {"count_records", count_records, METH_O,
      "count_records(data)\n--\n\nLines in data that are not blank; see jsonfields.py_count_records"},
     {"locate", locate, METH_VARARGS,

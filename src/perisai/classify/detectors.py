@@ -226,12 +226,12 @@ _NIK_PROVINCES = frozenset(
 # end offset at which a pattern matches) and digit runs inside longer runs, UUIDs and hashes do
 # not fire at all. `^`/`$` need HS_FLAG_MULTILINE: every line is its own text.
 # one-time-code words in scripts with no ASCII word boundary: Chinese, Thai, Hindi
-_CODE_WORDS_CJK = "(?:验证码|驗證碼|校验码|动态码|認証コード|인증번호|รหัส|ओटीपी)"
+_CODE_WORDS_CJK = "(?:验证码|驗證碼|校验码|动态码|認証コード|인증번호|รหัส|ओटीपी|कोड|குறியீடு)"
 # Code-first templates: "551204 is your code", "[Brand] 551204 is your OTP", "G-551204 is
 # your Google verification code", "Use 551204 to verify", "551204 आपका OTP है"
 _CODE_WORDS_AFTER = (
     r"(?:otp|code|tac|pin|passcode|verification|verify|kod|kode|sandi|"
-    r"验证码|驗證碼|รหัส|ओटीपी)"
+    r"验证码|驗證碼|รหัส|ओटीपी|कोड|குறியீடு)"
 )
 _MESSAGE_WORDS = "|".join(MESSAGE_KEYS)  # the keys the JSON hints read as messages
 _NAME_WORDS = "|".join(PERSON_KEYS)
@@ -547,7 +547,8 @@ DETECTORS: tuple[Detector, ...] = (
         # and nothing glued to it ("code 5001abc" is no code).
         # Words of scripts without ASCII word boundaries (验证码, รหัส) stand on their own.
         rf"(?:\b(?:otp|tac|code|pin|passcode|verification|pengesahan|kod|kode)\b|{_CODE_WORDS_CJK})"
-        rf"[^0-9\n\"]{{0,30}}\d{{4,8}}{_NOT_BEFORE_ALNUM}",
+        # (hyperscan counts bytes: 90 of them hold the 30 characters of Thai or Tamil text)
+        rf"[^0-9\n\"]{{0,90}}\d{{4,8}}{_NOT_BEFORE_ALNUM}",
         re.compile(
             rf"(?i)(?:\b(?:otp|tac|{_NOT_A_CODE_KIND}code|pin|passcode|verification|pengesahan|"
             rf"kod|kode)\b|{_CODE_WORDS_CJK})"
@@ -845,7 +846,7 @@ ID_WORDS = (
     "citizen id",
 )
 _ID_ALTERNATIVES = "|".join(re.escape(word).replace("\\ ", "[ _-]") for word in ID_WORDS)
-ID_WORD_TRIGGER = rf"(?:^|[^a-z0-9])(?:{_ID_ALTERNATIVES})[^0-9\n\"]{{0,30}}\d"
+ID_WORD_TRIGGER = rf"(?:^|[^a-z0-9])(?:{_ID_ALTERNATIVES})[^0-9\n\"]{{0,90}}\d"  # bytes
 # the number after its word: a run of digits (letters as some check characters are), with
 # the separators IDs are printed with, and one group after a blank (France's NIR key)
 ID_AFTER_WORD = re.compile(
@@ -933,10 +934,24 @@ PHONE_WORDS = (
     "nomor hp",
     "no hp",
     "handphone",
+    # Thai, Tamil, Hindi, Chinese: call, telephone, mobile, the number to call
+    "โทร",
+    "เบอร์",
+    "தொலைபேசி",
+    "கைபேசி",
+    "அலைபேசி",
+    "அழைக்க",
+    "फ़ोन",
+    "फोन",
+    "मोबाइल",
+    "电话",
+    "電話",
+    "手机",
+    "手機",
 )
 _PHONE_ALTERNATIVES = "|".join(re.escape(word).replace("\\ ", " ") for word in PHONE_WORDS)
 PHONE_WORD_TRIGGER = (
-    rf"(?:^|[^a-z0-9_])(?:{_PHONE_ALTERNATIVES})[^0-9\n\"]{{0,16}}\d[\d \-.]{{5,14}}\d"
+    rf"(?:^|[^a-z0-9_])(?:{_PHONE_ALTERNATIVES})[^0-9\n\"]{{0,48}}\d[\d \-.]{{5,14}}\d"
     r"(?:[^\w.]|$)"
 )
 PHONE_AFTER_WORD = re.compile(

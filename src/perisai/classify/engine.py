@@ -220,12 +220,26 @@ class Classifier:
         lines, results = located.lines, located.results
         if located.fallback:
             texts = jsonfields.texts_at(data, located.fallback)
-            slow = self._scan_batch(texts, json_lines=True)
-            for start, matches in zip(located.fallback, slow, strict=True):
+            for start, matches in zip(located.fallback, self._scan_mixed(texts), strict=True):
                 if matches:
                     lines.append(start)
                     results.append(self._fields.held(tuple(matches)))
         return lines, results
+
+    def _scan_mixed(self, texts: list[str]) -> list[list[EntityMatch]]:
+        """Lines read the slow way: JSON ones as JSON (a keyword counts in its own field),
+        plain text as text (a text file's lines that are no key=value record)."""
+        json_lines = [n for n, text in enumerate(texts) if text.lstrip().startswith("{")]
+        if len(json_lines) == len(texts):
+            return self._scan_batch(texts, json_lines=True)
+        plain = sorted(set(range(len(texts))).difference(json_lines))
+        out: list[list[EntityMatch]] = [[] for _ in texts]
+        for indices, as_json in ((json_lines, True), (plain, False)):
+            if indices:
+                found = self._scan_batch([texts[n] for n in indices], json_lines=as_json)
+                for n, matches in zip(indices, found, strict=True):
+                    out[n] = matches
+        return out
 
     # ----- the JSON-lines field path ----------------------------------------------------
 
@@ -280,6 +294,10 @@ class Classifier:
             )
         )
         fields.settle()
+        if len(set(located.fallback)) < len(located.fallback):
+            # a hit on a line's newline (a text line's value ends with it) names its line
+            # twice: read it once
+            located = located._replace(fallback=list(dict.fromkeys(located.fallback)))
         # fields new as bytes whose template may recur (one-time codes) count as known
         new_values = [field for field in located.missing if field[6] == 1]
         self._slow_streak = 0

@@ -21,7 +21,7 @@ from typing import Any
 from stdnum import imei
 
 from perisai.bounded import DecompressionCapped, not_a_regular_file, open_binary
-from perisai.classify import jsonfields
+from perisai.classify import jsonfields, logfmt
 from perisai.classify.engine import Classifier
 from perisai.classify.keyhints import from_kind, key_kind
 from perisai.classify.match import EntityMatch, FieldMatches
@@ -203,16 +203,11 @@ def _profile_text(
     profile: FileProfile,
     on_bytes: Callable[[int], None] | None,
 ) -> None:
-    """Blocks of whole lines (long ones cut, see ``_line_blocks``), split in C; lines that
-    hold something are records, blank ones cost a split and nothing more."""
+    """Blocks of whole lines (long ones cut, see ``_line_blocks``); a key=value line is the
+    flat record it is and goes the JSON-lines field path (see :mod:`logfmt`), any other line
+    is read as text. Blank lines cost a split and nothing more."""
     for block in _line_blocks(binary, profile, on_bytes):
-        lines = [
-            line.rstrip("\r")
-            for line in block.decode("utf-8", "replace").split("\n")
-            if line and not line.isspace()
-        ]
-        for matches in classifier.scan_lines(lines):
-            _count(profile, matches)
+        _count_fields(profile, classifier, logfmt.as_json(block))
 
 
 def _profile_jsonl(
@@ -224,19 +219,23 @@ def _profile_jsonl(
     """The fast path: blocks of raw bytes, never decoded or parsed as a whole; each field
     with personal data is found once per block (see ``Classifier.scan_json_block``)."""
     for block in _line_blocks(binary, profile, on_bytes):
-        profile.records += jsonfields.count_records(block)
-        lines, results = classifier.scan_json_block(block)
-        profile.records_with_personal_data += len(set(lines))
-        # Count by each field's set of entity types (a handful per block), never field by
-        # field; walk the matches only while some type still lacks its examples.
-        wanting: set[str] = set()
-        for entities, count in Counter(map(_ENTITIES, results)).items():
-            for entity in entities:
-                profile.entities[entity] = profile.entities.get(entity, 0) + count
-                if profile.wants_example(entity):
-                    wanting.add(entity)
-        if wanting:
-            _collect_examples(profile, results, wanting)
+        _count_fields(profile, classifier, block)
+
+
+def _count_fields(profile: FileProfile, classifier: Classifier, block: bytes) -> None:
+    profile.records += jsonfields.count_records(block)
+    lines, results = classifier.scan_json_block(block)
+    profile.records_with_personal_data += len(set(lines))
+    # Count by each field's set of entity types (a handful per block), never field by
+    # field; walk the matches only while some type still lacks its examples.
+    wanting: set[str] = set()
+    for entities, count in Counter(map(_ENTITIES, results)).items():
+        for entity in entities:
+            profile.entities[entity] = profile.entities.get(entity, 0) + count
+            if profile.wants_example(entity):
+                wanting.add(entity)
+    if wanting:
+        _collect_examples(profile, results, wanting)
 
 
 def _collect_examples(profile: FileProfile, results: list[FieldMatches], wanting: set[str]) -> None:
