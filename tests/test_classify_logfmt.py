@@ -131,3 +131,19 @@ def test_lines_that_are_no_records_are_read_as_text(tmp_path: Path) -> None:
     profile = profile_file(path, Classifier(("MY",)))
     assert profile.records == 4 and profile.records_with_personal_data == 4
     assert profile.entities == {"MESSAGE_BODY": 1, "PERSON": 1, "PHONE": 3, "OTP_CODE": 1}
+
+
+def test_redact_leaves_nothing_the_record_path_finds(
+    service_log: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``redact`` reads each line as written and ``classify`` reads key=value lines as
+    records: what redact writes must hold nothing classify would still count."""
+    from perisai.redact import Redactor, redact_lines
+
+    _, text = service_log
+    lines = text.read_text(encoding="utf-8").splitlines()[:4000]
+    redacted = tmp_path / "redacted.log"
+    redacted.write_text("\n".join(redact_lines(lines, Redactor(regions=("MY",)))) + "\n")
+    before = profile_file(text, Classifier(("MY",)))
+    assert before.entities["PHONE"] > 1000
+    assert profile_file(redacted, Classifier(("MY",))).entities == {}

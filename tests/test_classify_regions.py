@@ -147,3 +147,16 @@ def test_next_to_thai_tamil_hindi_and_malay_text(
 def test_a_bare_indian_mobile_number_needs_its_word() -> None:
     """Ten digits alone are as often an order or account number."""
     assert _found("IN", "order 9876543210 shipped", "PHONE") == []
+
+
+def test_an_id_under_an_id_key_in_json_lines() -> None:
+    """``national_id``, ``id_number``: the key names the number, on the JSON-lines fast path
+    as in the record walk; a key that only starts with such a name lends nothing."""
+    classifier = Classifier(("MY",))
+    lines = [
+        '{"national_id": "900101145678"}',
+        '{"id_number": "900101145678", "ok": true}',
+        '{"id_number_verified": true, "amount": "900101145678"}',
+    ]
+    found = [[m.entity for m in matches] for matches in classifier.scan_json_lines(lines)]
+    assert found == [["NATIONAL_ID"], ["NATIONAL_ID"], []]

@@ -216,3 +216,21 @@ def test_a_csv_column_whose_name_tells_nothing_is_judged_by_its_values(tmp_path:
     path.write_text("\n".join(rows) + "\n", encoding="utf-8")
     profile = profile_file(path, Classifier(("MY",)))
     assert profile.entities == {"MESSAGE_BODY": 30, "PHONE": 30}
+
+
+def test_masking_twice_changes_nothing() -> None:
+    """A mask read again is no new value: evidence masked once may pass the masker again."""
+    from perisai.classify import redact_text
+
+    texts = [
+        "token SECRET: sk_live_4eC39HqLyjWDarjtT1zdp7dc",
+        "password=Xk9#mQ2$vL7pR4tZ",
+        "call +60123456789 or siti.aminah@example.org",
+        "IC 900101-14-5678, card 4111 1111 1111 1111, IBAN GB82WEST12345698765432",
+        "from 203.0.113.7 at lat=3.1412 lon=101.6865, imei 490154203237518",
+        "Your TAC is 551204. Do not share it.",
+        'body="see you at the station at 5" sender_name="Siti Aminah"',
+    ]
+    for text in texts:
+        once = redact_text(text, ("MY",))
+        assert once != text and redact_text(once, ("MY",)) == once, once

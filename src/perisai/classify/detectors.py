@@ -531,7 +531,8 @@ DETECTORS: tuple[Detector, ...] = (
         r"[\"']?\s*[:=]",
         re.compile(
             r"(?i)\b(?:password|passwd|pwd|secret|api[_-]?key|access[_-]?token|"
-            r"auth[_-]?token)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;&]{8,200})"  # & ends a query's
+            # & ends a query's value; "…" and "<" start a mask's (masking twice changes nothing)
+            r"auth[_-]?token)\b[\"']?\s*[:=]\s*[\"']?([^\s\"',;&<…]{8,200})"
         ),
         _high_entropy,
         group=1,
@@ -846,11 +847,15 @@ ID_WORDS = (
     "citizen id",
 )
 _ID_ALTERNATIVES = "|".join(re.escape(word).replace("\\ ", "[ _-]") for word in ID_WORDS)
-ID_WORD_TRIGGER = rf"(?:^|[^a-z0-9])(?:{_ID_ALTERNATIVES})[^0-9\n\"]{{0,90}}\d"  # bytes
+# (the gap in bytes; or a JSON key's closing quote and colon: "national_id": "9001…")
+ID_WORD_TRIGGER = (
+    rf"(?:^|[^a-z0-9])(?:{_ID_ALTERNATIVES})(?:[^0-9\n\"]{{0,90}}|\"\s{{0,2}}:\s{{0,2}}\"?)\d"
+)
 # the number after its word: a run of digits (letters as some check characters are), with
 # the separators IDs are printed with, and one group after a blank (France's NIR key)
 ID_AFTER_WORD = re.compile(
-    rf"(?i)(?<![a-z0-9])(?:{_ID_ALTERNATIVES})(?![a-z0-9])[^0-9\n\"]{{0,30}}?(?<![\w.-])"
+    rf"(?i)(?<![a-z0-9])(?:{_ID_ALTERNATIVES})(?![a-z0-9])"
+    r"(?:[^0-9\n\"]{0,30}?|\"\s{0,2}:\s{0,2}\")(?<![\w.-])"
     r"(\d[\dA-Za-z.\-/+]{1,20}(?: \d{2,4}){0,3})(?![\w])"
 )
 ID_WORD_BEFORE = re.compile(
