@@ -9,10 +9,10 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from perisai.evidence import printable
 from perisai.findings import ENTITY_TYPES, Evidence, ScanDiff, ScanReport, Severity, Target
 from perisai.report import Reporter, ReportFormat, get_reporter
 from perisai.report.sarif import SEVERITY_TO_SARIF
-from perisai.report.terminal import printable
 from tests.reports import (
     MASKED_PHONE,
     finding_of,

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from perisai import __version__
+from perisai.evidence import safe_findings
 from perisai.findings import Auth, Evidence, Finding, Rule, ScanReport, Severity, Target
 from perisai.probes import Probe, ProbeSkipped, ScanConfig, probe_classes
 from perisai.probes.interface import Fingerprint
@@ -79,7 +80,9 @@ class Scanner:
         results = await asyncio.gather(
             *(self._examine(endpoint, semaphore) for endpoint in open_endpoints)
         )
-        findings = [finding for group in results for finding in group]
+        # every string a server said is masked and escaped here, once, for every report
+        # format and store alike
+        findings = safe_findings((f for group in results for f in group), self.config.regions)
         rules = {rule.id: rule for probe in self.probes for rule in probe.rules}
         rules.update({r.id: r for r in (RULE_UNIDENTIFIED, RULE_INCOMPLETE)})
         notes = [f"{total} address:port pairs checked, {len(open_endpoints)} open"]

@@ -24,6 +24,7 @@ import jinja2
 from markupsafe import Markup
 
 from perisai import __version__
+from perisai.evidence import printable
 from perisai.findings import Finding, ScanDiff, ScanReport, Severity, sort_findings
 from perisai.probes.common import entity_summary
 from perisai.report.guidance import Reference, config_lines, references, verify_commands
@@ -34,7 +35,6 @@ from perisai.report.history import (
     personal_data_records,
 )
 from perisai.report.interface import Reporter
-from perisai.report.terminal import printable
 
 SEVERITY_COLOURS: dict[Severity, str] = {
     Severity.CRITICAL: "#b00020",

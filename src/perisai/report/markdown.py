@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import re
 
+from perisai.evidence import printable
 from perisai.findings import Finding, ScanDiff, ScanReport, Severity, sort_findings
 from perisai.probes.common import entity_summary
 from perisai.report.guidance import config_lines, references, verify_commands
 from perisai.report.history import ScanHistory
 from perisai.report.html import COMPROMISE_PREFIX, Summary, host_port, summarise
 from perisai.report.interface import Reporter
-from perisai.report.terminal import printable
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can
 # start formatting, links, HTML, entities, tables, math ($) or mentions (@) inside a line.

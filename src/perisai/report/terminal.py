@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
-import re
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from perisai.evidence import printable
 from perisai.findings import Auth, Finding, ScanDiff, ScanReport, Severity, sort_findings
 from perisai.probes.common import entity_summary
 from perisai.report.interface import Reporter
@@ -35,22 +35,8 @@ _COLUMNS = (
 _API_COLUMNS = ("severity", "operation", "caller", "finding")
 
 # Titles, evidence and object names come from the scanned store, i.e. from whoever wrote
-# into it (a ransom note, say). Terminal control characters and bidi overrides in them could
-# rewrite the screen or hide text, so they are shown escaped. Rich strips only a few itself.
-_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def printable(text: str) -> str:
-    """``text`` with control and bidi characters written as escapes (``\\x1b``)."""
-    return _UNSAFE.sub(lambda m: _escape(m.group()), text)
-
-
-def _escape(char: str) -> str:
-    if char in _NAMED:
-        return _NAMED[char]
-    code = ord(char)
-    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+# into it (a ransom note, say): the scanner escapes them (perisai.evidence), and so does the
+# table again, for reports of scans stored before it did. Rich strips only a few itself.
 
 
 def _text(value: str, style: str = "") -> Text:
