@@ -122,3 +122,14 @@ def test_scan_store_report_and_diff(lab: dict[str, Any], tmp_path: Path) -> None
 
     missing = perisai("report", "--scan", "99", cwd=tmp_path)
     assert missing.returncode == 2 and "no scan 99" in missing.stderr
+
+
+def test_fail_on_is_a_severity_or_never() -> None:
+    """``--fail-on`` takes exactly the severities, and never; both commands share it."""
+    from perisai.api_audit import cli as audit_cli
+    from perisai.commands import FailOn
+    from perisai.findings import Severity
+
+    assert [f.value for f in FailOn] == [s.value for s in Severity] + ["never"]
+    assert FailOn.NEVER.threshold is None and FailOn.LOW.threshold is Severity.LOW
+    assert audit_cli.FailOn is FailOn

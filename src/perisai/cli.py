@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
-from typing import IO, Annotated, NoReturn
+from typing import IO, Annotated
 
 import phonenumbers
 import typer
@@ -34,7 +34,8 @@ from perisai.api_audit.cli import audit_api
 from perisai.bounded import DecompressionCapped, not_a_regular_file, open_text
 from perisai.classify.files import FileProfile, iter_files, profile_file
 from perisai.classify.profile import classifier_for
-from perisai.findings import ScanDiff, ScanReport, Severity
+from perisai.commands import EXIT_OK, FailOn, emit, exit_code, fail, say
+from perisai.findings import ScanDiff, ScanReport
 from perisai.guard.cli import guard_app
 from perisai.lab import SERVICES as LAB_SERVICES
 from perisai.lab import Lab, LabError, MissingBinary, scan_ports
@@ -42,13 +43,12 @@ from perisai.lab.api_server import KNOWN_ACCOUNT, ApiInstance
 from perisai.probes import ScanConfig
 from perisai.progress import NoProgress
 from perisai.redact import RedactionMode, Redactor, RedactorError, redact_stream
-from perisai.report import ReportFormat, ScanHistory, get_reporter, load_history
+from perisai.report import ReportFormat, load_history
 from perisai.report.profiles import render_profiles
 from perisai.scanner import Scanner
 from perisai.store import StoreError, open_store
 from perisai.targets import TargetError, check_scope, parse_ports, parse_targets
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 DEFAULT_DB = "perisai.db"
 
 app = typer.Typer(
@@ -70,21 +70,6 @@ app.add_typer(guard_app, name="guard")
 app.command("audit-api")(audit_api)
 
 _stderr = Console(stderr=True, highlight=False)
-
-
-class FailOn(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-    INFO = "info"
-    NEVER = "never"
-
-
-def fail(message: str) -> NoReturn:
-    """One clear line on stderr and exit 2: how every user error ends."""
-    _stderr.print(f"perisai: error: {message}", markup=False)
-    raise typer.Exit(EXIT_USAGE)
 
 
 def _version(value: bool) -> None:
@@ -216,12 +201,12 @@ def scan(
                     history = load_history(store, report)
         except StoreError as error:
             store_error = str(error)
-    _emit(report, None, output_format, output, history)
+    emit(report, output_format, output, history=history)
     for note in report.notes:
-        _stderr.print(f"perisai: {note}", markup=False)
+        say(note)
     if store_error:
         fail(f"scan not saved: {store_error}")  # the report above is still complete
-    raise typer.Exit(_exit_code(report, fail_on))
+    raise typer.Exit(exit_code(report, fail_on))
 
 
 @app.command()
@@ -256,10 +241,10 @@ def report(
             history = load_history(store, chosen) if output_format in _HISTORY_FORMATS else None
     except StoreError as error:
         fail(str(error))
-    _emit(chosen, changes, output_format, output, history)
+    emit(chosen, output_format, output, changes, history)
     findings = list(changes.new) if changes else chosen.findings
     raise typer.Exit(
-        _exit_code(
+        exit_code(
             ScanReport(
                 chosen.version,
                 chosen.started,
@@ -328,7 +313,7 @@ def classify(
         print(render_profiles(results, total), end="")
     for result in results:
         if result.skipped:
-            _stderr.print(f"perisai: skipped {result.path}: {result.skipped}", markup=False)
+            say(f"skipped {result.path}: {result.skipped}")
 
 
 @app.command()
@@ -497,34 +482,6 @@ def lab_down(state_dir: StateDirOption = DEFAULT_LAB_DIR) -> None:
 
 # Formats that show history over scans (trend charts, first-seen dates) from the store.
 _HISTORY_FORMATS = (ReportFormat.HTML, ReportFormat.MD)
-
-
-def _emit(
-    report: ScanReport,
-    diff: ScanDiff | None,
-    fmt: ReportFormat,
-    output: Path | None,
-    history: ScanHistory | None = None,
-) -> None:
-    color = output is None and fmt is ReportFormat.TABLE and sys.stdout.isatty()
-    text = get_reporter(fmt, color=color, history=history).render(report, diff)
-    if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        sys.stdout.write(text)  # nothing found is lost
-        fail(f"cannot write {output}: {error.strerror or error}; the report went to stdout")
-
-
-def _exit_code(report: ScanReport, fail_on: FailOn) -> int:
-    if fail_on is FailOn.NEVER:
-        return EXIT_OK
-    threshold = Severity(fail_on.value)
-    return (
-        EXIT_FINDINGS if any(f.severity.at_least(threshold) for f in report.findings) else EXIT_OK
-    )
 
 
 class _RichProgress:

@@ -9,14 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import re
-import sys
-from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import phonenumbers
 import typer
-from rich.console import Console
 
 from perisai.api_audit.auditor import (
     AuditError,
@@ -34,28 +31,12 @@ from perisai.api_audit.context import (
     mask_value,
 )
 from perisai.api_audit.sink import SinkError, parse_sink_address
-from perisai.findings import ScanReport, Severity
-from perisai.report import ReportFormat, get_reporter
+from perisai.commands import EXIT_OK, FailOn, emit, exit_code, fail, say
+from perisai.report import ReportFormat
 
 __all__ = ["audit_api"]
 
-EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
-_stderr = Console(stderr=True, highlight=False)
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
-
-
-class _FailOn(StrEnum):
-    CRITICAL = "critical"
-    HIGH = "high"
-    MEDIUM = "medium"
-    LOW = "low"
-    INFO = "info"
-    NEVER = "never"
-
-
-def _fail(message: str) -> NoReturn:
-    _stderr.print(f"perisai: error: {message}", markup=False, soft_wrap=True)
-    raise typer.Exit(EXIT_USAGE)
 
 
 def _headers(values: list[str] | None) -> tuple[tuple[str, str], ...]:
@@ -63,7 +44,7 @@ def _headers(values: list[str] | None) -> tuple[tuple[str, str], ...]:
     for value in values or []:
         name, sep, rest = value.partition(":")
         if not sep or not name.strip() or not re.fullmatch(r"[!-9;-~]+", name.strip()):
-            _fail(f"--header {name.strip() or value!r}…: write it as 'Name: value'")
+            fail(f"--header {name.strip() or value!r}…: write it as 'Name: value'")
         out.append((name.strip(), rest.strip()))
     return tuple(out)
 
@@ -74,9 +55,9 @@ def _sink_phone(value: str | None) -> str:
     try:
         number = phonenumbers.parse(value, None)
     except phonenumbers.NumberParseException:
-        _fail(f"--sink-phone {value!r}: give an E.164 number, e.g. +60123456789")
+        fail(f"--sink-phone {value!r}: give an E.164 number, e.g. +60123456789")
     if not value.startswith("+") or not phonenumbers.is_possible_number(number):
-        _fail(f"--sink-phone {value!r}: give an E.164 number, e.g. +60123456789")
+        fail(f"--sink-phone {value!r}: give an E.164 number, e.g. +60123456789")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
 
 
@@ -186,13 +167,13 @@ def audit_api(
         Path | None, typer.Option("--output", "-o", help="Write the report to FILE, not stdout.")
     ] = None,
     fail_on: Annotated[
-        _FailOn,
+        FailOn,
         typer.Option(
             "--fail-on",
             help="Exit 1 when a finding is at or above this severity.",
             case_sensitive=False,
         ),
-    ] = _FailOn.HIGH,
+    ] = FailOn.HIGH,
 ) -> None:
     """Prove whether your own API's OTP, e-mail and account endpoints can be abused: OTP
     bombing, any-recipient sends, OTP brute force, codes in responses, account enumeration,
@@ -200,31 +181,30 @@ def audit_api(
     headers = _headers(header)
     phone = _sink_phone(sink_phone)
     if not _EMAIL.match(sink_email):
-        _fail(f"--sink-email {sink_email!r} is not an e-mail address")
+        fail(f"--sink-email {sink_email!r} is not an e-mail address")
     try:
         sink_address = parse_sink_address(smtp_sink) if smtp_sink else None
         sms_address = parse_sink_address(sms_sink, "--sms-sink") if sms_sink else None
         operations, servers, warnings = load_operations(spec, flows, timeout)
     except (AuditError, SinkError) as error:
-        _fail(str(error))
+        fail(str(error))
     for warning in warnings:
-        _stderr.print(f"perisai: warning: {warning}", markup=False)
+        say(f"warning: {warning}")
     if explain:
         for classified in operations:
             role = classified.role.value if classified.role else "-"
             print(f"{classified.operation.key:50} {role:15} {'; '.join(classified.reasons)}")
         raise typer.Exit(EXIT_OK)
     if not any(c.role for c in operations):
-        _stderr.print(
-            f"perisai: no OTP, e-mail or account endpoints found among the spec's "
+        say(
+            f"no OTP, e-mail or account endpoints found among the spec's "
             f"{len(operations)} operations; nothing to test (state roles with --flows, "
-            "see --explain)",
-            markup=False,
+            "see --explain)"
         )
         raise typer.Exit(EXIT_OK)
     url = base_url or next((s for s in servers if s.startswith(("http://", "https://"))), None)
     if url is None:
-        _fail("no --base-url given and the spec names no absolute server URL")
+        fail("no --base-url given and the spec names no absolute server URL")
     config = AuditConfig(
         base_url=url,
         budget=budget,
@@ -243,7 +223,7 @@ def audit_api(
         target = base_target(url, authorized)
         check_known_account(config)
     except AuditError as error:
-        _fail(str(error))
+        fail(str(error))
     ctx = AuditContext(config, operations)
     if dry_run:
         _print_plan(ctx)
@@ -251,12 +231,12 @@ def audit_api(
     try:
         report = asyncio.run(run_audit(ctx, target))
     except AuditError as error:
-        _fail(str(error))
+        fail(str(error))
     report.notes[:0] = warnings
-    _emit(report, output_format, output)
+    emit(report, output_format, output)
     for note in report.notes:
-        _stderr.print(f"perisai: {note}", markup=False, soft_wrap=True)
-    raise typer.Exit(_exit_code(report, fail_on))
+        say(note)
+    raise typer.Exit(exit_code(report, fail_on))
 
 
 def _print_plan(ctx: AuditContext) -> None:
@@ -275,26 +255,4 @@ def _print_plan(ctx: AuditContext) -> None:
     print(
         f"at most {total} requests; recipients: {mask_value(ctx.config.sink_phone)}, "
         f"{mask_value(ctx.config.sink_email)}, reserved +44 7700 900xxx numbers"
-    )
-
-
-def _emit(report: ScanReport, fmt: ReportFormat, output: Path | None) -> None:
-    color = output is None and fmt is ReportFormat.TABLE and sys.stdout.isatty()
-    text = get_reporter(fmt, color=color).render(report)
-    if output is None:
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-        return
-    try:
-        output.write_text(text, encoding="utf-8")
-    except OSError as error:
-        sys.stdout.write(text)
-        _fail(f"cannot write {output}: {error.strerror or error}; the report went to stdout")
-
-
-def _exit_code(report: ScanReport, fail_on: _FailOn) -> int:
-    if fail_on is _FailOn.NEVER:
-        return EXIT_OK
-    threshold = Severity(fail_on.value)
-    return (
-        EXIT_FINDINGS if any(f.severity.at_least(threshold) for f in report.findings) else EXIT_OK
     )
