@@ -18,6 +18,7 @@ from perisai import __version__
 from perisai.evidence import safe_findings
 from perisai.findings import Auth, Evidence, Finding, Rule, ScanReport, Severity, Target
 from perisai.probes import Probe, ProbeSkipped, ScanConfig, probe_classes
+from perisai.probes.common import first_line
 from perisai.probes.interface import Fingerprint
 from perisai.progress import NoProgress, Progress
 from perisai.targets import TargetSpec
@@ -155,7 +156,7 @@ class Scanner:
             ]
         except Exception as error:  # a hostile or broken server must not end the scan
             return [
-                _incomplete(target, f"probe stopped: {type(error).__name__}: {_first_line(error)}")
+                _incomplete(target, f"probe stopped: {type(error).__name__}: {first_line(error)}")
             ]
         if isinstance(result, ProbeSkipped):
             return [*result.findings, _incomplete(target, result.reason)]
@@ -235,10 +236,6 @@ def _incomplete(target: Target, reason: str) -> Finding:
         evidence=(Evidence(reason),),
         remediation=RULE_INCOMPLETE.remediation,
     )
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or ["no detail"])[0][:200]
 
 
 def _now() -> str:

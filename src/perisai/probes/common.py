@@ -253,3 +253,15 @@ def auth_required_finding(probe: Probe, target: Target, title: str, *evidence: E
         evidence=evidence,
         remediation=rule.remediation,
     )
+
+
+def human_bytes(size: int | None) -> str:
+    """``208 kB``-style sizes for evidence lines (``? B`` when unknown)."""
+    if size is None:
+        return "? B"
+    value = float(size)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1024 or unit == "TB":
+            return f"{value:.0f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover

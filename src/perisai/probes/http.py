@@ -24,7 +24,7 @@ The API, small on purpose:
 * :func:`json_array_items`, :func:`clip_json`, :func:`json_strings` — reading JSON documents
   from bounded (possibly cut-off) bodies;
 * :func:`error_text`, :func:`one_line` — a server's error, any text, as one short line;
-* :func:`human_bytes` — ``208 kB`` for evidence lines.
+* :func:`human_bytes` — ``208 kB`` for evidence lines (from :mod:`perisai.probes.common`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ from typing import Any
 import httpx
 
 from perisai import __version__
-from perisai.probes.common import Deadline
+from perisai.probes.common import Deadline, human_bytes
 
 __all__ = [
     "USER_AGENT",
@@ -468,15 +468,3 @@ def error_text(answer: HttpAnswer) -> str:
             if isinstance(doc.get(key), str):
                 return one_line(doc[key])
     return one_line(answer.text(200)) or f"HTTP {answer.status}"
-
-
-def human_bytes(size: int | None) -> str:
-    """``208 kB``-style sizes for evidence lines (``? B`` when unknown)."""
-    if size is None:
-        return "? B"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if value < 1024 or unit == "TB":
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover

@@ -31,6 +31,7 @@ from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severit
 from perisai.probes.common import (
     auth_required_finding,
     exposure_finding,
+    human_bytes,
     profile_evidence,
     ransom_findings,
 )
@@ -268,8 +269,8 @@ class MemcachedProbe(Probe):
         state.evidence.append(
             Evidence(
                 f"memcached {stats.get('version', '?')}: {items if items is not None else '?'} "
-                f"items, {_size(_int(stats.get('bytes')))} of "
-                f"{_size(_int(stats.get('limit_maxbytes')))} in use"
+                f"items, {human_bytes(_int(stats.get('bytes')))} of "
+                f"{human_bytes(_int(stats.get('limit_maxbytes')))} in use"
             )
         )
         item_size_max = _int(settings.get("item_size_max")) or DEFAULT_ITEM_SIZE_MAX
@@ -513,14 +514,3 @@ def _verb(command: str) -> str:
 
 def _int(value: str | None) -> int | None:
     return int(value) if value is not None and value.isdigit() else None
-
-
-def _size(size: int | None) -> str:
-    if size is None:
-        return "?"
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.0f} TB"

@@ -37,6 +37,7 @@ from perisai.classify import profile_records, redact_text
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
+    human_bytes,
     profile_evidence,
     readable_findings,
 )
@@ -271,14 +272,14 @@ class MongoDBProbe(Probe):
         names = [str(d.get("name", "")) for d in databases if d.get("name")]
         total = sum(int(d.get("sizeOnDisk") or 0) for d in databases)
         listed = ", ".join(
-            f"{redact_text(str(d.get('name')))} ({_size(int(d.get('sizeOnDisk') or 0))})"
+            f"{redact_text(str(d.get('name')))} ({human_bytes(int(d.get('sizeOnDisk') or 0))})"
             for d in sorted(databases, key=lambda d: -int(d.get("sizeOnDisk") or 0))[:10]
             if d.get("name")
         )
         state.evidence.append(
             Evidence(
-                f"MongoDB {version} ({_role(hello)}): {len(names)} databases, {_size(total)} on "
-                f"disk: {listed}"
+                f"MongoDB {version} ({_role(hello)}): {len(names)} databases, "
+                f"{human_bytes(total)} on disk: {listed}"
             )
         )
         ordered = sorted(
@@ -506,12 +507,3 @@ def _role(hello: Mapping[str, Any]) -> str:
 
 def _first(error: BaseException) -> str:
     return (str(error).strip().splitlines() or ["error"])[0][:200]
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.0f} TB"

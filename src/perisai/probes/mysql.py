@@ -43,6 +43,7 @@ from perisai.probes.common import (
     ReplyTooLarge,
     auth_required_finding,
     exposure_finding,
+    human_bytes,
     profile_evidence,
     ransom_findings,
 )
@@ -525,7 +526,9 @@ class MySQLProbe(Probe):
             rows = "?" if table.rows_estimated is None else f"~{table.rows_estimated}"
             summary = profile_evidence(table.profile)[0].text if table.sampled else "not sampled"
             evidence.append(
-                Evidence(f"{table.name}: {rows} rows, {_size(table.size_bytes)} data; {summary}")
+                Evidence(
+                    f"{table.name}: {rows} rows, {human_bytes(table.size_bytes)} data; {summary}"
+                )
             )
         evidence.extend(profile_evidence(profile)[1:])
         exposure = exposure_finding(
@@ -674,12 +677,3 @@ def _first_line(error: BaseException) -> str:
 
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.0f} TB"

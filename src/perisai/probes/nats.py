@@ -43,6 +43,7 @@ from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note,
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     first_line,
+    human_bytes,
     profile_evidence,
     readable_findings,
 )
@@ -251,7 +252,7 @@ class NATSProbe(Probe):
             else:
                 head = (
                     f"stream {group.name} ({group.subjects}): {group.messages} messages, "
-                    f"{_size(group.size)}, {group.consumers} consumers"
+                    f"{human_bytes(group.size)}, {group.consumers} consumers"
                 )
             tail = group.note or profile_evidence(group.profile)[0].text
             evidence.append(Evidence(f"{head}; {tail}"))
@@ -283,7 +284,7 @@ class NATSProbe(Probe):
         total_bytes = sum(s.state.bytes for s in streams)
         summary = (
             f"JetStream: {account.streams} streams, {account.consumers} consumers, "
-            f"{total_messages} messages, {_size(total_bytes)}"
+            f"{total_messages} messages, {human_bytes(total_bytes)}"
         )
         streams.sort(key=lambda s: (not is_note_name(s.config.name or ""), -s.state.messages))
         return streams[: self.config.max_tables], summary
@@ -411,12 +412,3 @@ async def _read_info(host: str, port: int, timeout: float) -> dict[str, Any] | N
 
 def _text(value: object, cap: int) -> str:
     return "?" if value is None else str(value)[:cap]
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.0f} TB"

@@ -21,6 +21,8 @@ from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note,
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     exchange,
+    first_line,
+    human_bytes,
     profile_evidence,
     readable_findings,
 )
@@ -221,7 +223,7 @@ class PostgresProbe(Probe):
             try:
                 db_conn = await self._connect(host, port, db_login)
             except psycopg.OperationalError as error:
-                evidence.append(Evidence(f"{dbname}: not readable ({_first_line(error)})"))
+                evidence.append(Evidence(f"{dbname}: not readable ({first_line(error)})"))
                 continue
             async with db_conn:
                 db_tables, db_notes = await self._sample_database(db_conn, dbname)
@@ -234,7 +236,7 @@ class PostgresProbe(Probe):
             rows = "?" if table.rows_estimated is None else f"~{table.rows_estimated}"
             summary = profile_evidence(table.profile)[0].text
             evidence.append(
-                Evidence(f"{table.name}: {rows} rows, {_size(table.size_bytes)}; {summary}")
+                Evidence(f"{table.name}: {rows} rows, {human_bytes(table.size_bytes)}; {summary}")
             )
         evidence.extend(profile_evidence(profile)[1:])
         findings = readable_findings(
@@ -317,16 +319,3 @@ def _passwordless_users() -> list[str]:
     if with_os not in users:
         users.append(with_os)
     return users
-
-
-def _first_line(error: BaseException) -> str:
-    return (str(error).strip().splitlines() or ["error"])[0]
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.0f} TB"

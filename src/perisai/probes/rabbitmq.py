@@ -46,6 +46,7 @@ from perisai.probes.common import (
     auth_required_finding,
     exposure_finding,
     first_line,
+    human_bytes,
     profile_evidence,
     readable_findings,
 )
@@ -335,7 +336,7 @@ class RabbitMQProbe(Probe):
         for queue in listed[:MAX_QUEUES_IN_EVIDENCE]:
             line = (
                 f"queue {queue.label} ({queue.kind}): {queue.messages} messages, "
-                f"{_size(queue.message_bytes)}, {queue.consumers} consumers"
+                f"{human_bytes(queue.message_bytes)}, {queue.consumers} consumers"
             )
             if queue.peeked:
                 line += f"; {profile_evidence(queue.profile)[0].text}"
@@ -618,12 +619,3 @@ def _text(value: object, cap: int) -> str:
     if value is None:
         return "?"
     return str(value)[:cap]
-
-
-def _size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}"
-        value /= 1024
-    return f"{value:.0f} TB"
