@@ -103,6 +103,14 @@ class Evidence:
         return self.text
 
 
+def entity_summary(entities: dict[str, int]) -> str:
+    """``PHONE 12, EMAIL 3`` — biggest first: how every report and evidence line says it."""
+    ranked = sorted(
+        ((n, c) for n, c in entities.items() if c), key=lambda item: (-item[1], item[0])
+    )
+    return ", ".join(f"{name} {count}" for name, count in ranked) or "none"
+
+
 @dataclass
 class DataProfile:
     """What a bounded sample revealed: counts of personal-data entities, nothing raw."""

@@ -15,7 +15,15 @@ from perisai.compromise import (
     RansomNote,
     looks_wiped,
 )
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Target, exposure_severity
+from perisai.findings import (
+    Auth,
+    DataProfile,
+    Evidence,
+    Finding,
+    Target,
+    entity_summary,
+    exposure_severity,
+)
 from perisai.probes.interface import Probe, ScanConfig
 
 MAX_EXAMPLES_IN_EVIDENCE = 6
@@ -110,14 +118,6 @@ async def exchange(host: str, port: int, request: bytes, timeout: float, limit: 
 def first_line(error: BaseException) -> str:
     """The first line of an error's message (its type when it has none), at most 200 chars."""
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-
-
-def entity_summary(entities: dict[str, int]) -> str:
-    """``PHONE 12, EMAIL 3`` — biggest first."""
-    ranked = sorted(
-        ((n, c) for n, c in entities.items() if c), key=lambda item: (-item[1], item[0])
-    )
-    return ", ".join(f"{name} {count}" for name, count in ranked) or "none"
 
 
 def profile_evidence(profile: DataProfile) -> list[Evidence]:

@@ -25,8 +25,7 @@ from markupsafe import Markup
 
 from perisai import __version__
 from perisai.evidence import printable
-from perisai.findings import Finding, ScanDiff, ScanReport, Severity, sort_findings
-from perisai.probes.common import entity_summary
+from perisai.findings import Finding, ScanDiff, ScanReport, Severity, entity_summary, sort_findings
 from perisai.report.guidance import Reference, config_lines, references, verify_commands
 from perisai.report.history import (
     ScanHistory,

@@ -12,8 +12,7 @@ from __future__ import annotations
 import re
 
 from perisai.evidence import printable
-from perisai.findings import Finding, ScanDiff, ScanReport, Severity, sort_findings
-from perisai.probes.common import entity_summary
+from perisai.findings import Finding, ScanDiff, ScanReport, Severity, entity_summary, sort_findings
 from perisai.report.guidance import config_lines, references, verify_commands
 from perisai.report.history import ScanHistory
 from perisai.report.html import COMPROMISE_PREFIX, Summary, host_port, summarise

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from perisai.classify.files import FileProfile
-from perisai.probes.common import entity_summary
+from perisai.findings import entity_summary
 
 
 def render_profiles(profiles: list[FileProfile], total: FileProfile, width: int = 140) -> str:

@@ -20,8 +20,15 @@ from typing import Any
 from urllib.parse import quote
 
 from perisai import __version__
-from perisai.findings import Finding, Rule, ScanDiff, ScanReport, Severity, sort_findings
-from perisai.probes.common import entity_summary
+from perisai.findings import (
+    Finding,
+    Rule,
+    ScanDiff,
+    ScanReport,
+    Severity,
+    entity_summary,
+    sort_findings,
+)
 from perisai.report.interface import Reporter
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"

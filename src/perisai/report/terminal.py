@@ -9,8 +9,15 @@ from rich.table import Table
 from rich.text import Text
 
 from perisai.evidence import printable
-from perisai.findings import Auth, Finding, ScanDiff, ScanReport, Severity, sort_findings
-from perisai.probes.common import entity_summary
+from perisai.findings import (
+    Auth,
+    Finding,
+    ScanDiff,
+    ScanReport,
+    Severity,
+    entity_summary,
+    sort_findings,
+)
 from perisai.report.interface import Reporter
 
 _STYLE = {
