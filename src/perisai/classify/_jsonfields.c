@@ -562,7 +562,7 @@ static PyObject *locate(PyObject *Py_UNUSED(module), PyObject *args) {
     int line_ok = 0, any_late = 0;
     for (Py_ssize_t i = 0; i < hits->size; i++) {
         Py_ssize_t at = points[i].at;
-        if (at >= line_end) {
+        if (at > line_end) { /* a point on a line's newline is that line's, as in Python */
             line_start = rfind_char(d, '\n', 0, at) + 1;
             line_end = find_char(d, '\n', at, size);
             if (line_end < 0) {

@@ -58,9 +58,14 @@ class Detector:
         stands within CONTEXT_CHARS before the value (a superset of the exact check)."""
         if not self.keywords or not self.gate:
             return self.trigger
-        words = "|".join(re.escape(word).replace("\\ ", "[ _]") for word in self.keywords)
+        words = alternatives(self.keywords)
         value = self.trigger.replace("(?:^|", "(?:", 1)  # a keyword stands before it
         return rf"(?:^|[^a-z0-9])(?:{words})[^\n]{{0,{CONTEXT_CHARS}}}{value}"
+
+
+def alternatives(words: tuple[str, ...], blank: str = "[ _]") -> str:
+    """``words`` as one regex alternation, each blank inside a word matching ``blank``."""
+    return "|".join(re.escape(word).replace("\\ ", blank) for word in words)
 
 
 def whole_words(words: tuple[str, ...]) -> re.Pattern[str] | None:
@@ -846,7 +851,7 @@ ID_WORDS = (
     "id card",
     "citizen id",
 )
-_ID_ALTERNATIVES = "|".join(re.escape(word).replace("\\ ", "[ _-]") for word in ID_WORDS)
+_ID_ALTERNATIVES = alternatives(ID_WORDS, "[ _-]")
 # (the gap in bytes; or a JSON key's closing quote and colon: "national_id": "9001…")
 ID_WORD_TRIGGER = (
     rf"(?:^|[^a-z0-9])(?:{_ID_ALTERNATIVES})(?:[^0-9\n\"]{{0,90}}|\"\s{{0,2}}:\s{{0,2}}\"?)\d"
@@ -954,7 +959,7 @@ PHONE_WORDS = (
     "手机",
     "手機",
 )
-_PHONE_ALTERNATIVES = "|".join(re.escape(word).replace("\\ ", " ") for word in PHONE_WORDS)
+_PHONE_ALTERNATIVES = alternatives(PHONE_WORDS, " ")
 PHONE_WORD_TRIGGER = (
     rf"(?:^|[^a-z0-9_])(?:{_PHONE_ALTERNATIVES})[^0-9\n\"]{{0,48}}\d[\d \-.]{{5,14}}\d"
     r"(?:[^\w.]|$)"

@@ -23,7 +23,7 @@ import itertools
 import json
 import re
 from collections.abc import Callable, Iterable, Iterator
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import itemgetter
 from urllib.parse import quote
 
@@ -146,7 +146,7 @@ class Classifier:
             check for region in self.regions for check in _id_checks(region)
         ]  # the regions' own personal ID numbers, as python-stdnum validates them
         self._id_cache = lru_cache(maxsize=65536)(self._id_in)
-        self._national_cache = lru_cache(maxsize=65536)(self._national_in)
+        self._national_cache = lru_cache(maxsize=65536)(partial(_valid_mask, regions=self.regions))
         self._fields = FieldCache()
         self._slow_streak = 0  # blocks read the slow way in a row (see MOSTLY_NEW)
 
@@ -229,14 +229,15 @@ class Classifier:
     def _scan_mixed(self, texts: list[str]) -> list[list[EntityMatch]]:
         """Lines read the slow way: JSON ones as JSON (a keyword counts in its own field),
         plain text as text (a text file's lines that are no key=value record)."""
-        json_lines = [n for n, text in enumerate(texts) if text.lstrip().startswith("{")]
-        if len(json_lines) == len(texts):
+        kinds: tuple[list[int], list[int]] = ([], [])  # plain text, JSON
+        for n, text in enumerate(texts):
+            kinds[text.lstrip().startswith("{")].append(n)
+        if not kinds[0]:
             return self._scan_batch(texts, json_lines=True)
-        plain = sorted(set(range(len(texts))).difference(json_lines))
         out: list[list[EntityMatch]] = [[] for _ in texts]
-        for indices, as_json in ((json_lines, True), (plain, False)):
+        for as_json, indices in enumerate(kinds):
             if indices:
-                found = self._scan_batch([texts[n] for n in indices], json_lines=as_json)
+                found = self._scan_batch([texts[n] for n in indices], json_lines=bool(as_json))
                 for n, matches in zip(indices, found, strict=True):
                     out[n] = matches
         return out
@@ -294,10 +295,6 @@ class Classifier:
             )
         )
         fields.settle()
-        if len(set(located.fallback)) < len(located.fallback):
-            # a hit on a line's newline (a text line's value ends with it) names its line
-            # twice: read it once
-            located = located._replace(fallback=list(dict.fromkeys(located.fallback)))
         # fields new as bytes whose template may recur (one-time codes) count as known
         new_values = [field for field in located.missing if field[6] == 1]
         self._slow_streak = 0
@@ -422,9 +419,6 @@ class Classifier:
 
         _read_values(block, ends, (48, 1), PHONE_AFTER_WORD, judge, found, _PHONE_WORD)
 
-    def _national_in(self, digits: str) -> str | None:
-        return None if _DATE.match(digits) else _valid_mask(digits, self.regions)
-
     def _worded_ids(self, block: str, ends: list[int], found: list[_Found]) -> None:
         """A personal ID number of one of the regions after a word that names one."""
         if self._id_checks:
@@ -452,7 +446,7 @@ class Classifier:
         Like phonenumbers' VALID leniency, a number written without a country code must carry
         its national trunk prefix (``012-…`` in Malaysia), or be in parentheses.
         """
-        if candidate.count("(") != candidate.count(")") or _DATE.match(candidate):
+        if candidate.count("(") != candidate.count(")"):
             return None
         international = candidate.startswith(("+", "00"))
         if not international and not candidate.startswith(("0", "(")):
@@ -499,7 +493,10 @@ def _read_values(
 
 
 def _valid_mask(text: str, regions: tuple[str, ...] | list[str]) -> str | None:
-    """The mask of ``text`` read as a number of the first region where it is valid."""
+    """The mask of ``text`` read as a number of the first region where it is valid; a date
+    is none, whatever a region's plan allows."""
+    if _DATE.match(text):
+        return None
     for region in regions:
         try:
             number = phonenumbers.parse(text, region)
@@ -566,11 +563,10 @@ def _percent_decoded(line: str) -> tuple[str, list[int]] | None:
     In a form-encoded query a blank is written "+" (browsers do: ``call+me+at+%2B4366…``),
     so there a "+" as written reads as a blank; one meant as a plus is still read in the
     line as written."""
-    if ("%" not in line or not _PERCENT.search(line)) and not (
-        "+" in line and _FORM_QUERY.search(line)
-    ):
+    form = "+" in line and _FORM_QUERY.search(line) is not None
+    if not form and ("%" not in line or not _PERCENT.search(line)):
         return None
-    if _FORM_QUERY.search(line):  # "+" as a blank inside the query only, one for one
+    if form:  # "+" as a blank inside the query only, one for one
         line = _QUERY.sub(lambda query: query[0].replace("+", " "), line)
     out: list[str] = []
     where: list[int] = []

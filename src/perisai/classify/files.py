@@ -377,4 +377,4 @@ def _column_kind(values: list[str]) -> str | None:
 
 
 def _decimals(value: str) -> int:
-    return len(value) - value.find(".") - 1 if "." in value else 0
+    return len(value.partition(".")[2])

@@ -140,7 +140,7 @@ def py_locate(
     last_value = -1
     pending_key_only = False  # the last entry of `missing` was found by its key alone
     for at, is_key, _ in points:
-        if at >= line_end:
+        if at > line_end:  # a point on a line's newline (a value ending it) is that line's
             line_start = data.rfind(b"\n", 0, at) + 1
             line_end = data.find(b"\n", at)
             line_end = size if line_end < 0 else line_end
