@@ -35,7 +35,7 @@ from perisai.probes.http import (
     http_client,
     json_array_items,
 )
-from perisai.probes.interface import Fingerprint, Probe
+from perisai.probes.interface import Access, Fingerprint, Probe
 from perisai.probes.kibana import KibanaProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
@@ -171,7 +171,9 @@ async def test_opensearch_demo_admin_is_found() -> None:
         probe = ElasticsearchProbe(CONFIG)
         fingerprint = await probe.fingerprint("127.0.0.1", server.port)
         result = await run_probe(probe, server.port)
-    assert fingerprint == Fingerprint("elasticsearch", "auth required (OpenSearch security)")
+    assert fingerprint == Fingerprint(
+        "elasticsearch", "auth required (OpenSearch security)", Access.AUTH_REQUIRED
+    )
     main = only(result.findings, "elasticsearch.default-credentials")
     assert any("OpenSearch 2.11.0" in e.text and "'admin'" in e.text for e in main.evidence)
 

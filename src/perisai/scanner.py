@@ -84,7 +84,7 @@ class Scanner:
         # every string a server said is masked and escaped here, once, for every report
         # format and store alike
         findings = safe_findings((f for group in results for f in group), self.config.regions)
-        rules = {rule.id: rule for probe in self.probes for rule in probe.rules}
+        rules = {rule.id: rule for probe in self.probes for rule in probe.report_rules()}
         rules.update({r.id: r for r in (RULE_UNIDENTIFIED, RULE_INCOMPLETE)})
         notes = [f"{total} address:port pairs checked, {len(open_endpoints)} open"]
         return ScanReport(

@@ -6,6 +6,7 @@ from importlib import import_module
 from importlib.metadata import entry_points
 
 from perisai.probes.interface import (
+    Access,
     Fingerprint,
     Probe,
     ProbeResult,
@@ -53,6 +54,7 @@ def probe_classes() -> list[type[Probe]]:
 
 __all__ = [
     "BUILTIN_PROBES",
+    "Access",
     "Fingerprint",
     "Probe",
     "ProbeResult",

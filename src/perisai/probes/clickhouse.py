@@ -33,19 +33,16 @@ import json
 import math
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
     exchange,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
@@ -59,7 +56,8 @@ from perisai.probes.http import (
     human_bytes,
     one_line,
 )
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 __all__ = ["ClickHouseProbe"]
 
@@ -108,7 +106,6 @@ class _Table:
     engine: str
     rows: int | None
     size: int | None
-    profile: DataProfile = field(default_factory=DataProfile)
     skipped: str = ""
 
     @property
@@ -121,6 +118,16 @@ class ClickHouseProbe(Probe):
 
     service = "clickhouse"
     default_ports = (8123, 9000)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "curl -s 'http://{host}:{port}/?query=SHOW%20DATABASES'",
+    )
+    fix = (  # configuration lines that close it
+        "<!-- users.d/default.xml -->",
+        "<password_sha256_hex>…</password_sha256_hex>",
+        "<networks><ip>10.0.0.0/8</ip></networks>",
+        "<!-- config.d/listen.xml -->",
+        "<listen_host>127.0.0.1</listen_host>",
+    )
     rules = (
         Rule(
             id="clickhouse.unauthenticated",
@@ -187,11 +194,17 @@ class ClickHouseProbe(Probe):
                 return None
         code = _code(check)
         if check.status == 200 and _has_clickhouse_header(check):
-            return Fingerprint(self.service, f"ClickHouse {check.text(32).strip()}, open")
+            version = check.text(32).strip()
+            return Fingerprint(
+                self.service, f"ClickHouse {version}, open", Access.OPEN, version, "http"
+            )
         if code is not None and code in _AUTH_CODES:
-            return Fingerprint(self.service, "auth required")
+            return Fingerprint(
+                self.service, "auth required", Access.AUTH_REQUIRED, interface="http"
+            )
         if code is not None or _has_clickhouse_header(check):
-            return Fingerprint(self.service, f"ClickHouse (answered HTTP {check.status})")
+            detail = f"ClickHouse (answered HTTP {check.status})"
+            return Fingerprint(self.service, detail, interface="http")
         return None
 
     async def _native_fingerprint(self, host: str, port: int) -> Fingerprint | None:
@@ -204,8 +217,11 @@ class ClickHouseProbe(Probe):
 
     def _native(self, said: bytes) -> Fingerprint:
         found = _NATIVE_HTTP_PORT.search(said)
-        http = f"; HTTP on port {int(found.group(1))}" if found else ""
-        return Fingerprint(self.service, f"{NATIVE_DETAIL}{http}")
+        http_port = int(found.group(1)) if found else None
+        http = f"; HTTP on port {http_port}" if http_port is not None else ""
+        return Fingerprint(
+            self.service, f"{NATIVE_DETAIL}{http}", interface="native", related_port=http_port
+        )
 
     async def probe(
         self, host: str, port: int, fingerprint: Fingerprint
@@ -214,12 +230,12 @@ class ClickHouseProbe(Probe):
         deadline = Deadline.for_probe(self.config)
         http_port = port
         prelude: list[Evidence] = []
-        if fingerprint.detail.startswith(NATIVE_DETAIL):
-            named = re.search(r"HTTP on port (\d+)", fingerprint.detail)
-            http_fp = await self.fingerprint(host, int(named.group(1))) if named else None
-            if named is None or http_fp is None or http_fp.detail.startswith(NATIVE_DETAIL):
+        if fingerprint.interface == "native":
+            named = fingerprint.related_port
+            http_fp = await self.fingerprint(host, named) if named is not None else None
+            if named is None or http_fp is None or http_fp.interface == "native":
                 return ProbeResult((self._native_only(target, named),))
-            http_port = int(named.group(1))
+            http_port = named
             prelude.append(
                 Evidence(
                     f"native-protocol port: it names its HTTP interface, port {http_port}, "
@@ -289,11 +305,14 @@ class ClickHouseProbe(Probe):
             else f"as {login.user!r} with a vendor default password"
         )
         evidence = [*prelude, Evidence(f"queries ran {how}")]
-        queries = ["SELECT version()"]
+        sampler = Sampler(self, target, login.auth)
+        sampler.reads_heading = (
+            f"queries (each POSTed with readonly=1, max_execution_time={self._seconds()}, "
+            "result_overflow_mode=break)"
+        )
+        sampler.read("SELECT version()")
         tables: list[_Table] = []
-        notes: list[RansomNote] = []
-        stopped = ""
-        sampled = 0
+        sampled: set[str] = set()
         try:
             skip = ", ".join(_literal(name) for name in SYSTEM_DATABASES)
             listing = await self._rows(
@@ -304,7 +323,7 @@ class ClickHouseProbe(Probe):
                 f"LIMIT {self.config.max_databases} FORMAT JSONEachRow",
             )
             databases = [str(row.get("name", ""))[:256] for row in listing]
-            queries.append("SELECT name FROM system.databases")
+            sampler.read("SELECT name FROM system.databases")
             evidence.append(
                 Evidence(
                     f"ClickHouse {version.text(32).strip()}; "
@@ -314,60 +333,42 @@ class ClickHouseProbe(Probe):
             for database in databases:
                 found, how_counted = await self._tables(client, deadline, login, database)
                 tables.extend(found)
-                if how_counted not in queries:
-                    queries.append(how_counted)
+                if how_counted not in sampler.reads:
+                    sampler.read(how_counted)
             order = sorted(tables, key=lambda t: (not _note_named(t), -(t.size or 0), t.label))
             for table in (t for t in order if not t.skipped):
                 if deadline.expired:
-                    stopped = f"probe deadline reached after sampling {sampled} tables; stopped"
+                    sampler.stop(
+                        f"probe deadline reached after sampling {len(sampled)} tables; stopped"
+                    )
                     break
                 records = await self._sample(client, deadline, login, table)
                 if records is None:
                     continue
-                sampled += 1
-                table.profile = profile_records(records, self.config.regions)
-                _spot_notes(notes, table, records)
+                sampled.add(table.label)
+                sampler.sample(_shown(table), records, estimated=table.rows, head=_head(table))
+                sampler.spot_notes(table.label, records)
         except HttpProbeError as error:
-            stopped = f"{error} (after sampling {sampled} tables); stopped"
-        profile = DataProfile(records_estimated=0)
+            sampler.stop(f"{error} (after sampling {len(sampled)} tables); stopped")
         for table in tables:
-            table.profile.records_estimated = table.rows
-            profile.merge(table.profile)
-        if not tables or all(t.rows is None for t in tables):
-            profile.records_estimated = None
-        evidence.append(profile_evidence(profile)[0])
-        interesting = sorted(
-            tables, key=lambda t: (-sum(t.profile.entities.values()), -(t.rows or 0), t.label)
-        )
-        evidence.extend(Evidence(_table_line(t)) for t in interesting[:MAX_TABLES_IN_EVIDENCE])
+            if table.label not in sampled:
+                sampler.listed(_shown(table), estimated=table.rows, head=_head(table))
         skipped = [t for t in tables if t.skipped]
         if skipped:
             listed = ", ".join(f"{t.label} ({t.skipped})" for t in skipped[:MAX_TABLES_IN_EVIDENCE])
             evidence.append(Evidence(f"not sampled: {listed}"))
-        evidence.extend(profile_evidence(profile)[1:])
         if sampled:
-            queries.append(
-                f"{sampled} x SELECT * FROM db.table LIMIT {self.config.sample} FORMAT JSONEachRow"
+            sampler.read(
+                f"{len(sampled)} x SELECT * FROM db.table LIMIT {self.config.sample} "
+                "FORMAT JSONEachRow"
             )
-        evidence.append(
-            Evidence(
-                "queries (each POSTed with readonly=1, max_execution_time="
-                f"{self._seconds()}, result_overflow_mode=break): " + "; ".join(queries)
-            )
-        )
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=login.auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
+        return sampler.result(
+            evidence,
+            (
                 "ClickHouse readable without a password",
                 "ClickHouse accepts a vendor default login",
             ),
         )
-        return ProbeSkipped(stopped, findings) if stopped else ProbeResult(findings)
 
     async def _tables(
         self, client: httpx.AsyncClient, deadline: Deadline, login: _Login, database: str
@@ -507,11 +508,11 @@ class ClickHouseProbe(Probe):
             Evidence(f"SELECT version() without credentials: {_message(answer)}{refused}"),
         )
 
-    def _native_only(self, target: Target, named: re.Match[str] | None) -> Finding:
+    def _native_only(self, target: Target, named: int | None) -> Finding:
         rule = self.rule("clickhouse.native-port")
         said = (
-            f"it names HTTP port {named.group(1)}, which did not answer as ClickHouse"
-            if named
+            f"it names HTTP port {named}, which did not answer as ClickHouse"
+            if named is not None
             else "it names no HTTP port"
         )
         return Finding(
@@ -567,16 +568,6 @@ def _note_named(table: _Table) -> bool:
     return is_note_name(table.name) or is_note_name(table.database)
 
 
-def _spot_notes(notes: list[RansomNote], table: _Table, records: list[dict[str, Any]]) -> None:
-    for record in records:
-        for value in record.values():
-            if isinstance(value, str) and (_note_named(table) or len(value) >= 80):
-                note = detect_ransom_note(table.label, value)
-                if note:
-                    notes.append(note)
-                    return
-
-
 def _name(row: dict[str, Any]) -> str:
     return str(row.get("name", ""))[:256]
 
@@ -588,13 +579,16 @@ def _sizes(row: dict[str, Any]) -> tuple[int | None, int | None]:
 _NO_SIZE: tuple[int | None, int | None] = (None, None)
 
 
-def _table_line(table: _Table) -> str:
+def _shown(table: _Table) -> str:
+    """``db.table (MergeTree)``: how evidence names a table."""
+    return f"{table.label} ({table.engine})"
+
+
+def _head(table: _Table) -> str:
+    """``120 rows, 8 kB``: what system.tables said of a table."""
     rows = "? rows" if table.rows is None else f"{table.rows} rows"
     size = "" if table.size is None else f", {human_bytes(table.size)}"
-    head = f"{table.label} ({table.engine}): {rows}{size}"
-    if table.skipped:
-        return head
-    return f"{head}; {profile_evidence(table.profile)[0].text}"
+    return f"{rows}{size}"
 
 
 def _ident(name: str) -> str:

@@ -18,13 +18,10 @@ from urllib.parse import quote
 
 import httpx
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
@@ -37,9 +34,9 @@ from perisai.probes.http import (
     http_client,
     human_bytes,
     json_array_items,
-    json_strings,
 )
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 FINGERPRINT_BYTES = 16 * 1024
 SMALL_BYTES = 64 * 1024  # /, /_session, /<db>
@@ -47,7 +44,6 @@ LISTING_BYTES = 1024 * 1024  # _all_dbs: ~20 bytes a name
 MAX_LISTED = 5000
 DOCS_OVERHEAD_BYTES = 64 * 1024
 MAX_DOCS_BYTES = 8 * 1024 * 1024
-MAX_DATABASES_IN_EVIDENCE = 8
 MAX_NAMES_IN_EVIDENCE = 8
 DEFAULT_USER = "admin"  # for a password-only line in the defaults file
 
@@ -70,22 +66,13 @@ class _Session:
 
 
 @dataclass
-class _DatabaseSample:
-    name: str
-    docs: int | None
-    size: int | None
-    profile: DataProfile
-
-
-@dataclass
 class _Inventory:
     """What the probe learnt so far; findings are built from it even when it stops early."""
 
+    sampler: Sampler  # the databases read, and what they held
     names: list[str] = field(default_factory=list)
     listing_complete: bool = True
-    samples: list[_DatabaseSample] = field(default_factory=list)
     refused: list[str] = field(default_factory=list)
-    notes: list[RansomNote] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
 
 
@@ -94,6 +81,18 @@ class CouchDBProbe(Probe):
 
     service = "couchdb"
     default_ports = (5984,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "curl -s http://{host}:{port}/",
+        "curl -s http://{host}:{port}/_all_dbs",
+    )
+    fix = (  # configuration lines that close it
+        "# local.ini",
+        "[admins]",
+        "admin = <a long random secret>",
+        "[chttpd]",
+        "bind_address = 127.0.0.1",
+        "require_valid_user = true",
+    )
     rules = (
         Rule(
             id="couchdb.unauthenticated",
@@ -137,11 +136,13 @@ class CouchDBProbe(Probe):
         product = _product(answer)
         if product is None:
             return None
-        suffix = " over TLS" if scheme == "https" else ""
+        tls = scheme == "https"
+        suffix = " over TLS" if tls else ""
         if answer.status == 200:
-            return Fingerprint(self.service, f"{product}{suffix}")
+            return Fingerprint(self.service, f"{product}{suffix}", Access.OPEN, tls=tls)
         if answer.status in (401, 403):
-            return Fingerprint(self.service, f"auth required: {product}{suffix}")
+            detail = f"auth required: {product}{suffix}"
+            return Fingerprint(self.service, detail, Access.AUTH_REQUIRED, tls=tls)
         return None
 
     async def probe(  # ProbeSkipped: see perisai.probes.http
@@ -198,13 +199,12 @@ class CouchDBProbe(Probe):
                         )
                     )
                     break
-        inventory = _Inventory(evidence=evidence)
+        inventory = _Inventory(Sampler(self, target, auth or Auth.NONE), evidence=evidence)
         stopped = await self._inventory(client, deadline, inventory)
-        if auth is None:
-            if not inventory.samples:
+        if auth is None:  # no login got in: read what anyone may
+            if not inventory.sampler.containers:
                 return self._auth_required_result(target, product, inventory, tried, stopped)
-            auth = Auth.NONE
-            readable = len(inventory.samples)
+            readable = len(inventory.sampler.containers)
             inventory.evidence.insert(
                 0,
                 Evidence(
@@ -212,7 +212,7 @@ class CouchDBProbe(Probe):
                     f"without credentials (no _security members); {product}"
                 ),
             )
-        findings = self._findings(target, auth, inventory)
+        findings = self._findings(inventory)
         if stopped:
             return ProbeSkipped(stopped, findings)
         return ProbeResult(findings)
@@ -313,23 +313,12 @@ class CouchDBProbe(Probe):
                 continue
             record = clip_json({k: v for k, v in doc.items() if k != "_rev"}, self._cap)
             records.append(record)
-            location = f"{name}/{str(doc.get('_id', '?'))[:64]}"
-            for text in json_strings(record):
-                if is_note_name(name) or len(text) >= 80:
-                    note = detect_ransom_note(location, text)
-                    if note:
-                        inventory.notes.append(note)
-                        break
+            inventory.sampler.spot_notes(f"{name}/{str(doc.get('_id', '?'))[:64]}", [record])
         if not records and docs.truncated:
             records.append({"_doc_prefix": docs.text(self._cap)})
-        inventory.samples.append(
-            _DatabaseSample(
-                name=name,
-                docs=_int(document.get("doc_count")),
-                size=_db_size(document),
-                profile=profile_records(records, self.config.regions),
-            )
-        )
+        count = _int(document.get("doc_count"))
+        head = f"{'?' if count is None else count} docs, {human_bytes(_db_size(document))}"
+        inventory.sampler.sample(name, records, estimated=count, head=head)
 
     @property
     def _cap(self) -> int:
@@ -350,7 +339,7 @@ class CouchDBProbe(Probe):
             return ProbeSkipped(stopped, (finding,))
         return ProbeResult((finding,))
 
-    def _findings(self, target: Target, auth: Auth, inventory: _Inventory) -> tuple[Finding, ...]:
+    def _findings(self, inventory: _Inventory) -> tuple[Finding, ...]:
         evidence = list(inventory.evidence)
         users = [n for n in inventory.names if not n.startswith("_")]
         at_least = "" if inventory.listing_complete else "at least "
@@ -370,36 +359,16 @@ class CouchDBProbe(Probe):
         if inventory.refused:
             shown = ", ".join(inventory.refused[:MAX_NAMES_IN_EVIDENCE])
             evidence.append(Evidence(f"not readable (401/403): {shown}"))
-        profile = DataProfile()
-        for sample in inventory.samples:
-            profile.merge(sample.profile)
-        profile.records_estimated = sum(s.docs or 0 for s in inventory.samples)
-        ranked = sorted(
-            inventory.samples,
-            key=lambda s: (-sum(s.profile.entities.values()), -(s.docs or 0), s.name),
+        sampler = inventory.sampler
+        sampler.reads_heading = "read-only requests used"
+        sampler.read(
+            "GET /, GET /_session, GET /_all_dbs, GET /<db>, "
+            f"GET /<db>/_all_docs?limit={self.config.sample}&include_docs=true "
+            f"({len(sampler.containers)} databases sampled)"
         )
-        for sample in ranked[:MAX_DATABASES_IN_EVIDENCE]:
-            summary = profile_evidence(sample.profile)[0].text
-            docs = "?" if sample.docs is None else str(sample.docs)
-            evidence.append(
-                Evidence(f"{sample.name}: {docs} docs, {human_bytes(sample.size)}; {summary}")
-            )
-        evidence.extend(profile_evidence(profile)[1:])
-        evidence.append(
-            Evidence(
-                "read-only requests used: GET /, GET /_session, GET /_all_dbs, GET /<db>, "
-                f"GET /<db>/_all_docs?limit={self.config.sample}&include_docs=true "
-                f"({len(inventory.samples)} databases sampled)"
-            )
-        )
-        return readable_findings(
-            self,
-            target=target,
-            auth=auth,
-            profile=profile,
-            notes=inventory.notes,
-            evidence=evidence,
-            titles=(
+        return sampler.findings(
+            evidence,
+            (
                 "CouchDB readable without authentication",
                 "CouchDB accepts a vendor default password",
             ),

@@ -21,13 +21,10 @@ from urllib.parse import quote
 
 import httpx
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
@@ -40,9 +37,9 @@ from perisai.probes.http import (
     http_client,
     human_bytes,
     json_array_items,
-    json_strings,
 )
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 TAGLINE = "You Know, for Search"
 FINGERPRINT_BYTES = 16 * 1024  # a root answer is under 1 kB
@@ -50,7 +47,6 @@ ROOT_BYTES = 64 * 1024
 LISTING_BYTES = 2 * 1024 * 1024  # _cat/indices: ~150 bytes an index, so ~10k indices
 SEARCH_OVERHEAD_BYTES = 64 * 1024
 MAX_SEARCH_BYTES = 8 * 1024 * 1024
-MAX_INDICES_IN_EVIDENCE = 8
 MAX_NAMES_IN_EVIDENCE = 5
 DEFAULT_USER = "elastic"  # for a password-only line in the defaults file
 _MEOW = re.compile(r"(?i)-meow$")
@@ -80,18 +76,11 @@ class _Index:
 
 
 @dataclass
-class _IndexSample:
-    index: _Index
-    profile: DataProfile
-
-
-@dataclass
 class _Inventory:
     """What the probe learnt so far; findings are built from it even when it stops early."""
 
+    sampler: Sampler  # the indices read, and what they held
     indices: list[_Index] = field(default_factory=list)
-    samples: list[_IndexSample] = field(default_factory=list)
-    notes: list[RansomNote] = field(default_factory=list)
     evidence: list[Evidence] = field(default_factory=list)
     listing_complete: bool = True
 
@@ -101,6 +90,15 @@ class ElasticsearchProbe(Probe):
 
     service = "elasticsearch"
     default_ports = (9200,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "curl -s http://{host}:{port}/",
+        "curl -s 'http://{host}:{port}/_cat/indices?v'",
+    )
+    fix = (  # configuration lines that close it
+        "# elasticsearch.yml",
+        "xpack.security.enabled: true",
+        "network.host: 10.0.0.5",
+    )
     rules = (
         Rule(
             id="elasticsearch.unauthenticated",
@@ -141,13 +139,15 @@ class ElasticsearchProbe(Probe):
             )
         except HttpProbeError:
             return None
-        suffix = " over TLS" if scheme == "https" else ""
+        tls = scheme == "https"
+        suffix = " over TLS" if tls else ""
         product = _product(answer)
         if answer.status == 200 and product:
-            return Fingerprint(self.service, f"open: {product}{suffix}")
+            return Fingerprint(self.service, f"open: {product}{suffix}", Access.OPEN, tls=tls)
         realm = _security_realm(answer)
         if answer.status == 401 and realm:
-            return Fingerprint(self.service, f"auth required ({realm}){suffix}")
+            detail = f"auth required ({realm}){suffix}"
+            return Fingerprint(self.service, detail, Access.AUTH_REQUIRED, tls=tls)
         return None
 
     async def probe(  # ProbeSkipped: see perisai.probes.http
@@ -202,14 +202,17 @@ class ElasticsearchProbe(Probe):
             if auth is Auth.NONE
             else f"user {user!r} logged in with a vendor default password (GET / with Basic auth)"
         )
-        inventory = _Inventory(evidence=[Evidence(f"{how}: {product}, cluster {cluster!r}")])
+        inventory = _Inventory(
+            Sampler(self, target, auth),
+            evidence=[Evidence(f"{how}: {product}, cluster {cluster!r}")],
+        )
         stopped = await self._inventory(client, deadline, inventory)
         if stopped == "refused":
             detail = (
                 f"{how}, but GET /_cat/indices was refused: the anonymous user may not read indices"
             )
             return ProbeResult((self._auth_required(target, detail),))
-        findings = self._findings(target, auth, inventory)
+        findings = self._findings(inventory)
         if stopped:
             return ProbeSkipped(stopped, findings)
         return ProbeResult(findings)
@@ -299,20 +302,14 @@ class ElasticsearchProbe(Probe):
                 continue
             source = clip_json(hit["_source"], self.config.max_value_bytes)
             records.append(source)
-            location = f"{index.name}/{str(hit.get('_id', '?'))[:64]}"
-            for text in json_strings(source):
-                if index.note_named or len(text) >= 80:
-                    note = detect_ransom_note(location, text)
-                    if note:
-                        inventory.notes.append(note)
-                        break
+            inventory.sampler.spot_notes(f"{index.name}/{str(hit.get('_id', '?'))[:64]}", [source])
         if not records and answer.truncated:
             # One document bigger than the cap: classify the prefix that arrived.
             records.append({"_source_prefix": answer.text(self.config.max_value_bytes)})
-        profile = profile_records(records, self.config.regions)
-        inventory.samples.append(_IndexSample(index, profile))
+        head = f"{'?' if index.docs is None else index.docs} docs, {human_bytes(index.size)}"
+        inventory.sampler.sample(index.name, records, estimated=index.docs, head=head)
 
-    def _findings(self, target: Target, auth: Auth, inventory: _Inventory) -> tuple[Finding, ...]:
+    def _findings(self, inventory: _Inventory) -> tuple[Finding, ...]:
         indices = inventory.indices
         evidence = list(inventory.evidence)
         total_docs = sum(i.docs or 0 for i in indices)
@@ -324,11 +321,11 @@ class ElasticsearchProbe(Probe):
                 f"{human_bytes(total_size)} (GET /_cat/indices?format=json&bytes=b)"
             )
         )
-        notes = list(inventory.notes)
+        sampler = inventory.sampler
         meow = [i.name for i in indices if i.meow]
         if meow:
             names = ", ".join(meow[:MAX_NAMES_IN_EVIDENCE]) + ("…" if len(meow) > 5 else "")
-            notes.insert(
+            sampler.notes.insert(
                 0,
                 RansomNote(
                     location=f"indices *-meow ({names})",
@@ -342,41 +339,21 @@ class ElasticsearchProbe(Probe):
         if named:
             listed = ", ".join(named[:MAX_NAMES_IN_EVIDENCE])
             evidence.append(Evidence(f"indices named like a ransom note: {listed}"))
-        profile = DataProfile()
-        for sample in inventory.samples:
-            profile.merge(sample.profile)
-        profile.records_estimated = total_docs
-        ranked = sorted(
-            inventory.samples,
-            key=lambda s: (-sum(s.profile.entities.values()), -(s.index.docs or 0), s.index.name),
+        profile = sampler.total()
+        profile.records_estimated = total_docs  # every index, sampled or not
+        sampler.reads_heading = "read-only requests used"
+        sampler.read(
+            "GET /, GET /_cat/indices?format=json&bytes=b, "
+            f"GET /<index>/_search?size={self.config.sample} "
+            f"({len(sampler.containers)} indices sampled)"
         )
-        for sample in ranked[:MAX_INDICES_IN_EVIDENCE]:
-            summary = profile_evidence(sample.profile)[0].text
-            docs = "?" if sample.index.docs is None else str(sample.index.docs)
-            evidence.append(
-                Evidence(
-                    f"{sample.index.name}: {docs} docs, {human_bytes(sample.index.size)}; {summary}"
-                )
-            )
-        evidence.extend(profile_evidence(profile)[1:])
-        evidence.append(
-            Evidence(
-                "read-only requests used: GET /, GET /_cat/indices?format=json&bytes=b, "
-                f"GET /<index>/_search?size={self.config.sample} "
-                f"({len(inventory.samples)} indices sampled)"
-            )
-        )
-        return readable_findings(
-            self,
-            target=target,
-            auth=auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
+        return sampler.findings(
+            evidence,
+            (
                 "Elasticsearch readable without authentication",
                 "Elasticsearch accepts a vendor default password",
             ),
+            profile,
         )
 
     def _auth_required(self, target: Target, detail: str) -> Finding:

@@ -33,13 +33,10 @@ from typing import Any
 
 import httpx
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
 from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
@@ -54,6 +51,7 @@ from perisai.probes.http import (
     http_client,
 )
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 __all__ = ["GATEWAY_PREFIXES", "EtcdProbe"]
 
@@ -106,6 +104,15 @@ class EtcdProbe(Probe):
 
     service = "etcd"
     default_ports = (2379,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "etcdctl --endpoints=http://{host}:{port} get / --prefix --keys-only --limit=20",
+    )
+    fix = (  # configuration lines that close it
+        "# etcd flags",
+        "--client-cert-auth=true",
+        "--listen-client-urls=https://10.0.0.5:2379",
+        "etcdctl auth enable",
+    )
     rules = (
         Rule(
             id="etcd.unauthenticated",
@@ -151,15 +158,16 @@ class EtcdProbe(Probe):
         server, cluster = doc.get("etcdserver"), doc.get("etcdcluster")
         if not isinstance(server, str) or not isinstance(cluster, str):
             return None
-        suffix = TLS_SUFFIX if scheme == "https" else ""
-        return Fingerprint(self.service, f"etcd {server[:32]} (cluster {cluster[:32]}){suffix}")
+        tls = scheme == "https"
+        detail = f"etcd {server[:32]} (cluster {cluster[:32]})" + (TLS_SUFFIX if tls else "")
+        return Fingerprint(self.service, detail, version=server[:32], tls=tls)
 
     async def probe(
         self, host: str, port: int, fingerprint: Fingerprint
     ) -> ProbeResult | ProbeSkipped:
         target = Target(host, port, self.service)
         deadline = Deadline.for_probe(self.config)
-        scheme = "https" if fingerprint.detail.endswith(TLS_SUFFIX) else "http"
+        scheme = "https" if fingerprint.tls else "http"
         async with http_client(host, port, timeout=self.config.timeout, scheme=scheme) as client:
             try:
                 session, v3_note = await self._v3_login(client, deadline)
@@ -259,15 +267,13 @@ class EtcdProbe(Probe):
         v3_note: str,
         v2: _V2,
     ) -> ProbeResult | ProbeSkipped:
-        records: list[dict[str, Any]] = []
-        notes: list[RansomNote] = []
-        reads: list[str] = ["GET /version"]
-        auth = Auth.NONE
+        auth = Auth.NONE if session is None else session.auth
+        sampler = Sampler(self, target, auth)
+        sampler.read("GET /version")
         keys: list[bytes] = []
         if session is not None and session.auth is Auth.NONE:
             evidence = [Evidence(f"POST {session.prefix}/kv/range answered without any login")]
         elif session is not None:
-            auth = Auth.DEFAULT_CREDENTIALS
             evidence = [
                 Evidence(
                     f"{v3_note}; logged in as {session.user!r} with a vendor default password "
@@ -282,69 +288,57 @@ class EtcdProbe(Probe):
             evidence.append(
                 Evidence(f"{fingerprint.detail}; v3: {count} keys, revision {revision}")
             )
-            reads.append(f"POST {session.prefix}/kv/range (count_only)")
-        else:
-            evidence.append(Evidence(fingerprint.detail))
-        stopped = ""
-        if session is not None:
+            sampler.read(f"POST {session.prefix}/kv/range (count_only)")
+            records: list[dict[str, Any]] = []
             try:
                 keys = await self._list_keys(client, deadline, session)
-                reads.append(f"POST {session.prefix}/kv/range (keys_only, limit {MAX_KEYS_LISTED})")
+                sampler.read(f"POST {session.prefix}/kv/range (keys_only, limit {MAX_KEYS_LISTED})")
                 chosen = _choose_keys(keys, self.config.sample)
                 for number, key in enumerate(chosen):
                     if deadline.expired:
-                        stopped = f"probe deadline reached after reading {number} keys; stopped"
+                        sampler.stop(f"probe deadline reached after reading {number} keys; stopped")
                         break
                     value = await self._read_value(client, deadline, session, key)
                     if value is None:
                         continue
                     name = _text(key, 512)
                     records.append({"key": name, "value": _decoded(value)})
-                    _spot_note(notes, name, value.decode("utf-8", "replace"))
+                    sampler.spot_note(name, value.decode("utf-8", "replace"))
                 if chosen:
                     cap = _value_cap(self.config.max_value_bytes)
-                    reads.append(
+                    sampler.read(
                         f"{len(chosen)} x POST {session.prefix}/kv/range (one key, limit 1, "
                         f"answer cut at {cap} bytes)"
                     )
             except (HttpProbeError, ValueError) as error:
-                stopped = f"{error} (after reading {len(records)} keys); stopped"
+                sampler.stop(f"{error} (after reading {len(records)} keys); stopped")
+            sampler.sample("v3", records, estimated=session.count)
+        else:
+            evidence.append(Evidence(fingerprint.detail))
         if v2.readable:
-            reads.append(f"GET /v2/keys/?recursive=true&sorted=true (cut at {v2.cap} bytes)")
+            sampler.read(f"GET /v2/keys/?recursive=true&sorted=true (cut at {v2.cap} bytes)")
+            v2_records = []
             for v2_key, v2_value in _choose_v2(v2.leaves, self.config.sample):
                 capped = v2_value[: self.config.max_value_bytes]
-                records.append(
+                v2_records.append(
                     {"key": v2_key, "value": _decoded(capped.encode("utf-8", "replace"))}
                 )
-                _spot_note(notes, f"v2:{v2_key}", capped)
+                sampler.spot_note(f"v2:{v2_key}", capped)
+            sampler.sample("v2", v2_records, estimated=len(v2.leaves) if v2.complete else None)
         evidence.append(Evidence(v2.note))
-        profile = profile_records(records, self.config.regions)
-        estimated: int | None = None
-        if session is not None and session.count is not None:
-            estimated = session.count
-        if v2.readable and v2.complete:
-            estimated = (estimated or 0) + len(v2.leaves)
-        profile.records_estimated = estimated
         prefixes = _prefix_summary([_text(k, 256) for k in keys] + [k for k, _ in v2.leaves])
         if prefixes:
             evidence.append(Evidence(f"keys by prefix: {prefixes}"))
         if any(k.startswith(b"/registry/") for k in keys):
             evidence.append(Evidence("holds Kubernetes cluster state (/registry/…, Secrets too)"))
-        evidence.extend(profile_evidence(profile))
-        evidence.append(Evidence("reads: " + "; ".join(reads)))
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
+        return sampler.result(
+            evidence,
+            (
                 "etcd readable without authentication",
                 "etcd accepts a vendor default root password",
             ),
+            containers=False,
         )
-        return ProbeSkipped(stopped, findings) if stopped else ProbeResult(findings)
 
     async def _list_keys(
         self, client: httpx.AsyncClient, deadline: Deadline, session: _Session
@@ -497,13 +491,6 @@ def _choose_v2(leaves: list[tuple[str, str]], count: int) -> list[tuple[str, str
         if leaf not in chosen:
             chosen.append(leaf)
     return chosen
-
-
-def _spot_note(notes: list[RansomNote], location: str, text: str) -> None:
-    if is_note_name(location) or len(text) >= 80:
-        note = detect_ransom_note(location, text)
-        if note:
-            notes.append(note)
 
 
 def _decoded(value: bytes) -> object:

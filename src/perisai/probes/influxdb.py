@@ -25,18 +25,15 @@ from __future__ import annotations
 import contextlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import default_logins
 from perisai.probes.http import (
@@ -51,12 +48,12 @@ from perisai.probes.http import (
     one_line,
 )
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 __all__ = ["InfluxDBProbe"]
 
 MAX_SMALL_ANSWER = 64 * 1024
 MAX_LIST_ANSWER = 2 * 1024 * 1024
-MAX_MEASUREMENTS_IN_EVIDENCE = 8
 MAX_COLUMNS = 64
 INTERNAL_DATABASE = "_internal"  # the server's own monitoring data: counted, not sampled
 _VERSION = re.compile(r"(\d+)\.(\d+)")
@@ -92,8 +89,6 @@ class _Login:
 class _Measurement:
     database: str
     name: str
-    profile: DataProfile = field(default_factory=DataProfile)
-    sampled: bool = False
 
     @property
     def label(self) -> str:
@@ -105,6 +100,14 @@ class InfluxDBProbe(Probe):
 
     service = "influxdb"
     default_ports = (8086,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "curl -s 'http://{host}:{port}/query?q=SHOW%20DATABASES'",
+    )
+    fix = (  # configuration lines that close it
+        "# influxdb.conf [http]",
+        "auth-enabled = true",
+        'bind-address = "127.0.0.1:8086"',
+    )
     rules = (
         Rule(
             id="influxdb.unauthenticated",
@@ -160,18 +163,22 @@ class InfluxDBProbe(Probe):
         if not version:
             return None
         build = answer.headers.get("x-influxdb-build", "")
-        detail = f"InfluxDB {one_line(version)[:32]}" + (f" {build[:16]}" if build else "")
-        return Fingerprint(self.service, detail + (TLS_SUFFIX if scheme == "https" else ""))
+        version = one_line(version)[:32]
+        tls = scheme == "https"
+        detail = f"InfluxDB {version}" + (f" {build[:16]}" if build else "")
+        return Fingerprint(
+            self.service, detail + (TLS_SUFFIX if tls else ""), version=version, tls=tls
+        )
 
     async def probe(
         self, host: str, port: int, fingerprint: Fingerprint
     ) -> ProbeResult | ProbeSkipped:
         target = Target(host, port, self.service)
         deadline = Deadline.for_probe(self.config)
-        scheme = "https" if fingerprint.detail.endswith(TLS_SUFFIX) else "http"
+        scheme = "https" if fingerprint.tls else "http"
         async with http_client(host, port, timeout=self.config.timeout, scheme=scheme) as client:
             try:
-                if _major(fingerprint.detail) >= 2:
+                if _major(fingerprint.version) >= 2:
                     setup = await bounded_get(
                         client,
                         "/api/v2/setup",
@@ -244,10 +251,10 @@ class InfluxDBProbe(Probe):
             Evidence(f"GET /query ran SHOW DATABASES {how}"),
             Evidence(f"{fingerprint.detail}; {len(databases)} databases: {', '.join(databases)}"),
         ]
-        queries = ["SHOW DATABASES"]
+        sampler = Sampler(self, target, login.auth)
+        sampler.reads_heading = "queries (all GET /query, chunked, cut at a byte cap)"
+        sampler.read("SHOW DATABASES")
         measurements: list[_Measurement] = []
-        notes: list[RansomNote] = []
-        stopped = ""
         series_counts: list[str] = []
         try:
             for database in sorted(databases, key=lambda d: not is_note_name(d)):
@@ -272,52 +279,34 @@ class InfluxDBProbe(Probe):
                 measurements.extend(
                     _Measurement(database, n) for n in names if not _CONTROL.search(n)
                 )
-            queries += ["SHOW MEASUREMENTS ON <db> LIMIT n", "SHOW SERIES CARDINALITY ON <db>"]
+            sampler.read("SHOW MEASUREMENTS ON <db> LIMIT n")
+            sampler.read("SHOW SERIES CARDINALITY ON <db>")
             order = sorted(
                 (m for m in measurements if m.database != INTERNAL_DATABASE),
                 key=lambda m: (not (is_note_name(m.name) or is_note_name(m.database)), m.label),
             )
             for number, measurement in enumerate(order):
                 if deadline.expired:
-                    stopped = f"probe deadline reached after sampling {number} measurements"
+                    sampler.stop(f"probe deadline reached after sampling {number} measurements")
                     break
                 records = await self._sample(client, deadline, login, measurement)
-                measurement.sampled = True
-                measurement.profile = profile_records(records, self.config.regions)
-                _spot_notes(notes, measurement, records)
+                sampler.sample(measurement.label, records)
+                sampler.spot_notes(measurement.label, records)
         except HttpProbeError as error:
-            stopped = f"{error}; stopped"
-        sampled = [m for m in measurements if m.sampled]
-        if sampled:
-            queries.append(
-                f'{len(sampled)} x SELECT * FROM "<measurement>" LIMIT {self.config.sample}'
+            sampler.stop(f"{error}; stopped")
+        if sampler.containers:
+            sampler.read(
+                f'{len(sampler.containers)} x SELECT * FROM "<measurement>" '
+                f"LIMIT {self.config.sample}"
             )
-        profile = DataProfile()
-        for measurement in sampled:
-            profile.merge(measurement.profile)
         evidence.append(Evidence(f"{len(measurements)} measurements; " + ", ".join(series_counts)))
-        evidence.append(profile_evidence(profile)[0])
-        interesting = sorted(sampled, key=lambda m: (-sum(m.profile.entities.values()), m.label))
-        for measurement in interesting[:MAX_MEASUREMENTS_IN_EVIDENCE]:
-            summary = profile_evidence(measurement.profile)[0].text
-            evidence.append(Evidence(f"{measurement.label}: {summary}"))
-        evidence.extend(profile_evidence(profile)[1:])
-        evidence.append(
-            Evidence("queries (all GET /query, chunked, cut at a byte cap): " + "; ".join(queries))
-        )
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=login.auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
+        return sampler.result(
+            evidence,
+            (
                 "InfluxDB readable without authentication",
                 "InfluxDB accepts a vendor default login",
             ),
         )
-        return ProbeSkipped(stopped, findings) if stopped else ProbeResult(findings)
 
     async def _sample(
         self,
@@ -456,21 +445,8 @@ def _first_column(answer: HttpAnswer) -> list[str]:
     return values
 
 
-def _spot_notes(
-    notes: list[RansomNote], measurement: _Measurement, records: list[dict[str, Any]]
-) -> None:
-    named = is_note_name(measurement.name) or is_note_name(measurement.database)
-    for record in records:
-        for value in record.values():
-            if isinstance(value, str) and (named or len(value) >= 80):
-                note = detect_ransom_note(measurement.label, value)
-                if note:
-                    notes.append(note)
-                    return
-
-
-def _major(detail: str) -> int:
-    found = _VERSION.search(detail)
+def _major(version: str) -> int:
+    found = _VERSION.search(version)
     return int(found.group(1)) if found else 1
 
 

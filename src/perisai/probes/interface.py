@@ -7,7 +7,8 @@ the ``perisai.probes`` entry-point group.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import ClassVar
 
 from perisai.findings import Finding, Rule
@@ -29,12 +30,30 @@ class ScanConfig:
     deep: bool = False  # read message bodies where that is only safe-ish (see each probe)
 
 
+class Access(Enum):
+    """What a fingerprint's harmless request already showed of the service's door."""
+
+    UNKNOWN = "unknown"  # the answer did not say
+    OPEN = "open"  # it answered a request that needs a login when auth is on
+    AUTH_REQUIRED = "auth required"
+    REFUSED = "refused"  # it turned the client away before any login (host not allowed, ...)
+
+
 @dataclass(frozen=True)
 class Fingerprint:
-    """A service recognised by what it answered, not by its port."""
+    """A service recognised by what it answered, not by its port.
+
+    ``detail`` is for people (it goes into evidence); the typed fields are for the probe that
+    follows, so no probe parses its own words back. A probe needing more facts subclasses this.
+    """
 
     service: str
     detail: str = ""  # e.g. "auth required", "protected mode", version if the answer held it
+    access: Access = Access.UNKNOWN
+    version: str = ""  # the server's version, when the answer held it
+    interface: str = ""  # which of the service's interfaces answered, when it has several
+    tls: bool = False  # the answer came over TLS
+    related_port: int | None = None  # another port of the same server that the answer named
 
 
 @dataclass(frozen=True)
@@ -58,6 +77,11 @@ class Probe(ABC):
     service: ClassVar[str]
     default_ports: ClassVar[tuple[int, ...]]
     rules: ClassVar[tuple[Rule, ...]]
+    # What a report tells the reader beside each of this probe's findings: the read-only
+    # commands that show the exposure as the probe saw it, and the configuration lines that
+    # close it; templates with {host} and {port}. Declared here so a new service is one module.
+    verify: ClassVar[tuple[str, ...]] = ()
+    fix: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: ScanConfig) -> None:
         self.config = config
@@ -80,6 +104,18 @@ class Probe(ABC):
             if rule.id == rule_id:
                 return rule
         raise KeyError(f"{cls.__name__} declares no rule {rule_id!r}")
+
+    @classmethod
+    def report_rules(cls) -> tuple[Rule, ...]:
+        """The rules as reports carry them: the probe's own rules with its verify commands and
+        config fix, unless a rule declares its own; shared rules (``compromise.*``) as they are."""
+        own = f"{cls.service}."
+        return tuple(
+            replace(rule, verify=rule.verify or cls.verify, fix=rule.fix or cls.fix)
+            if rule.id.startswith(own)
+            else rule
+            for rule in cls.rules
+        )
 
     @classmethod
     def validate(cls) -> None:

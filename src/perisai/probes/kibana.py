@@ -45,6 +45,14 @@ class KibanaProbe(Probe):
 
     service = "kibana"
     default_ports = (5601,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "curl -s http://{host}:{port}/api/status",
+    )
+    fix = (  # configuration lines that close it
+        "# kibana.yml",
+        'server.host: "127.0.0.1"',
+        'elasticsearch.username: "kibana_system"',
+    )
     rules = (
         Rule(
             id="kibana.unauthenticated",
@@ -77,8 +85,9 @@ class KibanaProbe(Probe):
         product = _product(answer)
         if product is None:
             return None
-        suffix = " over TLS" if scheme == "https" else ""
-        return Fingerprint(self.service, f"{_access(answer)}: {product}{suffix}")
+        tls = scheme == "https"
+        suffix = " over TLS" if tls else ""
+        return Fingerprint(self.service, f"{_access(answer)}: {product}{suffix}", tls=tls)
 
     async def probe(  # ProbeSkipped: see perisai.probes.http
         self, host: str, port: int, fingerprint: Fingerprint

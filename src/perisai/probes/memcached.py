@@ -25,17 +25,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
 
-from perisai.classify import profile_records, redact_text
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.classify import redact_text
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
-    exposure_finding,
     human_bytes,
-    profile_evidence,
-    ransom_findings,
 )
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 MAX_LINE_BYTES = 8192  # keys are ≤ 250 bytes; stats and metadump lines are short
 MAX_PROBE_BYTES = 8 * 1024 * 1024  # everything one probe reads from one server
@@ -69,10 +67,9 @@ class _State:
     """What the probe has proven so far (kept when it has to stop half-way)."""
 
     target: Target
-    auth: Auth | None = None
+    sampler: Sampler | None = None  # once the server answered without authentication
     evidence: list[Evidence] = field(default_factory=list)
-    profile: DataProfile = field(default_factory=lambda: DataProfile(records_estimated=None))
-    notes: list[RansomNote] = field(default_factory=list)
+    items: int | None = None  # what `stats` counted
     received: int = 0
     commands: str = _READ_COMMANDS  # what the evidence says was sent
 
@@ -159,6 +156,15 @@ class MemcachedProbe(Probe):
 
     service = "memcached"
     default_ports = (11211,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "printf 'stats\\r\\nquit\\r\\n' | nc {host} {port}",
+    )
+    fix = (  # configuration lines that close it
+        "# /etc/memcached.conf",
+        "-l 127.0.0.1",
+        "-U 0",
+        "-S   # SASL authentication",
+    )
     rules = (
         Rule(
             id="memcached.unauthenticated",
@@ -193,9 +199,16 @@ class MemcachedProbe(Probe):
             answer = b""
         if answer.startswith(b"VERSION ") and answer.endswith(b"\r\n"):
             version = answer[8:].strip().decode("ascii", "replace")[:40]
-            return Fingerprint(self.service, f"open; version {version}")
+            return Fingerprint(
+                self.service, f"open; version {version}", Access.OPEN, version, "ascii"
+            )
         if answer.startswith(b"CLIENT_ERROR unauthenticated"):
-            return Fingerprint(self.service, "auth required (ASCII authentication)")
+            return Fingerprint(
+                self.service,
+                "auth required (ASCII authentication)",
+                Access.AUTH_REQUIRED,
+                interface="ascii",
+            )
         if answer:
             return None
         # Binary-only servers (SASL mode) wait for a 24-byte header: ask in binary.
@@ -209,8 +222,13 @@ class MemcachedProbe(Probe):
         rest = answer[_BINARY_HEADER.size + header[6] :]
         second = _binary_header(rest)
         if header[5] == _BINARY_AUTH_ERROR or (second and second[5] == _BINARY_AUTH_ERROR):
-            return Fingerprint(self.service, "auth required (binary protocol, SASL)")
-        return Fingerprint(self.service, "binary protocol, open")
+            return Fingerprint(
+                self.service,
+                "auth required (binary protocol, SASL)",
+                Access.AUTH_REQUIRED,
+                interface="binary",
+            )
+        return Fingerprint(self.service, "binary protocol, open", Access.OPEN, interface="binary")
 
     # --- probe ----------------------------------------------------------------------------------
 
@@ -236,13 +254,14 @@ class MemcachedProbe(Probe):
     async def _probe(
         self, host: str, port: int, fingerprint: Fingerprint, state: _State
     ) -> ProbeResult:
-        if fingerprint.detail.startswith("auth required (binary"):
+        binary = fingerprint.interface == "binary"
+        if binary and fingerprint.access is Access.AUTH_REQUIRED:
             return self._auth_required(
                 state.target,
                 "binary protocol: STAT answered status 0x20 (SASL authentication required)",
             )
-        if fingerprint.detail.startswith("binary protocol"):
-            state.auth = Auth.NONE
+        if binary:
+            state.sampler = Sampler(self, state.target, Auth.NONE)
             state.commands = "binary VERSION and STAT"
             state.evidence.append(
                 Evidence(
@@ -259,12 +278,12 @@ class MemcachedProbe(Probe):
                     state.target,
                     "`stats` answered CLIENT_ERROR unauthenticated (ASCII authentication, -Y)",
                 )
-            state.auth = Auth.NONE
+            sampler = state.sampler = Sampler(self, state.target, Auth.NONE)
             settings = await _stats(client, "stats settings") or {}
         finally:
             await client.close()
         items = _int(stats.get("curr_items"))
-        state.profile.records_estimated = items
+        state.items = items
         state.evidence.append(Evidence("`stats` answered without authentication"))
         state.evidence.append(
             Evidence(
@@ -276,11 +295,8 @@ class MemcachedProbe(Probe):
         item_size_max = _int(settings.get("item_size_max")) or DEFAULT_ITEM_SIZE_MAX
         keys, how = await self._list_keys(host, port, state)
         state.evidence.append(Evidence(how))
-        records = await self._read_values(host, port, keys, item_size_max, state)
-        sample = profile_records(records, self.config.regions)
-        sample.records_estimated = items
-        state.profile = sample
-        state.evidence.extend(profile_evidence(sample))
+        records = await self._read_values(host, port, keys, item_size_max, state, sampler)
+        sampler.sample("items", records, estimated=items)
         return self._result(state)
 
     def _result(self, state: _State) -> ProbeResult:
@@ -288,26 +304,22 @@ class MemcachedProbe(Probe):
 
     def _partial(self, state: _State) -> tuple[Finding, ...]:
         """The findings that what is proven so far supports (none before the auth check)."""
-        if state.auth is None:
+        sampler = state.sampler
+        if sampler is None:
             return ()
-        evidence = [
-            *state.evidence,
-            Evidence(
-                f"read-only commands only: {state.commands} (values cut at "
-                f"{self.config.max_value_bytes} bytes)"
-            ),
-        ]
-        exposure = exposure_finding(
+        sampler.reads_heading = "read-only commands only"
+        sampler.reads = [f"{state.commands} (values cut at {self.config.max_value_bytes} bytes)"]
+        profile = sampler.total()
+        if not sampler.containers:  # stopped before the values were read
+            profile.records_estimated = state.items
+        title = "memcached readable without authentication"
+        return sampler.findings(
+            state.evidence,
+            (title, title),
+            profile,
+            containers=False,
             rule_id="memcached.unauthenticated",
-            title="memcached readable without authentication",
-            target=state.target,
-            auth=state.auth,
-            profile=state.profile,
-            notes=state.notes,
-            evidence=evidence,
-            remediation=self.rule("memcached.unauthenticated").remediation,
         )
-        return (exposure, *ransom_findings(state.target, state.auth, state.notes))
 
     def _auth_required(self, target: Target, detail: str) -> ProbeResult:
         return ProbeResult(
@@ -392,10 +404,16 @@ class MemcachedProbe(Probe):
         return keys, ""
 
     async def _read_values(
-        self, host: str, port: int, keys: list[str], item_size_max: int, state: _State
+        self,
+        host: str,
+        port: int,
+        keys: list[str],
+        item_size_max: int,
+        state: _State,
+        sampler: Sampler,
     ) -> list[dict[str, Any]]:
         """``get`` each key on one connection; a value longer than the cap is cut, and its
-        connection dropped rather than drained."""
+        connection dropped rather than drained. Each value is shown to ``sampler`` for notes."""
         cap = self.config.max_value_bytes
         records: list[dict[str, Any]] = []
         client: _TextClient | None = None
@@ -429,10 +447,7 @@ class MemcachedProbe(Probe):
                         raise _Violation("`get` of one key answered more than one value")
                 text = value.decode("utf-8", "replace")
                 records.append({"key": key, "value": text})
-                if is_note_name(key) or len(text) >= 80:
-                    note = detect_ransom_note(key, text)
-                    if note:
-                        state.notes.append(note)
+                sampler.spot_note(key, text)
         finally:
             if client is not None:
                 await client.close()

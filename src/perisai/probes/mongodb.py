@@ -33,16 +33,15 @@ from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import NetworkTimeout, OperationFailure, ProtocolError, PyMongoError
 
-from perisai.classify import profile_records, redact_text
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.classify import redact_text
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     human_bytes,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import Credential, default_credentials
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 MONGODB_MAX_MESSAGE_BYTES = 48_000_000  # what every MongoDB announces as maxMessageSizeBytes
 MONGODB_MAX_BSON_BYTES = 16 * 1024 * 1024  # maxBsonObjectSize
@@ -51,7 +50,6 @@ MAX_SAMPLE_BYTES = 32 * 1024 * 1024  # documents decoded per probe, all collecti
 MAX_FIELDS = 200  # leaves kept of one document
 MAX_NESTING = 8
 SKIPPED_DATABASES = ("local", "config")  # replication and sharding metadata, not user data
-MAX_COLLECTIONS_IN_EVIDENCE = 8
 DEADLINE_SHARE = 0.8  # of ScanConfig.probe_deadline: stop (with a reason) before the scanner
 SUPERUSER = "admin"  # whose password a bare line of defaults/mongodb.txt is
 UNAUTHORIZED = 13  # MongoDB's error code for "requires authentication" / "not authorized"
@@ -71,22 +69,13 @@ class _Violation(Exception):
 
 
 @dataclass
-class _Collection:
-    name: str  # db.collection
-    documents: int | None
-    profile: DataProfile
-
-
-@dataclass
 class _State:
     """What the probe has proven so far (kept when it has to stop half-way)."""
 
     target: Target
-    auth: Auth | None = None
+    sampler: Sampler | None = None  # once a login got in
     user: str | None = None
     evidence: list[Evidence] = field(default_factory=list)
-    collections: list[_Collection] = field(default_factory=list)
-    notes: list[RansomNote] = field(default_factory=list)
     sampled_bytes: int = 0
 
 
@@ -95,6 +84,16 @@ class MongoDBProbe(Probe):
 
     service = "mongodb"
     default_ports = (27017,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "mongosh --host {host} --port {port} --quiet --eval 'db.adminCommand({listDatabases: 1})'",
+    )
+    fix = (  # configuration lines that close it
+        "# mongod.conf",
+        "security:",
+        "  authorization: enabled",
+        "net:",
+        "  bindIp: 127.0.0.1,10.0.0.5",
+    )
     rules = (
         Rule(
             id="mongodb.unauthenticated",
@@ -178,7 +177,7 @@ class MongoDBProbe(Probe):
             raise _Violation("the server no longer answers isMaster like MongoDB")
         _check_limits(hello)
         client, databases, tried = await self._login(host, port, state)
-        if client is None or databases is None:
+        if client is None or databases is None or state.sampler is None:
             rule = self.rule("mongodb.auth-required")
             detail = (
                 "listDatabases refused without authentication (Unauthorized, code 13); "
@@ -198,7 +197,7 @@ class MongoDBProbe(Probe):
                 )
             )
         try:
-            await self._inspect(client, databases, hello, state)
+            await self._inspect(client, databases, hello, state, state.sampler)
         finally:
             await _close(client, self.config.timeout)
         return ProbeResult(self._partial(state))
@@ -243,7 +242,8 @@ class MongoDBProbe(Probe):
             except BaseException:
                 await _close(client, self.config.timeout)
                 raise
-            state.auth = Auth.NONE if login is None else Auth.DEFAULT_CREDENTIALS
+            auth = Auth.NONE if login is None else Auth.DEFAULT_CREDENTIALS
+            state.sampler = Sampler(self, state.target, auth)
             state.user = None if login is None else login.user
             databases = listing.get("databases")
             if not isinstance(databases, list):
@@ -258,10 +258,11 @@ class MongoDBProbe(Probe):
         databases: list[dict[str, Any]],
         hello: Mapping[str, Any],
         state: _State,
+        sampler: Sampler,
     ) -> None:
         how = (
             "listDatabases answered without authentication"
-            if state.auth is Auth.NONE
+            if sampler.auth is Auth.NONE
             else f"a vendor default password for {state.user!r} was accepted (SCRAM)"
         )
         state.evidence.append(Evidence(how))
@@ -286,9 +287,11 @@ class MongoDBProbe(Probe):
             (n for n in names if n not in SKIPPED_DATABASES), key=lambda n: (not is_note_name(n), n)
         )
         for name in ordered[: self.config.max_databases]:
-            await self._sample_database(client[name], state)
+            await self._sample_database(client[name], state, sampler)
 
-    async def _sample_database(self, db: AsyncDatabase[Any], state: _State) -> None:
+    async def _sample_database(
+        self, db: AsyncDatabase[Any], state: _State, sampler: Sampler
+    ) -> None:
         ms = max(100, int(self.config.timeout * 1000))
         try:
             cursor = await db.list_collections()  # no filter: before 3.4 entries have no type
@@ -322,20 +325,9 @@ class MongoDBProbe(Probe):
                     records = await self._sample(collection, state)
                 except OperationFailure as error:
                     state.evidence.append(Evidence(f"{location}: not readable ({_first(error)})"))
-            profile = profile_records(records, self.config.regions)
-            profile.records_estimated = documents
-            state.collections.append(_Collection(location, documents, profile))
-            note_like = is_note_name(db.name) or is_note_name(name)
-            for record in records:
-                for text in _strings(record):
-                    if note_like or len(text) >= 80:
-                        note = detect_ransom_note(location, text)
-                        if note:
-                            state.notes.append(note)
-                            break
-                else:
-                    continue
-                break
+            count = "?" if documents is None else f"~{documents}"
+            sampler.sample(location, records, estimated=documents, head=f"{count} documents")
+            sampler.spot_notes(location, records)
 
     async def _sample(self, collection: Any, state: _State) -> list[dict[str, Any]]:
         """One batch of at most ``sample`` documents (``singleBatch``: no getMore, no cursor
@@ -357,39 +349,17 @@ class MongoDBProbe(Probe):
 
     def _partial(self, state: _State) -> tuple[Finding, ...]:
         """The findings that what is proven so far supports (none before the auth check)."""
-        if state.auth is None:
+        if state.sampler is None:
             return ()
-        profile = DataProfile(records_estimated=0)
-        for collection in state.collections:
-            profile.merge(collection.profile)
-        evidence = list(state.evidence)
-        ranked = sorted(
-            state.collections,
-            key=lambda c: (-sum(c.profile.entities.values()), -(c.documents or 0), c.name),
+        state.sampler.read(
+            "isMaster, buildInfo, listDatabases, listCollections, count, find (limit "
+            f"{self.config.sample}, single batch, maxTimeMS; strings cut at "
+            f"{self.config.max_value_bytes} bytes)"
         )
-        for collection in ranked[:MAX_COLLECTIONS_IN_EVIDENCE]:
-            count = "?" if collection.documents is None else f"~{collection.documents}"
-            summary = profile_evidence(collection.profile)[0].text
-            evidence.append(
-                Evidence(f"{redact_text(collection.name)}: {count} documents; {summary}")
-            )
-        if state.collections:
-            evidence.extend(profile_evidence(profile)[1:])
-        evidence.append(
-            Evidence(
-                "read-only commands only: isMaster, buildInfo, listDatabases, listCollections, "
-                f"count, find (limit {self.config.sample}, single batch, maxTimeMS; strings cut "
-                f"at {self.config.max_value_bytes} bytes)"
-            )
-        )
-        return readable_findings(
-            self,
-            target=state.target,
-            auth=state.auth,
-            profile=profile,
-            notes=state.notes,
-            evidence=evidence,
-            titles=(
+        state.sampler.reads_heading = "read-only commands only"
+        return state.sampler.findings(
+            state.evidence,
+            (
                 "MongoDB readable without authentication",
                 "MongoDB accepts a vendor default password",
             ),
@@ -478,17 +448,6 @@ def _bounded(
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)[:cap]
-
-
-def _strings(value: Any) -> list[str]:
-    """Every string in a bounded record (for ransom-note detection)."""
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, Mapping):
-        return [s for child in value.values() for s in _strings(child)]
-    if isinstance(value, list):
-        return [s for child in value for s in _strings(child)]
-    return []
 
 
 async def _close(client: AsyncMongoClient[Any], timeout: float) -> None:

@@ -27,25 +27,22 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from perisai.classify import profile_records
 from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
     exchange,
     first_line,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import Credential, default_credentials
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult
+from perisai.probes.sampling import Sampler
 
 __all__ = ["MQTTProbe"]
 
 MAX_PACKET_BYTES = 256 * 1024  # MQTT 5 Maximum Packet Size we announce: bigger ones never come
 MAX_SYS_TOPICS = 400
 MAX_TOPIC_CHARS = 512
-MAX_GROUPS_IN_EVIDENCE = 8
 # CONNACK return codes (3.1.1) and reason codes (5) that mean "who are you?"
 _AUTH_CODES = frozenset({4, 5, 0x86, 0x87, 0x8C})
 _VERSION_CODES = frozenset({1, 0x84})  # unacceptable protocol version
@@ -66,7 +63,6 @@ class _TopicGroup:
     messages: int = 0
     retained: int = 0
     records: list[dict[str, Any]] = field(default_factory=list)
-    profile: DataProfile = field(default_factory=DataProfile)
 
 
 @dataclass
@@ -97,6 +93,15 @@ class MQTTProbe(Probe):
 
     service = "mqtt"
     default_ports = (1883,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "mosquitto_sub -h {host} -p {port} -t '#' -v -C 10 -W 5",
+    )
+    fix = (  # configuration lines that close it
+        "# mosquitto.conf",
+        "allow_anonymous false",
+        "password_file /etc/mosquitto/passwd",
+        "listener 1883 127.0.0.1",
+    )
     rules = (
         Rule(
             id="mqtt.unauthenticated",
@@ -140,10 +145,12 @@ class MQTTProbe(Probe):
         if session_present > 1 or code > 5 or (code and session_present):
             return None
         if code == 0:
-            return Fingerprint(self.service, "anonymous CONNECT accepted")
+            return Fingerprint(self.service, "anonymous CONNECT accepted", Access.OPEN)
         if code in _AUTH_CODES:
-            return Fingerprint(self.service, f"auth required (CONNACK {code})")
-        return Fingerprint(self.service, f"CONNECT refused (CONNACK {code})")
+            return Fingerprint(
+                self.service, f"auth required (CONNACK {code})", Access.AUTH_REQUIRED
+            )
+        return Fingerprint(self.service, f"CONNECT refused (CONNACK {code})", Access.REFUSED)
 
     async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
         target = Target(host, port, self.service)
@@ -289,10 +296,12 @@ class MQTTProbe(Probe):
         capture: _Capture,
         version: str,
     ) -> ProbeResult:
-        profile = DataProfile()
+        sampler = Sampler(self, target, auth)
+        sampler.notes.extend(capture.notes)
         for group in capture.groups.values():
-            group.profile = profile_records(group.records, self.config.regions)
-            profile.merge(group.profile)
+            head = f"{group.messages} messages ({group.retained} retained)"
+            sampler.sample(f"{group.root}/#", group.records, estimated=group.messages, head=head)
+        profile = sampler.total()
         system = capture.system
         # $SYS is refreshed every sys_interval (10 s in Mosquitto): it may lag what we saw.
         stored = _int(system.get("$SYS/broker/retained messages/count")) or 0
@@ -320,33 +329,18 @@ class MQTTProbe(Probe):
                 "topics; nothing published"
             )
         )
-        ranked = sorted(
-            capture.groups.values(),
-            key=lambda g: (-sum(g.profile.entities.values()), -g.messages, g.root),
-        )
-        for group in ranked[:MAX_GROUPS_IN_EVIDENCE]:
-            evidence.append(
-                Evidence(
-                    f"{group.root}/#: {group.messages} messages ({group.retained} retained); "
-                    f"{profile_evidence(group.profile)[0].text}"
-                )
-            )
         if capture.stopped:
             evidence.append(Evidence(capture.stopped))
-        evidence.extend(profile_evidence(profile)[1:])
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=auth,
-            profile=profile,
-            notes=capture.notes,
-            evidence=evidence,
-            titles=(
-                "MQTT broker readable without credentials",
-                "MQTT broker accepts a vendor default login",
-            ),
+        return ProbeResult(
+            sampler.findings(
+                evidence,
+                (
+                    "MQTT broker readable without credentials",
+                    "MQTT broker accepts a vendor default login",
+                ),
+                profile,
+            )
         )
-        return ProbeResult(findings)
 
     def _auth_required(self, target: Target, detail: str) -> Finding:
         return auth_required_finding(

@@ -35,20 +35,17 @@ from typing import Any, TypeVar
 import pymysql
 from pymysql.connections import Connection
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     CONNECTION_BUDGET_BYTES,
     ReplyTooLarge,
     auth_required_finding,
-    exposure_finding,
     human_bytes,
-    profile_evidence,
-    ransom_findings,
 )
 from perisai.probes.credentials import default_logins
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult
+from perisai.probes.sampling import Sampler
 
 __all__ = [
     "MySQLProbe",
@@ -62,7 +59,6 @@ T = TypeVar("T")
 SYSTEM_SCHEMAS = ("information_schema", "performance_schema", "mysql", "sys")
 MAX_COLUMNS = 64  # columns read per sampled table
 MAX_LISTED = 1000  # schema / table names fetched before note-like names are put first
-MAX_TABLES_IN_EVIDENCE = 8
 MAX_GREETING = 1024  # a real greeting is about 80-130 bytes
 SUPERUSER = "root"  # whose password a bare line of defaults/mysql.txt is
 PROGRAM_NAME = "perisai"  # shown to the server's admin in its connection attributes
@@ -109,15 +105,6 @@ class _Login:
     auth: Auth
     rule_id: str
     label: str  # how the evidence names this login
-
-
-@dataclass
-class _TableSample:
-    name: str
-    rows_estimated: int | None
-    size_bytes: int
-    profile: DataProfile
-    sampled: bool
 
 
 def parse_greeting(packet: bytes) -> ServerGreeting | None:
@@ -287,6 +274,17 @@ class MySQLProbe(Probe):
 
     service = "mysql"
     default_ports = (3306,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "mysql -h {host} -P {port} -u root --skip-password -e 'SHOW DATABASES'",
+        "mysql -h {host} -P {port} -u root --skip-password -e 'SELECT table_schema, "
+        "table_name, table_rows FROM information_schema.tables LIMIT 20'",
+    )
+    fix = (  # configuration lines that close it
+        "# my.cnf [mysqld]",
+        "bind-address = 127.0.0.1",
+        "# and give root a password:",
+        "ALTER USER 'root'@'%' IDENTIFIED BY '<a long random secret>';",
+    )
     rules = (
         Rule(
             id="mysql.unauthenticated",
@@ -340,8 +338,9 @@ class MySQLProbe(Probe):
             return None
         if greeting.error_code:
             detail = f"{_REFUSED_DETAIL}: error {greeting.error_code}: {greeting.error_message}"
-            return Fingerprint(self.service, detail)
-        return Fingerprint(self.service, f"{greeting.product} {greeting.version}")
+            return Fingerprint(self.service, detail, Access.REFUSED)
+        detail = f"{greeting.product} {greeting.version}"
+        return Fingerprint(self.service, detail, version=greeting.version)
 
     async def _read_greeting(self, host: str, port: int) -> bytes:
         """The server's first packet, header included: read by its length, bounded, unasked."""
@@ -421,7 +420,7 @@ class MySQLProbe(Probe):
     async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
         started = time.monotonic()
         target = Target(host, port, self.service)
-        if fingerprint.detail.startswith(_REFUSED_DETAIL):
+        if fingerprint.access is Access.REFUSED:
             return ProbeResult((self._auth_required(target, f"the server {fingerprint.detail}"),))
         session, login, refused_line = await self._login(host, port)
         if session is None or login is None:
@@ -497,13 +496,12 @@ class MySQLProbe(Probe):
             if is_note_name(name)
         )
         hard_stop = started + self.config.probe_deadline - 2 * session.call_limit
-        tables: list[_TableSample] = []
-        notes: list[RansomNote] = []
+        sampler = Sampler(self, target, login.auth)
         stopped = ""
         for database in databases:
             try:
                 stopped = await self._sample_database(
-                    session, database, hint, read_only, hard_stop, tables, notes
+                    session, database, hint, read_only, hard_stop, sampler
                 )
             except TimeoutError:
                 stopped = f"a query in {database!r} ran past {session.call_limit:.0f}s"
@@ -518,33 +516,12 @@ class MySQLProbe(Probe):
         if read_only and not session.aborted:
             with contextlib.suppress(TimeoutError, pymysql.err.MySQLError):
                 await session.query("ROLLBACK")
-        profile = DataProfile(records_estimated=0)
-        for table in tables:
-            profile.merge(table.profile)
-        ranked = sorted(tables, key=lambda t: (-sum(t.profile.entities.values()), t.name))
-        for table in ranked[:MAX_TABLES_IN_EVIDENCE]:
-            rows = "?" if table.rows_estimated is None else f"~{table.rows_estimated}"
-            summary = profile_evidence(table.profile)[0].text if table.sampled else "not sampled"
-            evidence.append(
-                Evidence(
-                    f"{table.name}: {rows} rows, {human_bytes(table.size_bytes)} data; {summary}"
-                )
-            )
-        evidence.extend(profile_evidence(profile)[1:])
-        exposure = exposure_finding(
-            rule_id=login.rule_id,
-            title=_TITLES[login.rule_id],
-            target=target,
-            auth=login.auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            remediation=self.rule(login.rule_id).remediation,
-        )
-        if login.rule_id == "mysql.anonymous-user" and not databases and not notes:
+        title = _TITLES[login.rule_id]
+        exposure, *others = sampler.findings(evidence, (title, title), rule_id=login.rule_id)
+        if login.rule_id == "mysql.anonymous-user" and not databases and not sampler.notes:
             # An anonymous account that sees no data is a weakness, not yet an open database.
             exposure = dataclasses.replace(exposure, severity=Severity.MEDIUM)
-        return ProbeResult((exposure, *ransom_findings(target, login.auth, notes)))
+        return ProbeResult((exposure, *others))
 
     async def _sample_database(
         self,
@@ -553,10 +530,9 @@ class MySQLProbe(Probe):
         hint: str,
         read_only: bool,
         hard_stop: float,
-        tables: list[_TableSample],
-        notes: list[RansomNote],
+        sampler: Sampler,
     ) -> str:
-        """Enumerate and sample one database into ``tables``/``notes``; why it stopped early."""
+        """Enumerate and sample one database into ``sampler``; why it stopped early."""
         rows = await session.query(
             f"SELECT {hint}TABLE_NAME, TABLE_ROWS, DATA_LENGTH FROM information_schema.TABLES "
             "WHERE TABLE_SCHEMA = %s AND TABLE_TYPE IN ('BASE TABLE', 'SYSTEM VERSIONED') "
@@ -569,29 +545,15 @@ class MySQLProbe(Probe):
                 return f"the probe deadline came before {database}.{table}"
             _, table_rows, data_length = by_name[table]
             name = f"{database}.{table}"
-            records = await self._sample_table(session, database, table, hint) if read_only else []
-            profile = profile_records(records, self.config.regions)
-            profile.records_estimated = None if table_rows is None else max(int(table_rows), 0)
-            tables.append(
-                _TableSample(
-                    name, profile.records_estimated, int(data_length or 0), profile, read_only
-                )
-            )
-            note_like = is_note_name(database) or is_note_name(table)
-            for record in records:
-                found = next(
-                    (
-                        note
-                        for value in record.values()
-                        if isinstance(value, str) and (note_like or len(value) >= 80)
-                        for note in [detect_ransom_note(name, value)]
-                        if note
-                    ),
-                    None,
-                )
-                if found:
-                    notes.append(found)
-                    break
+            estimated = None if table_rows is None else max(int(table_rows), 0)
+            shown = "?" if estimated is None else f"~{estimated}"
+            head = f"{shown} rows, {human_bytes(int(data_length or 0))} data"
+            if not read_only:
+                sampler.listed(name, estimated=estimated, head=head)
+                continue
+            records = await self._sample_table(session, database, table, hint)
+            sampler.sample(name, records, estimated=estimated, head=head)
+            sampler.spot_notes(name, records)
         return ""
 
     async def _sample_table(

@@ -38,22 +38,19 @@ from nats.js import JetStreamManager
 from nats.js import api as js_api
 from nats.js.errors import APIError, NotFoundError
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     first_line,
     human_bytes,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import Credential, default_credentials
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult
+from perisai.probes.sampling import Sampler
 
 __all__ = ["NATSProbe"]
 
 MAX_INFO_BYTES = 65536
-MAX_STREAMS_IN_EVIDENCE = 8
 MAX_SUBJECT_CHARS = 512
 CORE_GROUP = "core subjects (>)"
 
@@ -74,8 +71,7 @@ class _Group:
     size: int
     consumers: int
     records: list[dict[str, Any]] = field(default_factory=list)
-    profile: DataProfile = field(default_factory=DataProfile)
-    note: str = ""
+    note: str = ""  # why its messages were not read
 
 
 class NATSProbe(Probe):
@@ -83,6 +79,14 @@ class NATSProbe(Probe):
 
     service = "nats"
     default_ports = (4222,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "nats --server nats://{host}:{port} server info",
+    )
+    fix = (  # configuration lines that close it
+        "# nats-server.conf",
+        'authorization { token: "<a long random secret>" }',
+        "listen: 127.0.0.1:4222",
+    )
     rules = (
         Rule(
             id="nats.unauthenticated",
@@ -120,12 +124,14 @@ class NATSProbe(Probe):
             return None  # a NATS server speaks first: silence or a reset is someone else
         if info is None:
             return None
-        parts = [f"NATS {_text(info.get('version'), 32)}"]
-        if info.get("auth_required"):
+        version = _text(info.get("version"), 32)
+        parts = [f"NATS {version}"]
+        access = Access.AUTH_REQUIRED if info.get("auth_required") else Access.UNKNOWN
+        if access is Access.AUTH_REQUIRED:
             parts.append("auth required")
         if info.get("jetstream"):
             parts.append("JetStream")
-        return Fingerprint(self.service, ", ".join(parts))
+        return Fingerprint(self.service, ", ".join(parts), access, version)
 
     async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
         target = Target(host, port, self.service)
@@ -215,7 +221,6 @@ class NATSProbe(Probe):
             )
         ]
         groups: list[_Group] = []
-        notes: list[RansomNote] = []
         stopped = ""
         jsm = client.jsm(timeout=self.config.timeout)
         try:
@@ -229,49 +234,40 @@ class NATSProbe(Probe):
             groups.append(await self._listen(client))
         except (NATSError, OSError, TimeoutError) as error:
             stopped = f"core listen stopped: {type(error).__name__}: {first_line(error)}"
-        profile = DataProfile(records_estimated=0)
+        sampler = Sampler(self, target, auth)
         for group in groups:
-            group.profile = profile_records(group.records, self.config.regions)
-            group.profile.records_estimated = group.messages
-            profile.merge(group.profile)
-            notes.extend(self._notes(group))
-        stream_groups = [g for g in groups if g.name != CORE_GROUP]
-        if stream_groups:
+            if group.name == CORE_GROUP:
+                label = f"{CORE_GROUP} for {self.config.timeout:g}s"
+                head = f"{group.messages} messages"
+            else:
+                label = f"stream {group.name} ({group.subjects})"
+                head = (
+                    f"{group.messages} messages, {human_bytes(group.size)}, "
+                    f"{group.consumers} consumers"
+                )
+            if group.note:
+                sampler.listed(label, estimated=group.messages, head=head, unread=group.note)
+                continue
+            sampler.sample(label, group.records, estimated=group.messages, head=head)
+            self._spot_notes(group, sampler)
+        if any(g.name != CORE_GROUP for g in groups):
             evidence.append(
                 Evidence(
                     "stream messages read with $JS.API.STREAM.MSG.GET (seq, next_by_subj): no "
                     "consumer created, nothing acknowledged, stream state unchanged"
                 )
             )
-        ranked = sorted(
-            groups, key=lambda g: (-sum(g.profile.entities.values()), -g.messages, g.name)
-        )
-        for group in ranked[:MAX_STREAMS_IN_EVIDENCE]:
-            if group.name == CORE_GROUP:
-                head = f"{CORE_GROUP} for {self.config.timeout:g}s: {group.messages} messages"
-            else:
-                head = (
-                    f"stream {group.name} ({group.subjects}): {group.messages} messages, "
-                    f"{human_bytes(group.size)}, {group.consumers} consumers"
-                )
-            tail = group.note or profile_evidence(group.profile)[0].text
-            evidence.append(Evidence(f"{head}; {tail}"))
         if stopped:
             evidence.append(Evidence(stopped))
-        evidence.extend(profile_evidence(profile)[1:])
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
-                "NATS readable without credentials",
-                "NATS accepts a default login from its examples",
-            ),
+        return ProbeResult(
+            sampler.findings(
+                evidence,
+                (
+                    "NATS readable without credentials",
+                    "NATS accepts a default login from its examples",
+                ),
+            )
         )
-        return ProbeResult(findings)
 
     async def _streams(self, jsm: JetStreamManager) -> tuple[list[js_api.StreamInfo], str]:
         """The streams to sample (note-like names first, then the largest) and a summary."""
@@ -360,18 +356,12 @@ class NATSProbe(Probe):
                 payload = json.loads(text)
         return {"subject": (subject or "")[:MAX_SUBJECT_CHARS], "payload": payload}
 
-    def _notes(self, group: _Group) -> list[RansomNote]:
-        notes: list[RansomNote] = []
+    def _spot_notes(self, group: _Group, sampler: Sampler) -> None:
+        where = f"stream {group.name}" if group.name != CORE_GROUP else "subject"
         for record in group.records:
             payload = record["payload"]
             text = payload if isinstance(payload, str) else json.dumps(payload)
-            where = f"stream {group.name}" if group.name != CORE_GROUP else "subject"
-            location = f"{where} {record['subject']}"
-            if is_note_name(group.name) or is_note_name(record["subject"]) or len(text) >= 80:
-                note = detect_ransom_note(location, text)
-                if note and all(n.location != note.location for n in notes):
-                    notes.append(note)
-        return notes
+            sampler.spot_note(f"{where} {record['subject']}", text)
 
 
 async def _discard(client: NATSClient, timeout: float) -> None:

@@ -16,24 +16,21 @@ from typing import Any, LiteralString
 import psycopg
 from psycopg import sql
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.compromise import RULE_RANSOM_NOTE
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     exchange,
     first_line,
     human_bytes,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import default_logins
 from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+from perisai.probes.sampling import Sampler
 
 SUPERUSER = "postgres"  # whose password a bare line of defaults/postgres.txt is
 MAX_COLUMNS = 64
 # libpq warns about /dev/null as a password file but silently skips a missing one.
 _NO_PASSFILE = "/nonexistent/perisai/pgpass"
-MAX_TABLES_IN_EVIDENCE = 8
 
 _REMEDIATION = (
     "Replace `trust` (and vendor default passwords) in pg_hba.conf with `scram-sha-256` for every "
@@ -63,14 +60,6 @@ class _Login:
     dbname: str
 
 
-@dataclass
-class _TableSample:
-    name: str
-    rows_estimated: int | None
-    size_bytes: int
-    profile: DataProfile
-
-
 # AuthenticationRequest codes: ok, Kerberos, cleartext, MD5, GSS, GSS-continue, SSPI, SASL(…).
 _AUTH_METHODS = frozenset({0, 2, 3, 5, 7, 8, 9, 10, 11, 12})
 
@@ -80,6 +69,18 @@ class PostgresProbe(Probe):
 
     service = "postgres"
     default_ports = (5432,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "psql -h {host} -p {port} -U postgres -w -c '\\l'",
+        "psql -h {host} -p {port} -U postgres -w -c 'SELECT relname, reltuples FROM pg_class "
+        "WHERE relkind = '\\''r'\\'' ORDER BY reltuples DESC LIMIT 20'",
+    )
+    fix = (  # configuration lines that close it
+        "# pg_hba.conf: no `trust` lines for hosts",
+        "host    all    all    10.0.0.0/8    scram-sha-256",
+        "# postgresql.conf",
+        "listen_addresses = 'localhost,10.0.0.5'",
+        "password_encryption = scram-sha-256",
+    )
     rules = (
         Rule(
             id="postgres.unauthenticated",
@@ -215,9 +216,7 @@ class PostgresProbe(Probe):
             Evidence(f"logged in as {login.user!r} {how}"),
             Evidence(f"PostgreSQL {version}; {len(databases)} databases: {', '.join(databases)}"),
         ]
-        profile = DataProfile(records_estimated=0)
-        notes: list[RansomNote] = []
-        tables: list[_TableSample] = []
+        sampler = Sampler(self, target, login.auth)
         for dbname in databases:
             db_login = _Login(login.user, login.password, login.auth, dbname)
             try:
@@ -226,54 +225,29 @@ class PostgresProbe(Probe):
                 evidence.append(Evidence(f"{dbname}: not readable ({first_line(error)})"))
                 continue
             async with db_conn:
-                db_tables, db_notes = await self._sample_database(db_conn, dbname)
-            tables.extend(db_tables)
-            notes.extend(db_notes)
-        for table in tables:
-            profile.merge(table.profile)
-        interesting = sorted(tables, key=lambda t: (-sum(t.profile.entities.values()), t.name))
-        for table in interesting[:MAX_TABLES_IN_EVIDENCE]:
-            rows = "?" if table.rows_estimated is None else f"~{table.rows_estimated}"
-            summary = profile_evidence(table.profile)[0].text
-            evidence.append(
-                Evidence(f"{table.name}: {rows} rows, {human_bytes(table.size_bytes)}; {summary}")
+                await self._sample_database(db_conn, dbname, sampler)
+        return ProbeResult(
+            sampler.findings(
+                evidence,
+                (
+                    "PostgreSQL readable without a password",
+                    "PostgreSQL accepts a vendor default password",
+                ),
             )
-        evidence.extend(profile_evidence(profile)[1:])
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=login.auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
-                "PostgreSQL readable without a password",
-                "PostgreSQL accepts a vendor default password",
-            ),
         )
-        return ProbeResult(findings)
 
     async def _sample_database(
-        self, conn: psycopg.AsyncConnection[Any], dbname: str
-    ) -> tuple[list[_TableSample], list[RansomNote]]:
-        samples: list[_TableSample] = []
-        notes: list[RansomNote] = []
+        self, conn: psycopg.AsyncConnection[Any], dbname: str, sampler: Sampler
+    ) -> None:
         for schema, table, oid, reltuples, size in await _rows(
             conn, sql.SQL(_TABLES), (self.config.max_tables,)
         ):
             name = f"{dbname}.{schema}.{table}"
             records = await self._sample_table(conn, schema, table, oid)
-            profile = profile_records(records, self.config.regions)
-            profile.records_estimated = max(int(reltuples), 0) if reltuples >= 0 else None
-            samples.append(_TableSample(name, profile.records_estimated, int(size), profile))
-            for record in records:
-                for value in record.values():
-                    if isinstance(value, str) and (is_note_name(table) or len(value) >= 80):
-                        note = detect_ransom_note(name, value)
-                        if note:
-                            notes.append(note)
-                            break
-        return samples, notes
+            rows = max(int(reltuples), 0) if reltuples >= 0 else None
+            head = f"{'?' if rows is None else f'~{rows}'} rows, {human_bytes(int(size))}"
+            sampler.sample(name, records, estimated=rows, head=head)
+            sampler.spot_notes(name, records)
 
     async def _sample_table(
         self, conn: psycopg.AsyncConnection[Any], schema: str, table: str, oid: int

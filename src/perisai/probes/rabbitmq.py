@@ -27,7 +27,7 @@ import base64
 import binascii
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
 
@@ -39,19 +39,17 @@ from pamqp import exceptions as pamqp_errors
 from pamqp.header import ProtocolHeader
 from yarl import URL
 
-from perisai.classify import profile_records
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
     exposure_finding,
     first_line,
     human_bytes,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import Credential, default_credentials
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ScanConfig
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ScanConfig
+from perisai.probes.sampling import Sampler
 
 __all__ = ["RabbitMQProbe"]
 
@@ -60,7 +58,6 @@ MANAGEMENT_DETAIL = "management"
 DEFAULT_USER = "guest"  # RabbitMQ's built-in user: whose password a bare line of the defaults is
 MAX_FRAME_BYTES = 65536  # a Connection.Start is ~600 bytes; anything bigger is not one
 MAX_API_BYTES = 4 * 1024 * 1024  # one management API answer
-MAX_QUEUES_IN_EVIDENCE = 8
 _QUEUE_COLUMNS = (
     "name,vhost,type,durable,messages,messages_ready,messages_unacknowledged,message_bytes,"
     "consumers"
@@ -84,13 +81,20 @@ class _Queue:
     messages: int
     message_bytes: int
     consumers: int
-    profile: DataProfile = field(default_factory=DataProfile)
     peeked: int = 0
     skipped: str = ""
 
     @property
     def label(self) -> str:
         return self.name if self.vhost == "/" else f"{self.vhost}/{self.name}"
+
+
+@dataclass(frozen=True)
+class AmqpFingerprint(Fingerprint):
+    """The AMQP port's ``Connection.Start``: who the server says it is, what logins it offers."""
+
+    server: str = ""  # product, version and mechanisms, as evidence shows them
+    mechanisms: tuple[str, ...] = ()  # SASL mechanisms offered, e.g. ("PLAIN", "AMQPLAIN")
 
 
 class RabbitMQProbe(Probe):
@@ -103,6 +107,16 @@ class RabbitMQProbe(Probe):
 
     service = "rabbitmq"
     default_ports = (5672, 15672)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "curl -s -u guest:guest http://{host}:{port}/api/overview",
+        "curl -s -u guest:guest http://{host}:{port}/api/queues",
+    )
+    fix = (  # configuration lines that close it
+        "# rabbitmq.conf",
+        "loopback_users.guest = true",
+        "# and delete the guest user where it is not needed:",
+        "rabbitmqctl delete_user guest",
+    )
     rules = (
         Rule(
             id="rabbitmq.unauthenticated",
@@ -152,8 +166,14 @@ class RabbitMQProbe(Probe):
             if "rabbitmq" not in product.lower():
                 return None  # another AMQP 0-9-1 broker: not ours to name
             version = _text(start.server_properties.get("version"), 32)
-            return Fingerprint(
-                self.service, f"{AMQP_DETAIL}: {product} {version} ({start.mechanisms})"
+            server = f"{product} {version} ({start.mechanisms})"
+            return AmqpFingerprint(
+                self.service,
+                f"{AMQP_DETAIL}: {server}",
+                version=version,
+                interface=AMQP_DETAIL,
+                server=server,
+                mechanisms=tuple(str(start.mechanisms).split()),
             )
         if first and not first.startswith(b"HTTP/"):
             return None  # it said something, and neither AMQP nor HTTP
@@ -170,17 +190,25 @@ class RabbitMQProbe(Probe):
         except (httpx.HTTPError, OSError, TimeoutError, ValueError):
             return None
         if status == 401 and "rabbitmq" in headers.get("www-authenticate", "").lower():
-            return Fingerprint(self.service, f"{MANAGEMENT_DETAIL}: auth required")
+            return Fingerprint(
+                self.service,
+                f"{MANAGEMENT_DETAIL}: auth required",
+                Access.AUTH_REQUIRED,
+                interface=MANAGEMENT_DETAIL,
+            )
         if status == 200 and isinstance(body, dict) and "rabbitmq_version" in body:
             version = _text(body.get("rabbitmq_version"), 32)
-            return Fingerprint(self.service, f"{MANAGEMENT_DETAIL}: open, RabbitMQ {version}")
+            detail = f"{MANAGEMENT_DETAIL}: open, RabbitMQ {version}"
+            return Fingerprint(
+                self.service, detail, Access.OPEN, version, interface=MANAGEMENT_DETAIL
+            )
         return None
 
     # --- probe -----------------------------------------------------------------------------
 
     async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
         target = Target(host, port, self.service)
-        if fingerprint.detail.startswith(MANAGEMENT_DETAIL):
+        if not isinstance(fingerprint, AmqpFingerprint):
             return await self._probe_management(host, port, target)
         return await self._probe_amqp(host, port, target, fingerprint)
 
@@ -190,9 +218,9 @@ class RabbitMQProbe(Probe):
         return default_credentials(self.service)
 
     async def _probe_amqp(
-        self, host: str, port: int, target: Target, fingerprint: Fingerprint
+        self, host: str, port: int, target: Target, fingerprint: AmqpFingerprint
     ) -> ProbeResult:
-        server = fingerprint.detail.removeprefix(f"{AMQP_DETAIL}: ")
+        server = fingerprint.server
         credentials = self._defaults()
         refusal = ""
         for credential in credentials:
@@ -225,7 +253,7 @@ class RabbitMQProbe(Probe):
         detail = f"AMQP server {server}; {len(credentials)} vendor default logins refused"
         if refusal:
             detail += f" (last answer: {refusal})"
-        if "ANONYMOUS" in server.split("(")[-1]:
+        if "ANONYMOUS" in fingerprint.mechanisms:
             detail += "; it offers SASL ANONYMOUS, which this probe does not try"
         return ProbeResult((self._auth_required(target, detail),))
 
@@ -313,43 +341,32 @@ class RabbitMQProbe(Probe):
                 f"{total_messages} messages queued"
             ),
         ]
-        profile = DataProfile(records_estimated=total_messages)
-        notes: list[RansomNote] = []
+        sampler = Sampler(self, target, auth)
         if self.deep and not stopped:
             try:
-                await self._peek_all(client, basic, queues, notes)
+                await self._peek_all(client, basic, queues, sampler)
             except _READ_ERRORS as error:
                 stopped = f"peeking stopped: {type(error).__name__}: {first_line(error)}"
+        peeked = {container.label for container in sampler.containers}
         for queue in queues:
-            profile.merge(queue.profile)
-        profile.records_estimated = total_messages
-        listed = sorted(
-            queues,
-            key=lambda q: (-sum(q.profile.entities.values()), -q.messages, q.label),
-        )
+            if _container(queue) not in peeked:
+                unread = f"not peeked ({queue.skipped})" if queue.skipped else "not peeked"
+                sampler.listed(
+                    _container(queue), estimated=queue.messages, head=_head(queue), unread=unread
+                )
         evidence.append(
             Evidence(
                 f"GET /api/queues (columns, one page of {self.config.max_tables}, largest first): "
                 f"{queue_count} queues"
             )
         )
-        for queue in listed[:MAX_QUEUES_IN_EVIDENCE]:
-            line = (
-                f"queue {queue.label} ({queue.kind}): {queue.messages} messages, "
-                f"{human_bytes(queue.message_bytes)}, {queue.consumers} consumers"
-            )
-            if queue.peeked:
-                line += f"; {profile_evidence(queue.profile)[0].text}"
-            elif queue.skipped:
-                line += f"; not peeked ({queue.skipped})"
-            evidence.append(Evidence(line))
         if self.deep:
-            peeked = sum(q.peeked for q in queues)
             evidence.append(
                 Evidence(
-                    f"peeked {peeked} messages with POST /api/queues/<vhost>/<queue>/get "
-                    f"ackmode=ack_requeue_true, truncate={self.config.max_value_bytes}: every "
-                    "message re-queued in place (now flagged redelivered)"
+                    f"peeked {sum(q.peeked for q in queues)} messages with POST "
+                    f"/api/queues/<vhost>/<queue>/get ackmode=ack_requeue_true, truncate="
+                    f"{self.config.max_value_bytes}: every message re-queued in place (now "
+                    "flagged redelivered)"
                 )
             )
         else:
@@ -363,20 +380,18 @@ class RabbitMQProbe(Probe):
                 )
         if stopped:
             evidence.append(Evidence(stopped))
-        evidence.extend(profile_evidence(profile)[1:])
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
-                "RabbitMQ management API open without credentials",
-                "RabbitMQ management API accepts a vendor default login",
-            ),
+        profile = sampler.total()
+        profile.records_estimated = total_messages  # the broker's own count, every queue
+        return ProbeResult(
+            sampler.findings(
+                evidence,
+                (
+                    "RabbitMQ management API open without credentials",
+                    "RabbitMQ management API accepts a vendor default login",
+                ),
+                profile,
+            )
         )
-        return ProbeResult(findings)
 
     async def _queues(
         self, client: httpx.AsyncClient, basic: httpx.BasicAuth | None
@@ -420,9 +435,9 @@ class RabbitMQProbe(Probe):
         client: httpx.AsyncClient,
         basic: httpx.BasicAuth | None,
         queues: list[_Queue],
-        notes: list[RansomNote],
+        sampler: Sampler,
     ) -> None:
-        """Peek every classic queue with messages; notes found are added to ``notes``."""
+        """Peek every classic queue with messages into ``sampler``."""
         # Queues named like an extortion note first: the one place a note is worth reading.
         for queue in sorted(queues, key=lambda q: not is_note_name(q.name)):
             if queue.messages <= 0:
@@ -431,16 +446,16 @@ class RabbitMQProbe(Probe):
                 queue.skipped = f"{queue.kind} queue: a requeue would count as a delivery"
                 continue
             records = await self._peek(client, basic, queue)
+            if queue.skipped:
+                continue
             queue.peeked = len(records)
-            queue.profile = profile_records(records, self.config.regions)
+            label = _container(queue)
+            sampler.sample(label, records, estimated=queue.messages, head=_head(queue))
             for record in records:
                 payload = record.get("payload")
                 text = payload if isinstance(payload, str) else json.dumps(payload)
-                if is_note_name(queue.name) or len(text) >= 80:
-                    note = detect_ransom_note(f"queue {queue.label}", text)
-                    if note:
-                        notes.append(note)
-                        break
+                if sampler.spot_note(f"queue {queue.label}", text):
+                    break
 
     async def _peek(
         self, client: httpx.AsyncClient, basic: httpx.BasicAuth | None, queue: _Queue
@@ -619,3 +634,16 @@ def _text(value: object, cap: int) -> str:
     if value is None:
         return "?"
     return str(value)[:cap]
+
+
+def _container(queue: _Queue) -> str:
+    """How evidence names a queue: ``queue <vhost>/<name> (classic)``."""
+    return f"queue {queue.label} ({queue.kind})"
+
+
+def _head(queue: _Queue) -> str:
+    """What the listing said of a queue: backlog, its size, who consumes it."""
+    return (
+        f"{queue.messages} messages, {human_bytes(queue.message_bytes)}, "
+        f"{queue.consumers} consumers"
+    )

@@ -16,28 +16,21 @@ from redis import exceptions as redis_errors
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from perisai.classify import profile_records
 from perisai.compromise import (
     RULE_PLANTED_PAYLOAD,
     RULE_RANSOM_NOTE,
-    PlantedPayload,
-    RansomNote,
-    detect_planted_payload,
-    detect_ransom_note,
     is_note_name,
 )
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.interleave import round_robin
 from perisai.probes.common import (
     ReplyTooLarge,
     bound_stream,
     exchange,
-    payload_findings,
-    profile_evidence,
-    readable_findings,
 )
 from perisai.probes.credentials import Credential, default_credentials
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult
+from perisai.probes.sampling import Sampler
 
 
 class _BoundedConnection(aioredis.Connection):
@@ -67,6 +60,18 @@ class RedisProbe(Probe):
 
     service = "redis"
     default_ports = (6379,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "redis-cli -h {host} -p {port} PING",
+        "redis-cli -h {host} -p {port} INFO keyspace",
+        "redis-cli -h {host} -p {port} --scan --count 100 | head",
+    )
+    fix = (  # configuration lines that close it
+        "# redis.conf",
+        "requirepass <a long random secret>",
+        "bind 127.0.0.1 10.0.0.5",
+        "protected-mode yes",
+        'rename-command CONFIG ""',
+    )
     rules = (
         Rule(
             id="redis.unauthenticated",
@@ -107,11 +112,11 @@ class RedisProbe(Probe):
     async def fingerprint(self, host: str, port: int) -> Fingerprint | None:
         answer = await exchange(host, port, b"PING\r\n", self.config.timeout)
         if answer.startswith(b"+PONG"):
-            return Fingerprint(self.service, "open")
+            return Fingerprint(self.service, "open", Access.OPEN)
         if answer.startswith(b"-NOAUTH"):
-            return Fingerprint(self.service, "auth required")
+            return Fingerprint(self.service, "auth required", Access.AUTH_REQUIRED)
         if answer.startswith(b"-DENIED") and b"protected mode" in answer:
-            return Fingerprint(self.service, "protected mode")
+            return Fingerprint(self.service, "protected mode", Access.REFUSED)
         return None
 
     def _client(
@@ -155,7 +160,7 @@ class RedisProbe(Probe):
 
     async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
         target = Target(host, port, self.service)
-        if fingerprint.detail == "protected mode":
+        if fingerprint.access is Access.REFUSED:
             rule = self.rule("redis.protected-mode")
             return ProbeResult((_info(rule, target, "PING answered -DENIED (protected mode)"),))
         client, auth, tried = await self._login(host, port)
@@ -188,9 +193,7 @@ class RedisProbe(Probe):
                 f"{memory.get('used_memory_human', '?')} memory used"
             ),
         ]
-        profile = DataProfile(records_estimated=0)
-        notes: list[RansomNote] = []
-        payloads: list[PlantedPayload] = []
+        sampler = Sampler(self, target, auth)
         databases = sorted(
             (int(name[2:]), int(info.get("keys", 0)))
             for name, info in keyspace.items()
@@ -199,40 +202,28 @@ class RedisProbe(Probe):
         for db, keys in databases[: self.config.max_databases]:
             db_client = client if db == 0 else self._client(host, port, login, db)
             try:
-                records, db_notes, unread = await self._sample_db(db_client, db)
-                payloads.extend(_planted(records, db))
+                records, unread = await self._sample_db(db_client, db, sampler)
             finally:
                 if db_client is not client:
                     await db_client.aclose()
-            db_profile = profile_records(records, self.config.regions)
-            db_profile.records_estimated = keys
-            evidence.append(Evidence(f"db{db}: {keys} keys"))
+            sampler.sample(f"db{db}", records, estimated=keys, head=f"{keys} keys")
             evidence.extend(Evidence(problem) for problem in unread[:3])
-            evidence.extend(profile_evidence(db_profile)[:1])
-            profile.merge(db_profile)
-            notes.extend(db_notes)
-        evidence.extend(profile_evidence(profile)[1:])
-        findings = readable_findings(
-            self,
-            target=target,
-            auth=auth,
-            profile=profile,
-            notes=notes,
-            evidence=evidence,
-            titles=(
-                "Redis readable without authentication",
-                "Redis accepts a vendor default password",
-            ),
+        return ProbeResult(
+            sampler.findings(
+                evidence,
+                (
+                    "Redis readable without authentication",
+                    "Redis accepts a vendor default password",
+                ),
+            )
         )
-        planted = payload_findings(target, auth, payloads)
-        return ProbeResult((*findings, *planted))
 
     async def _sample_db(
-        self, client: aioredis.Redis, db: int
-    ) -> tuple[list[dict[str, Any]], list[RansomNote], list[str]]:
+        self, client: aioredis.Redis, db: int, sampler: Sampler
+    ) -> tuple[list[dict[str, Any]], list[str]]:
         """Up to ``sample`` keys of one database, one of each kind of key in turn (see
         :func:`_key_family`), each value read by type with a byte cap; also what could not be
-        read, and why.
+        read, and why. Each value is shown to ``sampler`` for ransom notes and planted payloads.
 
         Key names go on being scanned after the sample is full (names only, MAX_SCAN_CALLS
         pages at most) so that a note or a planted ``backup1`` key among millions is still read.
@@ -255,7 +246,6 @@ class RedisProbe(Probe):
             if cursor == 0:
                 break
         records: list[dict[str, Any]] = []
-        notes: list[RansomNote] = []
         unread: list[str] = []
         picked = round_robin(families.values(), max(0, self.config.sample - len(telling)))
         for raw_key in telling + picked:
@@ -266,11 +256,10 @@ class RedisProbe(Probe):
                 unread.append(f"db{db}/{key[:64]!r} not read: {error}")
                 continue
             records.append({"key": key, "value": value})
-            if isinstance(value, str) and (is_note_name(key) or len(value) >= 80):
-                note = detect_ransom_note(f"db{db}/{key}", value)
-                if note:
-                    notes.append(note)
-        return records, notes, unread
+            if isinstance(value, str):  # cron jobs and SSH keys are stored as strings
+                sampler.spot_note(f"db{db}/{key}", value)
+                sampler.spot_payload(f"db{db}/{key}", value)
+        return records, unread
 
     async def _read_value(self, client: aioredis.Redis, key: bytes | str) -> object:
         """A bounded read of one key's value, or ``None`` for types we do not read."""
@@ -311,18 +300,6 @@ def _key_family(key: str) -> str:
     not crowd the user hashes out of twenty keys."""
     namespace, colon, _ = key.rpartition(":")
     return namespace + colon if colon else _DIGIT_RUN.sub("#", key)
-
-
-def _planted(records: list[dict[str, Any]], db: int) -> list[PlantedPayload]:
-    """Cron jobs and SSH keys stored as string values (the Redis-to-shell attack's trace)."""
-    found = []
-    for record in records:
-        value = record["value"]
-        if isinstance(value, str):
-            payload = detect_planted_payload(f"db{db}/{record['key']}", value)
-            if payload:
-                found.append(payload)
-    return found
 
 
 def _text(value: object, cap: int) -> str:

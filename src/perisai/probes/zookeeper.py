@@ -43,16 +43,14 @@ from kazoo.handlers.threading import (
 )
 from kazoo.retry import KazooRetry
 
-from perisai.classify import profile_records, redact_text
-from perisai.compromise import RULE_RANSOM_NOTE, RansomNote, detect_ransom_note, is_note_name
-from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
+from perisai.classify import redact_text
+from perisai.compromise import RULE_RANSOM_NOTE, is_note_name
+from perisai.findings import Auth, Evidence, Finding, Rule, Severity, Target
 from perisai.probes.common import (
     auth_required_finding,
-    exposure_finding,
-    profile_evidence,
-    ransom_findings,
 )
-from perisai.probes.interface import Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
+from perisai.probes.sampling import Sampler
 
 MAX_DEPTH = 6
 MAX_ZNODES = 200  # znodes visited (getChildren / exists) per probe
@@ -158,10 +156,8 @@ class _State:
     """What the probe has proven so far (kept when it has to stop half-way)."""
 
     target: Target
-    auth: Auth | None = None
+    sampler: Sampler | None = None  # once an anonymous session read a znode
     evidence: list[Evidence] = field(default_factory=list)
-    profile: DataProfile = field(default_factory=DataProfile)
-    notes: list[RansomNote] = field(default_factory=list)
 
 
 class ZooKeeperProbe(Probe):
@@ -169,6 +165,16 @@ class ZooKeeperProbe(Probe):
 
     service = "zookeeper"
     default_ports = (2181,)
+    verify = (  # read-only commands that show the exposure, as the probe saw it
+        "echo srvr | nc {host} {port}",
+        "zkCli.sh -server {host}:{port} ls /",
+    )
+    fix = (  # configuration lines that close it
+        "# zoo.cfg",
+        "clientPortAddress=127.0.0.1",
+        "4lw.commands.whitelist=srvr",
+        "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
+    )
     rules = (
         Rule(
             id="zookeeper.unauthenticated",
@@ -201,9 +207,9 @@ class ZooKeeperProbe(Probe):
         if answer.startswith(b"Zookeeper version: "):
             srvr = _srvr(answer)
             detail = f"version {srvr.get('version', '?')}; {srvr.get('Mode', '?')}"
-            return Fingerprint(self.service, detail)
+            return Fingerprint(self.service, detail, version=srvr.get("version", ""))
         if answer.startswith(b"srvr " + _NOT_WHITELISTED):
-            return Fingerprint(self.service, "srvr not whitelisted")
+            return Fingerprint(self.service, "srvr not whitelisted", Access.REFUSED)
         if answer.startswith(_NOT_SERVING):
             return Fingerprint(self.service, "not serving requests")
         return None
@@ -255,7 +261,7 @@ class ZooKeeperProbe(Probe):
                 "refused getData/getChildren with NoAuth: ACLs require authentication"
             )
             return self._auth_required(state.target, detail)
-        state.auth = Auth.NONE
+        sampler = state.sampler = Sampler(self, state.target, Auth.NONE)
         count = _int(mntr.get("zk_znode_count")) or _int(srvr.get("Node count"))
         state.evidence.append(
             Evidence("anonymous session accepted: getChildren and getData answered without auth")
@@ -283,15 +289,8 @@ class ZooKeeperProbe(Probe):
         records: list[dict[str, Any]] = []
         for path, text in walk.read:
             records.append({"path": path, "data": text})
-            name = path.rsplit("/", 1)[-1]
-            if is_note_name(name) or len(text) >= 80:
-                note = detect_ransom_note(path, text)
-                if note:
-                    state.notes.append(note)
-        profile = profile_records(records, self.config.regions)
-        profile.records_estimated = count
-        state.profile = profile
-        state.evidence.extend(profile_evidence(profile))
+            sampler.spot_note(path, text)
+        sampler.sample("znodes", records, estimated=count)
         return ProbeResult(self._partial(state))
 
     def _walk(self, host: str, port: int, guard: _Guard) -> _Walk:
@@ -393,26 +392,18 @@ class ZooKeeperProbe(Probe):
 
     def _partial(self, state: _State) -> tuple[Finding, ...]:
         """The findings that what is proven so far supports (none before the auth check)."""
-        if state.auth is None:
+        sampler = state.sampler
+        if sampler is None:
             return ()
-        evidence = [
-            *state.evidence,
-            Evidence(
-                "read-only requests only: srvr, mntr; getChildren, exists, getData without "
-                f"watches (values cut at {self.config.max_value_bytes} bytes)"
-            ),
+        sampler.reads_heading = "read-only requests only"
+        sampler.reads = [
+            "srvr, mntr; getChildren, exists, getData without watches (values cut at "
+            f"{self.config.max_value_bytes} bytes)"
         ]
-        exposure = exposure_finding(
-            rule_id="zookeeper.unauthenticated",
-            title="ZooKeeper znodes readable without authentication",
-            target=state.target,
-            auth=state.auth,
-            profile=state.profile,
-            notes=state.notes,
-            evidence=evidence,
-            remediation=self.rule("zookeeper.unauthenticated").remediation,
+        title = "ZooKeeper znodes readable without authentication"
+        return sampler.findings(
+            state.evidence, (title, title), containers=False, rule_id="zookeeper.unauthenticated"
         )
-        return (exposure, *ransom_findings(state.target, state.auth, state.notes))
 
     def _auth_required(self, target: Target, detail: str) -> ProbeResult:
         return ProbeResult(

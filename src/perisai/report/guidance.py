@@ -1,159 +1,20 @@
 """What a report reader needs beside a finding: how to check it, how to fix it, where to read.
 
-Keyed on the service name and rule id a finding carries, never on protocol details: the
-commands are the read-only ones an operator types to see the exposure for themselves (each
-matching what the probe itself sent), the config lines are what closes it. A service not
-listed here gets generic advice; nothing here ever comes from the scanned server.
+The commands and config lines come from the finding's rule, which carries its probe's
+(``Probe.verify`` and ``Probe.fix``) or, for an API check, its own; a rule shared by every
+service (a ransom note) borrows those of the service's own rules in the report, and a report
+stored before rules carried them borrows the installed probe's. A finding with none gets
+generic advice; nothing here ever comes from the scanned server.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 
 from perisai.findings import Finding, Rule
-
-# {host} and {port} are filled in from the finding's target (quoted for a shell).
-VERIFY_COMMANDS: dict[str, tuple[str, ...]] = {
-    "redis": (
-        "redis-cli -h {host} -p {port} PING",
-        "redis-cli -h {host} -p {port} INFO keyspace",
-        "redis-cli -h {host} -p {port} --scan --count 100 | head",
-    ),
-    "postgres": (
-        "psql -h {host} -p {port} -U postgres -w -c '\\l'",
-        "psql -h {host} -p {port} -U postgres -w -c 'SELECT relname, reltuples FROM pg_class "
-        "WHERE relkind = '\\''r'\\'' ORDER BY reltuples DESC LIMIT 20'",
-    ),
-    "mysql": (
-        "mysql -h {host} -P {port} -u root --skip-password -e 'SHOW DATABASES'",
-        "mysql -h {host} -P {port} -u root --skip-password -e 'SELECT table_schema, "
-        "table_name, table_rows FROM information_schema.tables LIMIT 20'",
-    ),
-    "mongodb": (
-        "mongosh --host {host} --port {port} --quiet "
-        "--eval 'db.adminCommand({{listDatabases: 1}})'",
-    ),
-    "elasticsearch": (
-        "curl -s http://{host}:{port}/",
-        "curl -s 'http://{host}:{port}/_cat/indices?v'",
-    ),
-    "kibana": ("curl -s http://{host}:{port}/api/status",),
-    "couchdb": (
-        "curl -s http://{host}:{port}/",
-        "curl -s http://{host}:{port}/_all_dbs",
-    ),
-    "clickhouse": ("curl -s 'http://{host}:{port}/?query=SHOW%20DATABASES'",),
-    "influxdb": ("curl -s 'http://{host}:{port}/query?q=SHOW%20DATABASES'",),
-    "etcd": ("etcdctl --endpoints=http://{host}:{port} get / --prefix --keys-only --limit=20",),
-    "rabbitmq": (
-        "curl -s -u guest:guest http://{host}:{port}/api/overview",
-        "curl -s -u guest:guest http://{host}:{port}/api/queues",
-    ),
-    "mqtt": ("mosquitto_sub -h {host} -p {port} -t '#' -v -C 10 -W 5",),
-    "nats": ("nats --server nats://{host}:{port} server info",),
-    "memcached": ("printf 'stats\\r\\nquit\\r\\n' | nc {host} {port}",),
-    "zookeeper": (
-        "echo srvr | nc {host} {port}",
-        "zkCli.sh -server {host}:{port} ls /",
-    ),
-}
-
-# Lines to put in the service's configuration; a comment line says which file.
-CONFIG_LINES: dict[str, tuple[str, ...]] = {
-    "redis": (
-        "# redis.conf",
-        "requirepass <a long random secret>",
-        "bind 127.0.0.1 10.0.0.5",
-        "protected-mode yes",
-        'rename-command CONFIG ""',
-    ),
-    "postgres": (
-        "# pg_hba.conf: no `trust` lines for hosts",
-        "host    all    all    10.0.0.0/8    scram-sha-256",
-        "# postgresql.conf",
-        "listen_addresses = 'localhost,10.0.0.5'",
-        "password_encryption = scram-sha-256",
-    ),
-    "mysql": (
-        "# my.cnf [mysqld]",
-        "bind-address = 127.0.0.1",
-        "# and give root a password:",
-        "ALTER USER 'root'@'%' IDENTIFIED BY '<a long random secret>';",
-    ),
-    "mongodb": (
-        "# mongod.conf",
-        "security:",
-        "  authorization: enabled",
-        "net:",
-        "  bindIp: 127.0.0.1,10.0.0.5",
-    ),
-    "elasticsearch": (
-        "# elasticsearch.yml",
-        "xpack.security.enabled: true",
-        "network.host: 10.0.0.5",
-    ),
-    "kibana": (
-        "# kibana.yml",
-        'server.host: "127.0.0.1"',
-        'elasticsearch.username: "kibana_system"',
-    ),
-    "couchdb": (
-        "# local.ini",
-        "[admins]",
-        "admin = <a long random secret>",
-        "[chttpd]",
-        "bind_address = 127.0.0.1",
-        "require_valid_user = true",
-    ),
-    "clickhouse": (
-        "<!-- users.d/default.xml -->",
-        "<password_sha256_hex>…</password_sha256_hex>",
-        "<networks><ip>10.0.0.0/8</ip></networks>",
-        "<!-- config.d/listen.xml -->",
-        "<listen_host>127.0.0.1</listen_host>",
-    ),
-    "influxdb": (
-        "# influxdb.conf [http]",
-        "auth-enabled = true",
-        'bind-address = "127.0.0.1:8086"',
-    ),
-    "etcd": (
-        "# etcd flags",
-        "--client-cert-auth=true",
-        "--listen-client-urls=https://10.0.0.5:2379",
-        "etcdctl auth enable",
-    ),
-    "rabbitmq": (
-        "# rabbitmq.conf",
-        "loopback_users.guest = true",
-        "# and delete the guest user where it is not needed:",
-        "rabbitmqctl delete_user guest",
-    ),
-    "mqtt": (
-        "# mosquitto.conf",
-        "allow_anonymous false",
-        "password_file /etc/mosquitto/passwd",
-        "listener 1883 127.0.0.1",
-    ),
-    "nats": (
-        "# nats-server.conf",
-        'authorization { token: "<a long random secret>" }',
-        "listen: 127.0.0.1:4222",
-    ),
-    "memcached": (
-        "# /etc/memcached.conf",
-        "-l 127.0.0.1",
-        "-U 0",
-        "-S   # SASL authentication",
-    ),
-    "zookeeper": (
-        "# zoo.cfg",
-        "clientPortAddress=127.0.0.1",
-        "4lw.commands.whitelist=srvr",
-        "authProvider.1=org.apache.zookeeper.server.auth.SASLAuthenticationProvider",
-    ),
-}
 
 GENERIC_VERIFY = ("nc -vz {host} {port}",)
 GENERIC_CONFIG = (
@@ -241,22 +102,41 @@ def _fill(templates: tuple[str, ...], finding: Finding) -> list[str]:
     return out
 
 
-def verify_commands(finding: Finding, rule: Rule | None = None) -> list[str]:
-    """How to see it yourself: the rule's own commands (an API check's requests), else the
-    read-only commands for this finding's service."""
-    if rule is not None and rule.verify:
-        return _fill(rule.verify, finding)
-    templates = VERIFY_COMMANDS.get(finding.target.service, GENERIC_VERIFY)
-    host, port = _shell(finding.target.host), str(finding.target.port)
-    return [template.format(host=host, port=port) for template in templates]
+def _guiding_rule(finding: Finding, rules: Mapping[str, Rule]) -> Rule | None:
+    """The rule whose commands fit this finding: its own, else (a rule every service shares)
+    the first rule of the finding's service in the report that has some."""
+    rule = rules.get(finding.rule)
+    if rule is not None and (rule.verify or rule.fix):
+        return rule
+    own = f"{finding.target.service}."
+    found = next((r for r in rules.values() if r.id.startswith(own) and r.verify), None)
+    return found or _installed_guidance().get(finding.target.service)
 
 
-def config_lines(finding: Finding, rule: Rule | None = None) -> list[str]:
-    """Concrete changes that close it: the rule's own (an API check's), else the service's
-    configuration."""
-    if rule is not None and rule.fix:
-        return _fill(rule.fix, finding)
-    return list(CONFIG_LINES.get(finding.target.service, GENERIC_CONFIG))
+@cache
+def _installed_guidance() -> dict[str, Rule]:
+    """Per service, a rule carrying the installed probe's verify commands and fix: for reports
+    whose rules carry none (stored before probes declared them, or built by hand)."""
+    from perisai.probes import probe_classes  # here: reporting needs no probe unless asked
+
+    return {
+        probe.service: rule
+        for probe in probe_classes()
+        for rule in probe.report_rules()[:1]
+        if rule.verify or rule.fix
+    }
+
+
+def verify_commands(finding: Finding, rules: Mapping[str, Rule]) -> list[str]:
+    """How to see it yourself: read-only commands (an API check's requests), filled in."""
+    rule = _guiding_rule(finding, rules)
+    return _fill(rule.verify if rule and rule.verify else GENERIC_VERIFY, finding)
+
+
+def config_lines(finding: Finding, rules: Mapping[str, Rule]) -> list[str]:
+    """Concrete changes that close it: the service's configuration, or an API check's fix."""
+    rule = _guiding_rule(finding, rules)
+    return _fill(rule.fix, finding) if rule and rule.fix else list(GENERIC_CONFIG)
 
 
 def references(finding: Finding, rule: Rule | None) -> list[Reference]:

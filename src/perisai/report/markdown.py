@@ -208,12 +208,12 @@ class MarkdownReporter(Reporter):
                 "",
             ]
         lines += [
-            md_block(verify_commands(finding, rule), "sh"),
+            md_block(verify_commands(finding, report.rules), "sh"),
             "",
         ]
         remediation = finding.remediation or (rule.remediation if rule else "")
         lines += ["**How to fix:** " + (md_text(remediation) or "see the references."), ""]
-        lines += [md_block(config_lines(finding, rule)), ""]
+        lines += [md_block(config_lines(finding, report.rules)), ""]
         refs = references(finding, rule)
         if refs:
             lines.append(
