@@ -237,8 +237,9 @@ def main() -> None:
     instances = the_lab.up()
     try:
         servers = {server.name: server for server in CATALOG}
-        lab = [(servers[instance.name], instance) for instance in instances]
-        ports = [port for instance in instances for port in scan_ports(instance)]
+        # the stores; the lab's API twins are audit-api's targets, not a scanner's
+        lab = [(servers[i.name], i) for i in instances if servers[i.name].kind == "store"]
+        ports = [port for _, instance in lab for port in scan_ports(instance)]
         print(f"perisai on {len(ports)} ports…", file=sys.stderr)
         found, seconds, rss = run_perisai(ports, workdir)
         perisai = score_perisai(lab, found)

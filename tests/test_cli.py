@@ -126,8 +126,8 @@ def test_scan_store_report_and_diff(lab: dict[str, Any], tmp_path: Path) -> None
 
 def test_fail_on_is_a_severity_or_never() -> None:
     """``--fail-on`` takes exactly the severities, and never; both commands share it."""
-    from perisai.api_audit import cli as audit_cli
-    from perisai.commands import FailOn
+    from perisai.cli import audit as audit_cli
+    from perisai.cli.common import FailOn
     from perisai.findings import Severity
 
     assert [f.value for f in FailOn] == [s.value for s in Severity] + ["never"]

@@ -27,9 +27,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from typer.testing import CliRunner
 
+from perisai.cli.guard import guard_app
 from perisai.guard import Action, Guard, GuardConfig
 from perisai.guard.api import TOKEN_ENV
-from perisai.guard.cli import guard_app
 from perisai.guard.delivery import DeliveryError, Message
 from perisai.guard.delivery.smtp import SMTPDelivery
 from perisai.guard.delivery.twilio import TwilioSMSDelivery
@@ -276,7 +276,7 @@ def test_serve_runs_the_verify_api(tmp_path: Path) -> None:
     config = tmp_path / "guard.yaml"
     config.write_text(f"delivery:\n  sms: {{type: file, path: {json.dumps(str(outbox))}}}\n")
     state = f"sqlite:///{tmp_path / 'state.db'}"
-    code = "from perisai.guard.cli import guard_app; guard_app()"
+    code = "from perisai.cli.guard import guard_app; guard_app()"
     argv = ["serve", "--config", str(config), "--state", state, "--port", str(port)]
     env = {**os.environ, TOKEN_ENV: f"{TOKEN},{TOKEN}-next"}
     auth = {"Authorization": f"Bearer {TOKEN}"}

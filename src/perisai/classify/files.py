@@ -20,6 +20,7 @@ from typing import Any
 
 from stdnum import imei
 
+from perisai import __version__
 from perisai.bounded import DecompressionCapped, not_a_regular_file, open_binary
 from perisai.classify import jsonfields, logfmt
 from perisai.classify.engine import Classifier
@@ -99,6 +100,34 @@ class FileProfile:
             "entities": dict(sorted(self.entities.items())),
             "examples": list(self.examples),
             "skipped": self.skipped,
+        }
+
+
+@dataclass
+class ClassifyReport:
+    """What ``classify`` found: one profile per file, in order, and their total."""
+
+    files: list[FileProfile]
+    total: FileProfile
+
+    @classmethod
+    def of(cls, files: list[FileProfile]) -> ClassifyReport:
+        total = FileProfile("TOTAL", kind="")
+        for profile in files:
+            total.merge(profile)
+        return cls(files, total)
+
+    @property
+    def skipped(self) -> list[FileProfile]:
+        """The files that were not read, each with its reason."""
+        return [profile for profile in self.files if profile.skipped]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tool": "perisai",
+            "version": __version__,
+            "files": [profile.to_dict() for profile in self.files],
+            "total": self.total.to_dict(),
         }
 
 

@@ -10,6 +10,7 @@ from perisai.report.html import HtmlReporter
 from perisai.report.interface import Reporter
 from perisai.report.json import JsonReporter
 from perisai.report.markdown import MarkdownReporter
+from perisai.report.profiles import ClassifyFormat, render_classify
 from perisai.report.sarif import SarifReporter
 from perisai.report.terminal import TerminalReporter
 
@@ -46,6 +47,7 @@ def get_reporter(
 
 
 __all__ = [
+    "ClassifyFormat",
     "HtmlReporter",
     "JsonReporter",
     "MarkdownReporter",
@@ -56,4 +58,5 @@ __all__ = [
     "TerminalReporter",
     "get_reporter",
     "load_history",
+    "render_classify",
 ]

@@ -1,15 +1,34 @@
-"""The table `perisai classify` prints: one row per file, then the total."""
+"""What `perisai classify` writes: a table (one row per file, then the total) or JSON."""
 
 from __future__ import annotations
 
 import io
+import json
+from enum import StrEnum
+from typing import assert_never
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from perisai.classify.files import FileProfile
+from perisai.classify.files import ClassifyReport, FileProfile
 from perisai.findings import entity_summary
+
+
+class ClassifyFormat(StrEnum):
+    """The formats ``classify`` offers (``--format``)."""
+
+    TABLE = "table"
+    JSON = "json"
+
+
+def render_classify(report: ClassifyReport, fmt: ClassifyFormat) -> str:
+    """``report`` in ``fmt``; a format added to the enum but not here fails mypy."""
+    if fmt is ClassifyFormat.TABLE:
+        return render_profiles(report.files, report.total)
+    if fmt is ClassifyFormat.JSON:
+        return json.dumps(report.to_dict(), indent=2, ensure_ascii=False) + "\n"
+    assert_never(fmt)
 
 
 def render_profiles(profiles: list[FileProfile], total: FileProfile, width: int = 140) -> str:

@@ -1,6 +1,5 @@
 """``perisai audit-api``: parse the options, call :mod:`perisai.api_audit`, render the report.
 
-Wired into the main app by ``app.command("audit-api")(audit_api)`` in :mod:`perisai.cli`.
 Exit codes as for ``scan``: 0 nothing at or above ``--fail-on``, 1 findings at or above it,
 2 a usage or input error (one line on stderr).
 """
@@ -31,7 +30,7 @@ from perisai.api_audit.context import (
     mask_value,
 )
 from perisai.api_audit.sink import SinkError, parse_sink_address
-from perisai.commands import EXIT_OK, FailOn, emit, exit_code, fail, say
+from perisai.cli.common import EXIT_OK, FailOn, emit, exit_code, fail, say
 from perisai.report import ReportFormat
 
 __all__ = ["audit_api"]
@@ -236,7 +235,7 @@ def audit_api(
     emit(report, output_format, output)
     for note in report.notes:
         say(note)
-    raise typer.Exit(exit_code(report, fail_on))
+    raise typer.Exit(exit_code(report.findings, fail_on))
 
 
 def _print_plan(ctx: AuditContext) -> None:

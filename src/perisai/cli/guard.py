@@ -6,15 +6,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
+from perisai.cli.common import fail, say
 from perisai.guard.backends import DEFAULT_STATE, open_backend
 from perisai.guard.config import GuardConfigError, load_config
 from perisai.guard.interface import BackendError
 
 __all__ = ["guard_app"]
-
-EXIT_USAGE = 2
 
 guard_app = typer.Typer(
     help="A run-time shield for OTP, SMS and e-mail flows, and a self-hosted Verify API.",
@@ -54,7 +52,6 @@ def serve(
 
     from perisai.guard.api import create_app, required_tokens
 
-    stderr = Console(stderr=True, highlight=False)
     try:
         policy = load_config(config)
         # a missing or weak token fails before the state (a SQLite file) is created
@@ -66,13 +63,10 @@ def serve(
             backend.close()
             raise
     except (GuardConfigError, BackendError) as exc:
-        stderr.print(f"perisai: error: {exc}", markup=False, soft_wrap=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        fail(str(exc))
     if not app.state.authenticated:
-        stderr.print(
-            "perisai: warning: the guard API has no token (--insecure-no-auth): anyone who "
-            "reaches it can mark numbers verified; for local trials only",
-            markup=False,
-            soft_wrap=True,
+        say(
+            "warning: the guard API has no token (--insecure-no-auth): anyone who "
+            "reaches it can mark numbers verified; for local trials only"
         )
     uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,168 @@
+"""What each command does, as library calls: scan and save, show a saved scan, classify files.
+
+Each returns the report together with what a reader needs beside it (the change since the
+previous scan of the same targets, their history from the findings store), so the CLI only
+parses options, calls one of these and writes the result, and a program gets the same
+results without the CLI::
+
+    from perisai.usecases import saved_scan
+    outcome = saved_scan("perisai.db", diff=True)
+    if outcome.fails(Severity.HIGH):
+        ...
+
+Errors a user can fix are :class:`UseCaseError` (and :class:`perisai.targets.TargetError`
+for a bad target), each with a one-line message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from perisai.classify.files import ClassifyReport, FileProfile, iter_files, profile_file
+from perisai.classify.profile import classifier_for
+from perisai.findings import Finding, ScanDiff, ScanReport, Severity
+from perisai.probes.interface import ScanConfig
+from perisai.progress import NoProgress, Progress
+from perisai.report.history import ScanHistory, load_history
+from perisai.scanner import Scanner
+from perisai.store import StoreError, open_store
+from perisai.targets import check_scope, parse_targets
+
+DEFAULT_DB = "perisai.db"
+
+__all__ = [
+    "DEFAULT_DB",
+    "Outcome",
+    "UseCaseError",
+    "classify_files",
+    "saved_scan",
+    "scan_and_save",
+]
+
+
+class UseCaseError(Exception):
+    """A request that cannot be carried out; the message says why (and the fix) in one line."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A scan report as a command shows it."""
+
+    report: ScanReport
+    changes: ScanDiff | None = None  # what is new and resolved since the previous scan
+    history: ScanHistory | None = None  # earlier scans of the same targets, for trends
+    store_error: str = ""  # why the scan was not saved (the report itself is complete)
+
+    @property
+    def judged(self) -> Sequence[Finding]:
+        """The findings a ``--fail-on`` threshold judges: only the new ones in a diff (a CI
+        gate fails on what a change brought, not on what was already known), else all."""
+        return self.changes.new if self.changes is not None else self.report.findings
+
+    def fails(self, threshold: Severity | None) -> bool:
+        """Whether a judged finding is at or above ``threshold`` (never, when ``None``)."""
+        return threshold is not None and any(f.severity.at_least(threshold) for f in self.judged)
+
+
+def scan_and_save(
+    targets: Sequence[str],
+    ports: Sequence[int] | None = None,
+    *,
+    config: ScanConfig | None = None,
+    authorized: bool = False,
+    db: str | None = DEFAULT_DB,
+    with_history: bool = False,
+    progress: Progress | None = None,
+) -> Outcome:
+    """Scan ``targets`` and save the report in the findings store ``db`` (``None``: do not
+    save); with ``with_history``, the earlier scans of the same targets come along.
+
+    Raises :class:`perisai.targets.TargetError` for a bad target or one out of scope. A store
+    that cannot be written does not lose the scan: the outcome says why in ``store_error``.
+    """
+    specs = parse_targets(targets)
+    check_scope(specs, authorized)
+    report = asyncio.run(Scanner(config, progress=progress).scan(specs, ports))
+    if db is None:
+        return Outcome(report)
+    try:
+        with open_store(db) as store:
+            store.save(report)
+            history = load_history(store, report) if with_history else None
+    except StoreError as error:
+        return Outcome(report, store_error=str(error))
+    return Outcome(report, history=history)
+
+
+def saved_scan(
+    db: str = DEFAULT_DB,
+    scan_id: int | None = None,
+    *,
+    diff: bool = False,
+    with_history: bool = False,
+) -> Outcome:
+    """A scan from the findings store (``scan_id``, else the latest), with what changed since
+    the scan of the same targets before it (``diff``) and their history (``with_history``)."""
+    if "://" not in db and not Path(db).exists():
+        raise UseCaseError(f"no findings store at {db}: run `perisai scan` first, or pass --db")
+    try:
+        with open_store(db) as store:
+            chosen = store.get(scan_id) if scan_id is not None else store.latest()
+            if chosen is None:
+                raise UseCaseError(
+                    f"no scan {scan_id} in {db}" if scan_id is not None else f"no scans in {db} yet"
+                )
+            changes = ScanDiff.between(chosen, store.previous(chosen)) if diff else None
+            history = load_history(store, chosen) if with_history else None
+    except StoreError as error:
+        raise UseCaseError(str(error)) from None
+    return Outcome(chosen, changes, history)
+
+
+def classify_files(
+    paths: Sequence[Path],
+    *,
+    regions: tuple[str, ...] = ("MY",),
+    progress: Progress | None = None,
+) -> ClassifyReport:
+    """Profile every file under ``paths`` (directories recursively): records, the share with
+    personal data, entity counts and masked examples; files that cannot be read are listed
+    with the reason, not fatal. ``progress`` advances in megabytes read."""
+    missing = [str(path) for path in paths if not path.exists()]
+    if missing:
+        raise UseCaseError(f"no such file or directory: {missing[0]}")
+    progress = progress or NoProgress()
+    classifier = classifier_for(regions)
+    files = list(iter_files(paths))
+    sizes = [_size_mb(path) for path in files]
+    progress.phase("MB read", max(1, round(sum(sizes))))  # a single big log moves it too
+    profiles: list[FileProfile] = []
+    for path, size in zip(files, sizes, strict=True):
+        advance = _bounded_advance(progress, size)
+        profiles.append(profile_file(path, classifier, advance))
+        advance(None)
+    return ClassifyReport.of(profiles)
+
+
+def _bounded_advance(progress: Progress, size_mb: float) -> Callable[[int | None], None]:
+    """A byte callback that moves ``progress`` by at most the file's size (a ``.gz`` holds
+    more than it weighs); called with ``None`` at the end, it tops the file up."""
+    read = 0.0
+
+    def on_bytes(count: int | None) -> None:
+        nonlocal read
+        step = size_mb - read if count is None else min(count / 1e6, size_mb - read)
+        read += step
+        progress.advance(step)
+
+    return on_bytes
+
+
+def _size_mb(path: Path) -> float:
+    try:
+        return path.stat().st_size / 1e6
+    except OSError:
+        return 0.0
