@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 
 from perisai.evidence import printable
-from perisai.findings import ENTITY_TYPES, Evidence, ScanDiff, ScanReport, Severity, Target
+from perisai.findings import (
+    ENTITY_TYPES,
+    DataProfile,
+    Evidence,
+    ScanDiff,
+    ScanReport,
+    Severity,
+    Target,
+)
 from perisai.report import Reporter, ReportFormat, get_reporter
 from perisai.report.sarif import SEVERITY_TO_SARIF
 from tests.reports import (
@@ -22,6 +33,7 @@ from tests.reports import (
     unknown_rule,
 )
 
+DATA = Path(__file__).parent / "data"
 SEVERITIES = {"critical", "high", "medium", "low", "info"}
 AUTHS = {"none", "default-credentials", "required", "unknown"}
 FINDING_KEYS = {
@@ -168,8 +180,9 @@ def test_sarif_structure() -> None:
     assert known["help"]["text"].startswith("Require authentication")
     assert known["helpUri"] == "https://cwe.mitre.org/data/definitions/306.html"
     assert known["properties"]["tags"] == ["security", "redis"]
-    # Declared default is high, but this run saw personal data: the rule ranks as critical.
-    assert known["properties"]["security-severity"] == "9.5"
+    # The rule says its declared default (high); the result says what this store is.
+    assert known["properties"]["security-severity"] == "8.0"
+    assert known["defaultConfiguration"]["level"] == "error"
     synthesised = rules["example.not-declared"]
     assert synthesised["help"]["text"] == "Fix it."
     assert synthesised["shortDescription"]["text"] == "A rule no probe declares"
@@ -203,6 +216,7 @@ def test_sarif_structure() -> None:
     exposed = results["redis.unauthenticated"]
     assert exposed["partialFingerprints"] == {"perisaiFindingId/v1": redis_exposed().id}
     assert exposed["properties"]["severity"] == "critical"
+    assert exposed["properties"]["security-severity"] == "9.5"  # personal data: critical
     assert exposed["properties"]["auth"] == "none"
     assert exposed["properties"]["entities"] == {"EMAIL": 1, "PHONE": 3}
     assert exposed["properties"]["ransom_note"] is False
@@ -225,13 +239,53 @@ def test_sarif_severity_mapping_is_one_table() -> None:
         "info": ("note", "0.0"),
     }
     assert {s.value: pair for s, pair in SEVERITY_TO_SARIF.items()} == expected
-    rules = {rule["id"]: rule for rule in run["tool"]["driver"]["rules"]}
     for result in run["results"]:
         level, score = expected[result["properties"]["severity"]]
         assert result["level"] == level
-        rule = rules[result["ruleId"]]
-        assert rule["defaultConfiguration"]["level"] == level
-        assert rule["properties"]["security-severity"] == score
+        assert result["properties"]["security-severity"] == score
+
+
+def test_sarif_ranks_each_result_by_its_own_finding_not_by_the_worst_of_its_rule() -> None:
+    """One rule, a high store and a critical one: each result is ranked as what it is, and the
+    rule carries only its declared default (a high store never shows as critical)."""
+    plain = redis_exposed(port=6390, phones=0)
+    plain = dataclasses.replace(plain, severity=Severity.HIGH, data=DataProfile())
+    run = _run(_render(ReportFormat.SARIF, report(redis_exposed(), plain)))
+    by_port = {
+        r["locations"][0]["logicalLocations"][0]["fullyQualifiedName"]: r for r in run["results"]
+    }
+    high = by_port["redis://127.0.0.1:6390/0"]["properties"]
+    critical = by_port["redis://127.0.0.1:6379/0"]["properties"]
+    assert (high["severity"], high["security-severity"]) == ("high", "8.0")
+    assert (critical["severity"], critical["security-severity"]) == ("critical", "9.5")
+    [rule] = run["tool"]["driver"]["rules"]
+    assert rule["properties"]["security-severity"] == "8.0"  # RedisProbe's declared default
+
+
+def test_sarif_is_valid_against_the_sarif_2_1_0_schema() -> None:
+    """Every shape the reporter writes (all severities, a ransom note, an odd object name, an
+    API operation, an undeclared rule, a diff's baseline states, an empty run) validates
+    against the SARIF 2.1.0 JSON schema shipped in tests/data."""
+    schema = json.loads((DATA / "sarif-schema-2.1.0.json").read_text(encoding="utf-8"))
+    validator = jsonschema.Draft4Validator(schema)
+    api = finding_of(
+        Severity.HIGH,
+        rule="api.otp-send-unlimited",
+        object="POST /api/v1/otp",
+        target=Target("127.0.0.1", 8080, "http"),
+    )
+    note = finding_of(Severity.CRITICAL, ransom_note=True, object="public/readme to recover")
+    everything = report(
+        *(finding_of(s, port=9000 + s.rank) for s in Severity), api, note, *_scan().findings
+    )
+    after, diff = _diffed()
+    for scan, changes in ((everything, None), (after, diff), (report(), None)):
+        document = _render(ReportFormat.SARIF, scan, changes)
+        errors = sorted(validator.iter_errors(document), key=lambda e: list(e.path))
+        assert not errors, [f"{list(e.path)}: {e.message}" for e in errors[:5]]
+    broken = _render(ReportFormat.SARIF, everything)
+    broken["runs"][0]["results"][0]["level"] = "fatal"  # the test can fail: not a level
+    assert not validator.is_valid(broken)
 
 
 def test_sarif_ransom_note_and_odd_object_names() -> None:
@@ -355,3 +409,53 @@ def test_an_api_operation_reads_method_then_url_in_every_format() -> None:
     assert "POST" not in _artifact(result)
     # a scan finding's object is unchanged
     assert redis_exposed().where() == redis_exposed().target.uri(redis_exposed().object)
+
+
+def test_one_rule_marks_compromise_in_every_output() -> None:
+    """A planted cron job and a ransom note each mark their store's every finding, in the
+    HTML box and badges, the JSON, the Markdown and the table; an open store without either
+    is marked nowhere."""
+    redis = redis_exposed()  # readable, no note flag: compromised only by its payload
+    payload = finding_of(
+        Severity.CRITICAL,
+        rule="compromise.planted-payload",
+        title="Cron job planted in redis at db0/backup1",
+        target=redis.target,
+        object="db0/backup1",
+    )
+    postgres = Target("127.0.0.1", 5432, "postgres")
+    readable = finding_of(Severity.CRITICAL, rule="postgres.unauthenticated", target=postgres)
+    readable = dataclasses.replace(readable, ransom_note=True)
+    note = finding_of(
+        Severity.CRITICAL,
+        rule="compromise.ransom-note",
+        title="Ransom note left in postgres at shop.public.readme",
+        target=postgres,
+        ransom_note=True,
+        object="shop.public.readme",
+    )
+    clean = redis_exposed(port=6390)
+    scan = report(redis, payload, readable, note, clean)
+    marked = {redis.id, payload.id, readable.id, note.id}
+
+    document = _render(ReportFormat.JSON, scan)
+    assert {f["id"] for f in document["findings"] if f["compromised"]} == marked
+    assert not next(f for f in document["findings"] if f["id"] == clean.id)["compromised"]
+
+    page = get_reporter(ReportFormat.HTML).render(scan)
+    box = page.split('id="compromised"', 1)[1].split("</section>", 1)[0]
+    assert "Compromised stores: 2" in box
+    assert all(f"#f-{i}" in box for i in marked) and f"#f-{clean.id}" not in box
+    cards = {
+        chunk.split('"', 1)[0]: chunk.split("</h3>", 1)[0]
+        for chunk in page.split('data-finding-id="')[1:]
+    }
+    assert {i for i, head in cards.items() if "badge pwned" in head} == marked
+
+    markdown = get_reporter(ReportFormat.MD).render(scan)
+    flagged = [line for line in markdown.splitlines() if line.endswith("— COMPROMISED")]
+    assert len(flagged) == 4 and not any(":6390" in line for line in flagged)
+    assert "**Already compromised:** 4 finding(s)" in markdown
+
+    table = _render(ReportFormat.TABLE, scan)
+    assert table.count("COMPROMISED") == 2 and table.count("RANSOM NOTE") == 2

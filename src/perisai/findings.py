@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -234,6 +234,19 @@ def _example_entity(example: str) -> str:
     return example.partition(":")[0]
 
 
+COMPROMISE_PREFIX = "compromise."  # ransom notes and planted payloads, whatever the service
+
+
+def compromised_ids(findings: Iterable[Finding]) -> frozenset[str]:
+    """The one rule for "compromised", which every output uses: a ransom-note or planted-
+    payload finding, a finding that carries a ransom note, and every other finding about the
+    same store (host, port, service), so a store readable without auth that holds a planted
+    cron job is marked like one that holds a ransom note."""
+    findings = list(findings)
+    marked = {f.target for f in findings if f.ransom_note or f.rule.startswith(COMPROMISE_PREFIX)}
+    return frozenset(f.id for f in findings if f.target in marked)
+
+
 def exposure_severity(auth: Auth, data: DataProfile, ransom_note: bool) -> Severity:
     """DESIGN.md's rule: readable + personal data or a note is critical; readable alone, high."""
     if auth in (Auth.NONE, Auth.DEFAULT_CREDENTIALS):
@@ -326,6 +339,7 @@ class ScanReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The findings contract's top-level object (``requests`` only from an API audit)."""
+        compromised = compromised_ids(self.findings)
         out: dict[str, Any] = {
             "tool": "perisai",
             "version": self.version,
@@ -335,7 +349,10 @@ class ScanReport:
             "kind": self.kind,
             "targets": list(self.targets),
             "ports": self.ports,
-            "findings": [f.to_dict() for f in sort_findings(self.findings)],
+            "findings": [
+                {**f.to_dict(), "compromised": f.id in compromised}
+                for f in sort_findings(self.findings)
+            ],
             "notes": list(self.notes),
         }
         if self.requests:

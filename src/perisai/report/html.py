@@ -25,7 +25,16 @@ from markupsafe import Markup
 
 from perisai import __version__
 from perisai.evidence import printable
-from perisai.findings import Finding, ScanDiff, ScanReport, Severity, entity_summary, sort_findings
+from perisai.findings import (
+    COMPROMISE_PREFIX,
+    Finding,
+    ScanDiff,
+    ScanReport,
+    Severity,
+    compromised_ids,
+    entity_summary,
+    sort_findings,
+)
 from perisai.report.guidance import Reference, config_lines, references, verify_commands
 from perisai.report.history import (
     ScanHistory,
@@ -42,7 +51,6 @@ SEVERITY_COLOURS: dict[Severity, str] = {
     Severity.LOW: "#0277bd",
     Severity.INFO: "#757575",
 }
-COMPROMISE_PREFIX = "compromise."
 _TEMPLATES = "templates"
 
 
@@ -145,11 +153,7 @@ def summarise(findings: list[Finding]) -> Summary:
         personal_data_records=personal_data_records(findings),
         entity_types=sorted(entities),
         entity_counts=dict(entities.most_common()),
-        compromised=[
-            f
-            for f in sort_findings(findings)
-            if f.ransom_note or f.rule.startswith(COMPROMISE_PREFIX)
-        ],
+        compromised=[f for f in sort_findings(findings) if f.id in compromised_ids(findings)],
     )
 
 
@@ -225,7 +229,7 @@ class HtmlReporter(Reporter):
             "entities": entity_summary(finding.data.entities) if finding.data.entities else "",
             "first_seen": self.history.first_seen.get(finding.id),
             "new": new,
-            "compromised": finding.ransom_note or finding.rule.startswith(COMPROMISE_PREFIX),
+            "compromised": finding.id in compromised_ids(report.findings),
             "verify": verify_commands(finding, report.rules),
             "config": config_lines(finding, report.rules) if actionable else [],
             "remediation": finding.remediation or (rule.remediation if rule else ""),

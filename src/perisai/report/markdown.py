@@ -12,10 +12,18 @@ from __future__ import annotations
 import re
 
 from perisai.evidence import printable
-from perisai.findings import Finding, ScanDiff, ScanReport, Severity, entity_summary, sort_findings
+from perisai.findings import (
+    Finding,
+    ScanDiff,
+    ScanReport,
+    Severity,
+    compromised_ids,
+    entity_summary,
+    sort_findings,
+)
 from perisai.report.guidance import config_lines, references, verify_commands
 from perisai.report.history import ScanHistory
-from perisai.report.html import COMPROMISE_PREFIX, Summary, host_port, summarise
+from perisai.report.html import Summary, host_port, summarise
 from perisai.report.interface import Reporter
 
 # CommonMark lets any ASCII punctuation be backslash-escaped; these are the ones that can
@@ -159,11 +167,7 @@ class MarkdownReporter(Reporter):
         if new_ids is not None and finding.id in new_ids:
             since += ", new since the previous scan"
         records = finding.data.records_estimated
-        flag = (
-            " — COMPROMISED"
-            if finding.ransom_note or finding.rule.startswith(COMPROMISE_PREFIX)
-            else ""
-        )
+        flag = " — COMPROMISED" if finding.id in compromised_ids(report.findings) else ""
         what = (
             f"- **What:** {md_text(rule.description if rule else finding.title)} "
             f"(rule {md_code(finding.rule)}, access: {finding.auth.value})"

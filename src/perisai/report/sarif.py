@@ -1,9 +1,14 @@
 """SARIF 2.1.0 for GitHub code scanning and other SARIF consumers.
 
 One severity mapping for every rule and result (:data:`SEVERITY_TO_SARIF`): critical/high are
-errors, medium a warning, the rest notes; ``security-severity`` lets GitHub rank them the same
-way. Results carry the finding id as a partial fingerprint, so a consumer tracks a finding across
-uploads the way ``perisai report --diff`` does.
+errors, medium a warning, the rest notes. Each result carries its own level and
+``security-severity``, from its finding's severity: the same rule can be high on one store and
+critical on another (personal data seen). A rule carries its help and its declared default
+(level and security-severity), never the worst result of a run. GitHub code scanning reads
+security-severity from the rule, so there an alert ranks by the rule's default; the result's
+own value and level are for every other consumer (and GitHub's level column). Results carry
+the finding id as a partial fingerprint, so a consumer tracks a finding across uploads the way
+``perisai report --diff`` does.
 
 Locations: GitHub rejects a whole upload whose artifact URIs use a scheme other than the
 checkout's (``SARIF URI scheme "redis" did not match the checkout URI scheme "file"``;
@@ -99,12 +104,7 @@ class SarifReporter(Reporter):
 
 
 def _rules_for(findings: list[Finding], known: dict[str, Rule]) -> list[dict[str, Any]]:
-    """One reporting descriptor per rule id present, sorted by id so indexes are stable.
-
-    Its level and security-severity are those of the worst finding of the rule in this run:
-    GitHub ranks an alert by its rule's security-severity, and a readable store with personal
-    data must rank as critical even where the rule's default is high.
-    """
+    """One reporting descriptor per rule id present, sorted by id so indexes are stable."""
     by_rule: dict[str, list[Finding]] = {}
     for finding in findings:
         by_rule.setdefault(finding.rule, []).append(finding)
@@ -112,9 +112,8 @@ def _rules_for(findings: list[Finding], known: dict[str, Rule]) -> list[dict[str
     for rule_id in sorted(by_rule):
         group = by_rule[rule_id]
         rule = known.get(rule_id) or _synthesise(group[0])
-        worst = max((f.severity for f in group), key=lambda severity: severity.rank)
         services = sorted({f.target.service for f in group})
-        descriptors.append(_descriptor(rule, worst, services))
+        descriptors.append(_descriptor(rule, services))
     return descriptors
 
 
@@ -130,8 +129,8 @@ def _synthesise(finding: Finding) -> Rule:
     )
 
 
-def _descriptor(rule: Rule, severity: Severity, services: list[str]) -> dict[str, Any]:
-    level, security_severity = SEVERITY_TO_SARIF[severity]
+def _descriptor(rule: Rule, services: list[str]) -> dict[str, Any]:
+    level, security_severity = SEVERITY_TO_SARIF[rule.default_severity]
     references_text = "".join(f"\n- {ref}" for ref in rule.references)
     references_markdown = "".join(f"\n- <{ref}>" for ref in rule.references)
     descriptor: dict[str, Any] = {
@@ -156,7 +155,7 @@ def _descriptor(rule: Rule, severity: Severity, services: list[str]) -> dict[str
 
 
 def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
-    level, _ = SEVERITY_TO_SARIF[finding.severity]
+    level, security_severity = SEVERITY_TO_SARIF[finding.severity]
     return {
         "ruleId": finding.rule,
         "ruleIndex": rule_index,
@@ -176,6 +175,7 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
         ],
         "partialFingerprints": {FINGERPRINT_KEY: finding.id},
         "properties": {
+            "security-severity": security_severity,
             "severity": finding.severity.value,
             "auth": finding.auth.value,
             "entities": dict(sorted(finding.data.entities.items())),

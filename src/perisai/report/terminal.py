@@ -15,6 +15,7 @@ from perisai.findings import (
     ScanDiff,
     ScanReport,
     Severity,
+    compromised_ids,
     entity_summary,
     sort_findings,
 )
@@ -81,25 +82,31 @@ class TerminalReporter(Reporter):
             console.print(_text(f"targets: {' '.join(report.targets)} · ports: {report.ports}"))
         console.print(_text(_counts(report.findings)))
         api = report.is_api_audit
+        marked = compromised_ids(report.findings)
         if diff is None:
-            self._findings(console, report.findings, api=api)
+            self._findings(console, report.findings, marked, api=api)
         elif diff.previous is None:
             console.print(_text("no previous scan of these targets: everything is new"))
-            self._findings(console, report.findings, api=api)
+            self._findings(console, report.findings, marked, api=api)
         else:
             since = diff.previous.scan_id
             console.print()
             console.print(_text(f"New since scan {since}: {len(diff.new)}"))
-            self._findings(console, list(diff.new), api=api)
+            self._findings(console, list(diff.new), marked, api=api)
             console.print()
             console.print(_text(f"Resolved since scan {since}: {len(diff.resolved)}"))
-            self._findings(console, list(diff.resolved), details=False, api=api)
+            self._findings(console, list(diff.resolved), marked, details=False, api=api)
             console.print()
             console.print(_text(f"Unchanged since scan {since}: {len(diff.unchanged)}"))
         return buffer.getvalue()
 
     def _findings(
-        self, console: Console, findings: list[Finding], details: bool = True, api: bool = False
+        self,
+        console: Console,
+        findings: list[Finding],
+        compromised: frozenset[str],
+        details: bool = True,
+        api: bool = False,
     ) -> None:
         if not findings:
             console.print(_text("No findings."))
@@ -125,13 +132,20 @@ class TerminalReporter(Reporter):
                 _text(finding.auth.value),
                 _text("" if records is None else f"{records:,}"),
                 _text(entity_summary(finding.data.entities) if finding.data.entities else ""),
-                _text("RANSOM NOTE" if finding.ransom_note else "", "bold red"),
+                _text(_mark(finding, compromised), "bold red"),
                 _text(finding.title),
             )
         console.print(table)
         if details:
             for finding in ordered:
                 _details(console, finding)
+
+
+def _mark(finding: Finding, compromised: frozenset[str]) -> str:
+    """The note column: a ransom note by name, any other sign of compromise as such."""
+    if finding.ransom_note:
+        return "RANSOM NOTE"
+    return "COMPROMISED" if finding.id in compromised else ""
 
 
 def _details(console: Console, finding: Finding) -> None:
