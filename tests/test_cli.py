@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,6 +69,52 @@ def test_unreachable_port_scans_clean(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "0 open" in result.stderr
     assert "No findings" in result.stdout
+    assert f"ports: {port}\n" in result.stdout  # what was scanned, not the default port list
+
+
+HELP_PAGES = (
+    (),
+    ("scan",),
+    ("report",),
+    ("classify",),
+    ("redact",),
+    ("audit-api",),
+    ("lab",),
+    ("lab", "up"),
+    ("lab", "status"),
+    ("guard", "serve"),
+)
+
+
+@pytest.mark.parametrize("page", HELP_PAGES, ids=lambda page: " ".join(page) or "perisai")
+def test_help_is_complete_plain_text(page: tuple[str, ...]) -> None:
+    """Every help page: values named (``--db DB``), never typer's ``<str>`` or ``<bool>``
+    placeholders; command summaries whole, not cut at 45 characters; defaults shown as text
+    (a bracket is not swallowed as markup); no box drawing to wrap inside a word."""
+    text = perisai(*page, "--help").stdout
+    assert text.startswith("Usage: perisai")
+    placeholders = re.findall(r"<(?:str|bool|int|float|path|list\[\w+\])[^>]*>", text)
+    assert not placeholders, placeholders
+    assert "..." not in text.replace("]...", "").replace("}...", ""), text
+    assert not set(text) & set("│╭╰─"), text
+    if page == ("scan",):
+        assert "[default: (60, or 20 × --timeout)" in text and "in all ." not in text
+        assert "--db DB" in text and "--authorized  " in text
+
+
+def test_piped_progress_is_periodic_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    """A long run on a pipe prints where it is now and then; a short one prints nothing."""
+    from perisai.cli import common
+
+    with common.progress() as quiet:  # stderr is not a terminal under pytest
+        quiet.phase("probe", 3)
+        quiet.advance()
+    assert capsys.readouterr().err == ""
+    with common.progress() as bar:
+        bar.said = -1e9  # type: ignore[union-attr]  # as if the last line was long ago
+        bar.phase("probe", 31)
+        bar.advance(11)
+    assert capsys.readouterr().err == "perisai: probe 0/31\n"
 
 
 def test_silent_server_ends_within_deadline_and_says_so(silent_server: int, tmp_path: Path) -> None:

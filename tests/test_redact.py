@@ -5,6 +5,9 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
+from pathlib import Path
+from typing import Any
 
 import pytest
 import structlog
@@ -96,3 +99,54 @@ def test_cli_hash_without_key_is_one_line_exit_2() -> None:
     result = perisai("redact", "--mode", "hash", "/dev/null")
     assert result.returncode == 2
     assert "secret key" in result.stderr and result.stderr.count("\n") == 1
+    assert "$PERISAI_REDACT_KEY" in result.stderr and "export PERISAI_REDACT_KEY=" in result.stderr
+
+
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?')
+
+
+def test_redact_changes_only_the_redacted_values(tmp_path: Path) -> None:
+    """Lines as structlog's JSON and key=value renderers and the stdlib logging formatter write
+    them: a line without personal data comes out byte for byte; in a JSON line with some, the
+    skeleton (keys, separators, spacing, order, untouched values) is exactly as written."""
+    events: list[dict[str, Any]] = [
+        {"event": "login ok", "user_id": 42, "ts": "2026-12-01T10:00:00Z", "latency_ms": 12.5},
+        {"event": "otp sent", "msisdn": "+60 12-345 6789", "ts": "2026-12-01T10:00:01Z"},
+        {"event": "mail", "to": "siti.aminah@example.org", "ok": True, "tries": [1, 2]},
+        {"event": "geo", "lat": 3.139003, "lng": 101.686855, "device": "a1b2c3"},
+        {"event": "queue depth", "depth": 1200, "tags": {"region": "ap-southeast-1"}},
+    ]
+    as_json = structlog.processors.JSONRenderer()
+    as_kv = structlog.processors.KeyValueRenderer(sort_keys=True)
+    formatter = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    lines: list[str] = []
+    for event in events:
+        lines.append(str(as_json(None, "info", dict(event))))  # ", " and ": " separators
+        lines.append(json.dumps(event, separators=(",", ":")))  # compact, as many loggers write
+        lines.append(str(as_kv(None, "info", dict(event))))
+        record = logging.LogRecord("api", logging.INFO, __file__, 1, str(event["event"]), (), None)
+        record.created = 1764583200.0
+        lines.append(
+            formatter.format(record) + f" to {event.get('msisdn') or event.get('to') or '-'}"
+        )
+    source = tmp_path / "app.log"
+    source.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    result = perisai("redact", str(source))
+    assert result.returncode == 0, result.stderr
+    redacted = result.stdout.splitlines()
+    assert len(redacted) == len(lines)
+    classifier = Redactor(RedactionMode.MASK).classifier
+    changed = 0
+    for before, after in zip(lines, redacted, strict=True):
+        if not classifier.scan_text(before) and not before.startswith("{"):
+            assert after == before  # nothing to redact: byte for byte
+            continue
+        if before.startswith("{"):
+            assert _TOKEN.sub("V", after) == _TOKEN.sub("V", before), (before, after)
+            pairs = zip(_TOKEN.findall(before), _TOKEN.findall(after), strict=True)
+            for old, new in pairs:  # a token that changed is a value, now masked
+                assert old == new or "*" in new or "<" in new, (old, new)
+            assert json.loads(after).keys() == json.loads(before).keys()
+        changed += after != before
+    assert changed == 11  # otp and mail in all four formats; geo in the three that carry it
+    assert "345 6789" not in result.stdout and "siti.aminah" not in result.stdout

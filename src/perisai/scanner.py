@@ -92,7 +92,7 @@ class Scanner:
             started=started,
             finished=_now(),
             targets=tuple(t.text for t in targets),
-            ports=_port_spec(port_list),
+            ports=_port_spec(_scanned_ports(targets, port_list)),
             findings=findings,
             rules={
                 rule_id: rule
@@ -240,6 +240,15 @@ def _incomplete(target: Target, reason: str) -> Finding:
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _scanned_ports(targets: Sequence[TargetSpec], ports: tuple[int, ...]) -> tuple[int, ...]:
+    """The ports this scan checked: a target's own port (``host:6379``), and the port list for
+    the targets that name none. What the report's header shows, not the default list."""
+    named = {target.port for target in targets if target.port}
+    if any(not target.port for target in targets):
+        named.update(ports)
+    return tuple(sorted(named))
 
 
 def _port_spec(ports: tuple[int, ...]) -> str:

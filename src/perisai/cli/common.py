@@ -5,8 +5,9 @@ options, call the library and hand its result here."""
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Iterable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -24,7 +25,6 @@ from rich.progress import (
 )
 
 from perisai.findings import Finding, ScanDiff, ScanReport, Severity
-from perisai.progress import NoProgress
 from perisai.report import ReportFormat, ScanHistory, get_reporter
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
@@ -145,11 +145,39 @@ class _RichProgress:
             self.bar.advance(self.task, steps)
 
 
+class _LineProgress:
+    """Progress for a pipe or a log: a ``perisai: probe 12/31`` line at most every
+    :data:`LINE_EVERY` seconds, so a long run is never silent and a short one says nothing."""
+
+    def __init__(self) -> None:
+        self.name, self.total, self.done = "", 0, 0.0
+        self.said = time.monotonic()
+
+    def phase(self, name: str, total: int) -> None:
+        self.name, self.total, self.done = name, total, 0.0
+        self._tick()
+
+    def advance(self, steps: float = 1) -> None:
+        self.done += steps
+        self._tick()
+
+    def _tick(self) -> None:
+        if time.monotonic() - self.said >= LINE_EVERY:
+            self._say()
+
+    def _say(self) -> None:
+        self.said = time.monotonic()
+        say(f"{self.name} {min(self.done, self.total):,.0f}/{self.total:,}")
+
+
+LINE_EVERY = 10.0  # seconds between progress lines on a pipe
+
+
 @contextmanager
-def progress() -> Iterator[_RichProgress | NoProgress]:
-    """A progress bar on stderr when it is a terminal; nothing otherwise."""
+def progress() -> Iterator[_RichProgress | _LineProgress]:
+    """A progress bar on stderr when it is a terminal; periodic lines otherwise."""
     if not _stderr.is_terminal:
-        yield NoProgress()
+        yield _LineProgress()
         return
     columns = (
         TextColumn("{task.description:9}"),
@@ -162,5 +190,8 @@ def progress() -> Iterator[_RichProgress | NoProgress]:
 
 
 def spinner(message: str) -> AbstractContextManager[object]:
-    """A spinner with ``message`` on stderr while a long step runs."""
+    """A spinner with ``message`` on stderr while a long step runs; piped, one line saying it."""
+    if not _stderr.is_terminal:
+        say(message)
+        return nullcontext()
     return _stderr.status(message)

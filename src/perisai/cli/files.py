@@ -68,6 +68,11 @@ def redact(
     """Redact personal data from logs, streaming to standard output; JSON lines stay valid
     JSON."""
     key = os.environ.get(key_env, "").encode() or None
+    if mode is RedactionMode.HASH and key is None:
+        fail(
+            f"--mode hash needs a secret key in ${key_env}: set it, e.g. "
+            f"export {key_env}=$(openssl rand -hex 32), and keep it to join tokens later"
+        )
     try:
         redactor = Redactor(mode, key=key, regions=regions(region))
     except RedactorError as error:

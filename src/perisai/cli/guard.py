@@ -17,6 +17,7 @@ __all__ = ["guard_app"]
 guard_app = typer.Typer(
     help="A run-time shield for OTP, SMS and e-mail flows, and a self-hosted Verify API.",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 

@@ -62,7 +62,8 @@ def scan(
         typer.Option(
             min=1,
             max=3600,
-            help="Seconds one service's probe may take in all [default: 60, or 20 × --timeout].",
+            help="Seconds one service's probe may take in all.",
+            show_default="60, or 20 × --timeout",
         ),
     ] = None,
     sample: Annotated[
