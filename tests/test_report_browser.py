@@ -201,7 +201,7 @@ def test_hostile_text_is_shown_literally_and_runs_nothing(
     browser: Browser, reports: tuple[Path, dict[str, Any]], tmp_path: Path
 ) -> None:
     html, _ = reports
-    watched = Watched(browser, html, width=390)  # a phone
+    watched = Watched(browser, html, width=360)  # a small phone
     page = watched.page
     text = page.locator("body").inner_text()
     assert SCRIPT in text and BREAKOUT in text and "<svg onload=alert(2)>" in text
@@ -212,7 +212,16 @@ def test_hostile_text_is_shown_literally_and_runs_nothing(
     )
     assert counts == [1, 0, 0]
     overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
-    assert overflow <= 1, "the page scrolls sideways on a phone"
+    wide = page.evaluate(
+        "() => [...document.querySelectorAll('body *')]"
+        ".filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)"
+        ".slice(0, 5).map(e => `${e.tagName}.${e.className} ${e.textContent.slice(0, 40)}`)"
+    )
+    assert overflow <= 1, f"the page scrolls sideways on a phone: {wide}"
+    folded = page.locator('article.card[data-severity="info"] details.folded').first
+    assert not folded.locator("pre.verify").is_visible()  # info details start folded
+    folded.locator("summary").click()
+    assert folded.locator("pre.verify").is_visible()
     page.screenshot(path=str(tmp_path / "report-phone.png"), full_page=True)
     page.emulate_media(media="print")
     assert page.locator("#filters").is_hidden()

@@ -197,6 +197,24 @@ def test_history_draws_trends_and_first_seen() -> None:
     assert "#1" in page.text and "#2" in page.text
     assert "2026-11-16T01:00:00+00:00" in page.text  # the older finding's first-seen date
 
+    first = report(redis_exposed())
+    first.scan_id = 1
+    alone = Page(HtmlReporter(ScanHistory.from_reports([first])).render(first))
+    assert {a["data-chart"] for a in alone.all("svg")} == {"severity", "entities"}
+    assert "A trend needs two scans of these targets" in alone.text  # one bar says nothing
+
+
+def test_info_findings_are_folded_and_the_rest_open() -> None:
+    """What needs action leads the page: an info card shows its title, its details fold."""
+    html = HtmlReporter().render(report(redis_exposed(), redis_secured(), unknown_rule()))
+    cards = {
+        chunk.split('"', 1)[0]: chunk.split("</article>", 1)[0]
+        for chunk in html.split('data-severity="')[1:]
+    }
+    assert '<details class="folded"><summary>details</summary>' in cards["info"]
+    assert "Redis requires authentication" in cards["info"].split("<details", 1)[0]
+    assert "<details" not in cards["critical"] and "<details" not in cards["medium"]
+
 
 def test_unsafe_reference_urls_are_not_links() -> None:
     scan = report(redis_exposed())

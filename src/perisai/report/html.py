@@ -52,6 +52,7 @@ SEVERITY_COLOURS: dict[Severity, str] = {
     Severity.INFO: "#757575",
 }
 _TEMPLATES = "templates"
+TREND_MIN_SCANS = 2  # scans of the same targets before the trend charts are drawn
 
 
 @dataclass(frozen=True)
@@ -178,7 +179,8 @@ class HtmlReporter(Reporter):
             [(s.value, summary.counts[s.value], SEVERITY_COLOURS[s]) for s in Severity]
         )
         entity_bars = _bars([(name, n, "#00695c") for name, n in summary.entity_counts.items()])
-        points = self.history.points or ()
+        # a trend needs two scans: one bar each on a first scan says nothing
+        points = self.history.points if len(self.history.points) >= TREND_MIN_SCANS else ()
         trend_services = _bars(
             [(_scan_label(p.scan_id, p.started), p.exposed_services, "#d84315") for p in points]
         )
