@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from perisai import __version__
 from perisai.evidence import safe_findings
 from perisai.findings import Auth, Evidence, Finding, Rule, ScanReport, Severity, Target
 from perisai.probes import Probe, ProbeSkipped, ScanConfig, probe_classes
-from perisai.probes.common import first_line
+from perisai.probes.common import exchange, first_line
 from perisai.probes.interface import Fingerprint
 from perisai.progress import NoProgress, Progress
 from perisai.targets import TargetSpec
@@ -186,8 +187,15 @@ class Scanner:
             return None
 
     async def _unidentified(self, endpoint: Endpoint) -> Finding:
-        banner = await _banner(endpoint, min(self.config.timeout, 1.5))
-        said = f"banner: {banner!r}" if banner else "no banner, and no probe's request was answered"
+        wait = min(self.config.timeout, 1.5)
+        banner = await _banner(endpoint, wait)
+        http = "" if banner else await _http_answer(endpoint, wait)
+        if banner:
+            said = f"banner: {banner!r}"
+        elif http:
+            said = f"answers HTTP ({http}), but as none of the data stores perisai probes"
+        else:
+            said = "no banner, and no answer any probe recognised"
         return Finding(
             rule=RULE_UNIDENTIFIED.id,
             severity=RULE_UNIDENTIFIED.default_severity,
@@ -224,6 +232,27 @@ async def _banner(endpoint: Endpoint, timeout: float) -> str:
     finally:
         writer.close()
     return "".join(ch if ch.isprintable() else "." for ch in data.decode("latin-1")).strip()
+
+
+async def _http_answer(endpoint: Endpoint, timeout: float) -> str:
+    """``GET /: HTTP/1.1 404 Not Found; server: uvicorn`` when the port speaks HTTP, else "".
+
+    The same harmless request the HTTP probes' fingerprints sent: said again to describe the
+    service by what it answers, rather than as one that answered nothing."""
+    request = f"GET / HTTP/1.0\r\nHost: {endpoint.host}\r\n\r\n".encode()
+    try:
+        answer = await exchange(endpoint.host, endpoint.port, request, timeout, BANNER_BYTES * 4)
+    except (OSError, TimeoutError):
+        return ""
+    if not answer.startswith(b"HTTP/"):
+        return ""
+    status = answer.split(b"\r\n", 1)[0].decode("latin-1")[:80]
+    server = _SERVER.search(answer)
+    named = f"; server: {server.group(1).decode('latin-1')}" if server else ""
+    return f"GET /: {status}{named}"
+
+
+_SERVER = re.compile(rb"(?im)^server:[ \t]*([^\r\n]{1,80})")
 
 
 def _incomplete(target: Target, reason: str) -> Finding:
