@@ -213,6 +213,7 @@ class CouchDBProbe(Probe):
                 ),
             )
         findings = self._findings(inventory)
+        stopped = stopped or inventory.sampler.stopped
         if stopped:
             return ProbeSkipped(stopped, findings)
         return ProbeResult(findings)
@@ -265,6 +266,11 @@ class CouchDBProbe(Probe):
         inventory.listing_complete = not listing.truncated
         if listing.timed_out:
             return f"GET /_all_dbs did not finish within {self.config.timeout:.1f}s; stopped"
+        if listing.truncated:  # sample what was listed; the count is a floor, and says so
+            inventory.sampler.stop(
+                f"GET /_all_dbs was cut at {LISTING_BYTES >> 20} MiB: at least "
+                f"{len(inventory.names)} databases, the rest not listed"
+            )
         chosen = _sampling_order(inventory.names)[: self.config.max_databases]
         for number, name in enumerate(chosen):
             if deadline.expired:

@@ -213,6 +213,7 @@ class ElasticsearchProbe(Probe):
             )
             return ProbeResult((self._auth_required(target, detail),))
         findings = self._findings(inventory)
+        stopped = stopped or inventory.sampler.stopped
         if stopped:
             return ProbeSkipped(stopped, findings)
         return ProbeResult(findings)
@@ -263,6 +264,11 @@ class ElasticsearchProbe(Probe):
         inventory.listing_complete = not listing.truncated
         if listing.timed_out:
             return f"GET {path} did not finish within {self.config.timeout:.1f}s; stopped"
+        if listing.truncated:  # sample what was listed; the count is a floor, and says so
+            inventory.sampler.stop(
+                f"GET {path} was cut at {LISTING_BYTES >> 20} MiB: at least "
+                f"{len(inventory.indices)} indices, the rest not listed"
+            )
         chosen = _sampling_order(inventory.indices)[: self.config.max_tables]
         for number, index in enumerate(chosen):
             if deadline.expired:
