@@ -132,12 +132,18 @@ class Summary:
     compromised: list[Finding]
 
     @property
+    def marked(self) -> frozenset[str]:
+        """The ids of the compromised findings (``compromised_ids``, computed once)."""
+        return frozenset(f.id for f in self.compromised)
+
+    @property
     def compromised_stores(self) -> int:
         """Distinct stores (host, port, service) with a ransom note or a planted payload."""
         return len({(f.target.host, f.target.port, f.target.service) for f in self.compromised})
 
 
 def summarise(findings: list[Finding]) -> Summary:
+    marked = compromised_ids(findings)
     counts = {severity.value: 0 for severity in Severity}
     for finding in findings:
         counts[finding.severity.value] += 1
@@ -154,7 +160,7 @@ def summarise(findings: list[Finding]) -> Summary:
         personal_data_records=personal_data_records(findings),
         entity_types=sorted(entities),
         entity_counts=dict(entities.most_common()),
-        compromised=[f for f in sort_findings(findings) if f.id in compromised_ids(findings)],
+        compromised=[f for f in sort_findings(findings) if f.id in marked],
     )
 
 
@@ -207,7 +213,7 @@ class HtmlReporter(Reporter):
             severities=[s.value for s in Severity],
             severity_colours={s.value: c for s, c in SEVERITY_COLOURS.items()},
             services=sorted({f.target.service for f in findings}),
-            cards=[self._card(f, report, f.id in new_ids) for f in findings],
+            cards=[self._card(f, report, f.id in new_ids, summary.marked) for f in findings],
             severity_bars=severity_bars,
             entity_bars=entity_bars,
             trend_services=trend_services,
@@ -219,7 +225,9 @@ class HtmlReporter(Reporter):
             csp=csp,
         )
 
-    def _card(self, finding: Finding, report: ScanReport, new: bool) -> dict[str, Any]:
+    def _card(
+        self, finding: Finding, report: ScanReport, new: bool, marked: frozenset[str]
+    ) -> dict[str, Any]:
         rule = report.rules.get(finding.rule)
         refs: list[Reference] = references(finding, rule)
         actionable = finding.severity is not Severity.INFO
@@ -231,7 +239,7 @@ class HtmlReporter(Reporter):
             "entities": entity_summary(finding.data.entities) if finding.data.entities else "",
             "first_seen": self.history.first_seen.get(finding.id),
             "new": new,
-            "compromised": finding.id in compromised_ids(report.findings),
+            "compromised": finding.id in marked,
             "verify": verify_commands(finding, report.rules),
             "config": config_lines(finding, report.rules) if actionable else [],
             "remediation": finding.remediation or (rule.remediation if rule else ""),

@@ -17,7 +17,6 @@ from perisai.findings import (
     ScanDiff,
     ScanReport,
     Severity,
-    compromised_ids,
     entity_summary,
     sort_findings,
 )
@@ -85,7 +84,7 @@ class MarkdownReporter(Reporter):
         if not actionable:
             out += ["No abuse found." if report.is_api_audit else "No exposure found.", ""]
         for number, finding in enumerate(actionable, 1):
-            out += self._finding(number, finding, report, new_ids)
+            out += self._finding(number, finding, report, new_ids, summary.marked)
         if secured:
             out += ["## Also seen: services that required authentication", ""]
             for finding in secured:
@@ -156,7 +155,12 @@ class MarkdownReporter(Reporter):
         return out
 
     def _finding(
-        self, number: int, finding: Finding, report: ScanReport, new_ids: set[str] | None
+        self,
+        number: int,
+        finding: Finding,
+        report: ScanReport,
+        new_ids: set[str] | None,
+        marked: frozenset[str],
     ) -> list[str]:
         rule = report.rules.get(finding.rule)
         first = self.history.first_seen.get(finding.id)
@@ -167,7 +171,7 @@ class MarkdownReporter(Reporter):
         if new_ids is not None and finding.id in new_ids:
             since += ", new since the previous scan"
         records = finding.data.records_estimated
-        flag = " — COMPROMISED" if finding.id in compromised_ids(report.findings) else ""
+        flag = " — COMPROMISED" if finding.id in marked else ""
         what = (
             f"- **What:** {md_text(rule.description if rule else finding.title)} "
             f"(rule {md_code(finding.rule)}, access: {finding.auth.value})"
