@@ -24,6 +24,8 @@ from perisai.lab import CATALOG, Lab, LabInstance, LabServer, scan_ports
 from perisai.lab.api_server import ApiInstance
 from perisai.probes import ScanConfig, probe_classes
 from perisai.report.guidance import verify_commands
+from perisai.report.history import personal_data_records
+from perisai.report.html import summarise
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
 
@@ -152,3 +154,50 @@ def test_the_api_twins_audit_as_vulnerable_and_fixed(lab_instances: list[LabInst
         rules[name] = {f.rule for f in report.findings}
     assert {"api.otp-send-unlimited", "api.mail-relay"} <= rules["api-vulnerable"]
     assert rules["api-fixed"] == set()
+
+
+@pytest.mark.parametrize("service", ["clickhouse", "rabbitmq"])
+def test_a_server_on_two_ports_is_one_asset(
+    service: str, scan: tuple[ScanReport, list[Twin]]
+) -> None:
+    """ClickHouse (HTTP + native) and RabbitMQ (AMQP + management) answer on two ports; what
+    each port says about its server makes them one asset, whose severity is its worst port's.
+
+    The secured RabbitMQ's management port refuses every login and says nothing about itself,
+    so its two ports stay two assets (both info): never merged on a guess."""
+    report, twins = scan
+    summaries = {entry["id"]: entry for entry in report.to_dict()["assets"]}
+    for twin in (t for t in twins if t.server.service == service):
+        ports = scan_ports(twin.instance)
+        assert len(ports) == 2, twin.server.name
+        assets = {f.server for f in twin.findings}
+        if service == "rabbitmq" and not twin.server.exposed:
+            assert {a.ports for a in assets} == {(p,) for p in ports}, assets
+            continue
+        assert len(assets) == 1, (twin.server.name, assets)
+        (asset,) = assets
+        assert asset.ports == tuple(sorted(ports))
+        worst = max((f.severity for f in twin.findings), key=lambda s: s.rank)
+        assert summaries[asset.id]["severity"] == worst.value
+        assert summaries[asset.id]["ports"] == sorted(ports)
+        if twin.server.exposed:
+            assert worst is Severity.CRITICAL, twin.server.name
+
+
+def test_the_lab_counts_servers_not_ports(scan: tuple[ScanReport, list[Twin]]) -> None:
+    """The summary counts one exposed service per exposed server, and each server's records
+    once (ClickHouse's rows read through both its ports are not counted twice)."""
+    report, twins = scan
+    exposed = [t for t in twins if t.server.exposed]
+    summary = summarise(report.findings)
+    assert summary.exposed_total == len(exposed)
+    assert summary.exposed_by_service["clickhouse"] == 1
+    assert summary.exposed_by_service["rabbitmq"] == 1
+    clickhouse = next(t for t in exposed if t.server.service == "clickhouse")
+    per_port = {
+        f.target.port: f.data.records_estimated or 0
+        for f in clickhouse.findings
+        if f.auth in OPEN and f.data.has_personal_data
+    }
+    assert len(per_port) == 2  # both ports read the same tables
+    assert personal_data_records(clickhouse.findings) == max(per_port.values())

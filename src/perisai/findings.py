@@ -156,6 +156,34 @@ class DataProfile:
 
 
 @dataclass(frozen=True)
+class Asset:
+    """One server instance, however many of its ports a scan reached: ClickHouse's HTTP and
+    native ports, RabbitMQ's AMQP and management ports. Summaries count assets, not ports, so
+    one server is one exposed service and its records are counted once.
+
+    ``id`` is stable across scans: it hashes the host, the service and what the server says
+    about itself (a cluster name, the HTTP port its native port names), or the port when it
+    says nothing that ties it to another port.
+    """
+
+    id: str
+    ports: tuple[int, ...]
+
+    @classmethod
+    def named(cls, host: str, service: str, identity: str, ports: Iterable[int]) -> Asset:
+        key = "|".join(("asset", host, service, identity))
+        return cls(hashlib.sha256(key.encode()).hexdigest()[:16], tuple(sorted(set(ports))))
+
+    @classmethod
+    def of_port(cls, target: Target) -> Asset:
+        """A server known by one port only (nothing it said ties it to another)."""
+        return cls.named(target.host, target.service, f"port {target.port}", (target.port,))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "ports": list(self.ports)}
+
+
+@dataclass(frozen=True)
 class Finding:
     """One proven fact about a target, in the shape of the findings contract."""
 
@@ -169,6 +197,12 @@ class Finding:
     evidence: tuple[Evidence, ...] = ()
     remediation: str = ""
     object: str = ""  # what inside the target the finding is about (db, index, key…)
+    asset: Asset | None = None  # set by the scanner when it grouped the server's ports
+
+    @property
+    def server(self) -> Asset:
+        """The asset this finding is about: the scanner's grouping, else its own port."""
+        return self.asset if self.asset is not None else Asset.of_port(self.target)
 
     @property
     def id(self) -> str:
@@ -205,6 +239,7 @@ class Finding:
             "evidence": [e.text for e in self.evidence],
             "remediation": self.remediation,
             "object": self.object,
+            "asset": self.server.to_dict(),
         }
 
     @classmethod
@@ -212,6 +247,7 @@ class Finding:
         """Rebuild a finding from the contract (the findings store keeps that shape)."""
         target = raw["target"]
         data = raw.get("data") or {}
+        asset = raw.get("asset")
         return cls(
             rule=raw["rule"],
             severity=Severity(raw["severity"]),
@@ -226,6 +262,11 @@ class Finding:
             evidence=tuple(Evidence(text) for text in raw.get("evidence", ())),
             remediation=raw.get("remediation", ""),
             object=raw.get("object", ""),
+            asset=(
+                Asset(str(asset["id"]), tuple(int(p) for p in asset["ports"]))
+                if isinstance(asset, Mapping)
+                else None  # a report stored before assets: each port is its own
+            ),
         )
 
 
@@ -245,6 +286,16 @@ def compromised_ids(findings: Iterable[Finding]) -> frozenset[str]:
     findings = list(findings)
     marked = {f.target for f in findings if f.ransom_note or f.rule.startswith(COMPROMISE_PREFIX)}
     return frozenset(f.id for f in findings if f.target in marked)
+
+
+def asset_severities(findings: Iterable[Finding]) -> dict[str, Severity]:
+    """Each asset's severity: its worst finding's, whichever port that finding is on."""
+    worst: dict[str, Severity] = {}
+    for finding in findings:
+        key = finding.server.id
+        if key not in worst or finding.severity.rank > worst[key].rank:
+            worst[key] = finding.severity
+    return worst
 
 
 def exposure_severity(auth: Auth, data: DataProfile, ransom_note: bool) -> Severity:
@@ -353,11 +404,32 @@ class ScanReport:
                 {**f.to_dict(), "compromised": f.id in compromised}
                 for f in sort_findings(self.findings)
             ],
+            "assets": self.asset_summaries(),
             "notes": list(self.notes),
         }
         if self.requests:
             out["requests"] = [dict(r) for r in self.requests]
         return out
+
+    def asset_summaries(self) -> list[dict[str, Any]]:
+        """One entry per server, worst first: what counts of exposed services count."""
+        worst = asset_severities(self.findings)
+        entries: dict[str, dict[str, Any]] = {}
+        for finding in sort_findings(self.findings):
+            asset = finding.server
+            entry = entries.setdefault(
+                asset.id,
+                {
+                    "id": asset.id,
+                    "host": finding.target.host,
+                    "service": finding.target.service,
+                    "ports": list(asset.ports),
+                    "severity": worst[asset.id].value,
+                    "findings": 0,
+                },
+            )
+            entry["findings"] += 1
+        return list(entries.values())
 
     @classmethod
     def from_dict(

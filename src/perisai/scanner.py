@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from perisai import __version__
+from perisai.assets import PortSeen, group_assets, with_assets
 from perisai.evidence import safe_findings
 from perisai.findings import Auth, Evidence, Finding, Rule, ScanReport, Severity, Target
 from perisai.probes import Probe, ProbeSkipped, ScanConfig, probe_classes
@@ -84,7 +85,8 @@ class Scanner:
         )
         # every string a server said is masked and escaped here, once, for every report
         # format and store alike
-        findings = safe_findings((f for group in results for f in group), self.config.regions)
+        findings = safe_findings((f for group, _ in results for f in group), self.config.regions)
+        findings = with_assets(findings, group_assets(seen for _, seen in results))
         rules = {rule.id: rule for probe in self.probes for rule in probe.report_rules()}
         rules.update({r.id: r for r in (RULE_UNIDENTIFIED, RULE_INCOMPLETE)})
         notes = [f"{total} address:port pairs checked, {len(open_endpoints)} open"]
@@ -128,19 +130,32 @@ class Scanner:
             await asyncio.wait_for(writer.wait_closed(), 1.0)
         return True
 
-    async def _examine(self, endpoint: Endpoint, semaphore: asyncio.Semaphore) -> list[Finding]:
+    async def _examine(
+        self, endpoint: Endpoint, semaphore: asyncio.Semaphore
+    ) -> tuple[list[Finding], PortSeen]:
         async with semaphore:
             try:
                 return await self._identify_and_probe(endpoint)
             finally:
                 self.progress.advance()
 
-    async def _identify_and_probe(self, endpoint: Endpoint) -> list[Finding]:
-        started = time.monotonic()
+    async def _identify_and_probe(self, endpoint: Endpoint) -> tuple[list[Finding], PortSeen]:
+        """The port's findings, and what its server said about itself (to group its ports)."""
+        started = time.monotonic()  # the probe deadline counts the fingerprints' time too
         identified = await self._identify(endpoint)
         if identified is None:
-            return [await self._unidentified(endpoint)]
+            unknown = PortSeen(endpoint.host, endpoint.port, "unknown")
+            return [await self._unidentified(endpoint)], unknown
         probe, fingerprint = identified
+        findings, identity = await self._probe(endpoint, probe, fingerprint, started)
+        seen = PortSeen(endpoint.host, endpoint.port, probe.service, identity)
+        return findings, seen
+
+    async def _probe(
+        self, endpoint: Endpoint, probe: Probe, fingerprint: Fingerprint, started: float
+    ) -> tuple[list[Finding], str]:
+        """Run ``probe`` within what is left of its deadline; a failure is a finding too."""
+        identity = fingerprint.identity
         target = Target(endpoint.host, endpoint.port, probe.service)
         remaining = max(1.0, self.config.probe_deadline - (time.monotonic() - started))
         try:
@@ -148,20 +163,18 @@ class Scanner:
                 probe.probe(endpoint.host, endpoint.port, fingerprint), remaining
             )
         except TimeoutError:
-            return [
-                _incomplete(
-                    target,
-                    f"probe did not finish within {remaining:.0f}s; "
-                    "stopped (raise --timeout to wait longer)",
-                )
-            ]
+            why = (
+                f"probe did not finish within {remaining:.0f}s; "
+                "stopped (raise --timeout to wait longer)"
+            )
+            return [_incomplete(target, why)], identity
         except Exception as error:  # a hostile or broken server must not end the scan
-            return [
-                _incomplete(target, f"probe stopped: {type(error).__name__}: {first_line(error)}")
-            ]
+            why = f"probe stopped: {type(error).__name__}: {first_line(error)}"
+            return [_incomplete(target, why)], identity
+        identity = result.identity or identity
         if isinstance(result, ProbeSkipped):
-            return [*result.findings, _incomplete(target, result.reason)]
-        return list(result.findings)
+            return [*result.findings, _incomplete(target, result.reason)], identity
+        return list(result.findings), identity
 
     async def _identify(self, endpoint: Endpoint) -> tuple[Probe, Fingerprint] | None:
         """Ask every probe at once whether it knows the answer; the port's usual owner wins.

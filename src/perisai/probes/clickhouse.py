@@ -196,15 +196,26 @@ class ClickHouseProbe(Probe):
         if check.status == 200 and _has_clickhouse_header(check):
             version = check.text(32).strip()
             return Fingerprint(
-                self.service, f"ClickHouse {version}, open", Access.OPEN, version, "http"
+                self.service,
+                f"ClickHouse {version}, open",
+                Access.OPEN,
+                version,
+                "http",
+                identity=_http_identity(port),
             )
         if code is not None and code in _AUTH_CODES:
             return Fingerprint(
-                self.service, "auth required", Access.AUTH_REQUIRED, interface="http"
+                self.service,
+                "auth required",
+                Access.AUTH_REQUIRED,
+                interface="http",
+                identity=_http_identity(port),
             )
         if code is not None or _has_clickhouse_header(check):
             detail = f"ClickHouse (answered HTTP {check.status})"
-            return Fingerprint(self.service, detail, interface="http")
+            return Fingerprint(
+                self.service, detail, interface="http", identity=_http_identity(port)
+            )
         return None
 
     async def _native_fingerprint(self, host: str, port: int) -> Fingerprint | None:
@@ -220,7 +231,11 @@ class ClickHouseProbe(Probe):
         http_port = int(found.group(1)) if found else None
         http = f"; HTTP on port {http_port}" if http_port is not None else ""
         return Fingerprint(
-            self.service, f"{NATIVE_DETAIL}{http}", interface="native", related_port=http_port
+            self.service,
+            f"{NATIVE_DETAIL}{http}",
+            interface="native",
+            related_port=http_port,
+            identity="" if http_port is None else _http_identity(http_port),
         )
 
     async def probe(
@@ -528,6 +543,12 @@ class ClickHouseProbe(Probe):
             ),
             remediation=rule.remediation,
         )
+
+
+def _http_identity(http_port: int) -> str:
+    """One server's identity, as both its ports state it: the HTTP port answers on it, the
+    native port names it ("You must use port 8123 for HTTP")."""
+    return f"http port {http_port}"
 
 
 def _code(answer: HttpAnswer) -> int | None:

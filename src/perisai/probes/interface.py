@@ -54,6 +54,10 @@ class Fingerprint:
     interface: str = ""  # which of the service's interfaces answered, when it has several
     tls: bool = False  # the answer came over TLS
     related_port: int | None = None  # another port of the same server that the answer named
+    # What the server says about itself that tells it from any other server of its kind on the
+    # host (RabbitMQ's cluster name; the HTTP port ClickHouse's native port names): ports with
+    # the same identity are one asset. Empty when it said nothing of the kind.
+    identity: str = ""
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,7 @@ class ProbeResult:
     """What a probe proved about one service."""
 
     findings: tuple[Finding, ...]
+    identity: str = ""  # learned while reading (after a login), as for Fingerprint.identity
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class ProbeSkipped:
 
     reason: str
     findings: tuple[Finding, ...] = field(default=())  # whatever was proven before it stopped
+    identity: str = ""
 
 
 class Probe(ABC):

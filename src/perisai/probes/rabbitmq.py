@@ -172,6 +172,7 @@ class RabbitMQProbe(Probe):
                 f"{AMQP_DETAIL}: {server}",
                 version=version,
                 interface=AMQP_DETAIL,
+                identity=_identity(start.server_properties),
                 server=server,
                 mechanisms=tuple(str(start.mechanisms).split()),
             )
@@ -200,7 +201,12 @@ class RabbitMQProbe(Probe):
             version = _text(body.get("rabbitmq_version"), 32)
             detail = f"{MANAGEMENT_DETAIL}: open, RabbitMQ {version}"
             return Fingerprint(
-                self.service, detail, Access.OPEN, version, interface=MANAGEMENT_DETAIL
+                self.service,
+                detail,
+                Access.OPEN,
+                version,
+                interface=MANAGEMENT_DETAIL,
+                identity=_identity(body),
             )
         return None
 
@@ -390,7 +396,8 @@ class RabbitMQProbe(Probe):
                     "RabbitMQ management API accepts a vendor default login",
                 ),
                 profile,
-            )
+            ),
+            identity=_identity(overview),
         )
 
     async def _queues(
@@ -614,6 +621,15 @@ def _payload(message: dict[str, Any], cap: int) -> object:
         if isinstance(decoded, dict | list):
             return decoded
     return text
+
+
+def _identity(properties: Any) -> str:
+    """The broker's cluster name, which its AMQP ``Connection.Start`` and its management
+    ``/api/overview`` both state: how a scan knows the two ports are one server."""
+    name = properties.get("cluster_name") if isinstance(properties, dict) else None
+    if isinstance(name, bytes):
+        name = name.decode("utf-8", "replace")
+    return f"cluster {name}" if isinstance(name, str) and name else ""
 
 
 def _basic(credential: Credential) -> httpx.BasicAuth:

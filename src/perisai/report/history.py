@@ -23,22 +23,24 @@ def is_exposure(finding: Finding) -> bool:
     )
 
 
-def exposed_services(findings: Iterable[Finding]) -> set[tuple[str, int, str]]:
-    """Distinct (host, port, service) readable without real credentials."""
-    return {(f.target.host, f.target.port, f.target.service) for f in findings if is_exposure(f)}
+def exposed_services(findings: Iterable[Finding]) -> dict[str, str]:
+    """The servers (asset id → service) readable without real credentials: a server whose
+    HTTP and native ports both answered counts once."""
+    return {f.server.id: f.target.service for f in findings if is_exposure(f)}
 
 
 def personal_data_records(findings: Iterable[Finding]) -> int:
-    """Estimated records in exposed stores whose sample held personal data.
+    """Estimated records in exposed servers whose sample held personal data.
 
-    Counted once per exposed service (the finding with the largest estimate), so a ransom-note
-    finding about one table of a database does not count that database twice.
+    Counted once per server (the finding with the largest estimate), so a ransom-note finding
+    about one table of a database, or the same tables read through a second port, do not
+    count that database twice.
     """
-    best: dict[tuple[str, int, str], int] = {}
+    best: dict[str, int] = {}
     for f in findings:
         if not is_exposure(f) or not f.data.has_personal_data:
             continue
-        key = (f.target.host, f.target.port, f.target.service)
+        key = f.server.id
         best[key] = max(best.get(key, 0), f.data.records_estimated or 0)
     return sum(best.values())
 

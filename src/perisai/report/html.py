@@ -24,6 +24,7 @@ import jinja2
 from markupsafe import Markup
 
 from perisai import __version__
+from perisai.assets import asset_note
 from perisai.evidence import printable
 from perisai.findings import (
     COMPROMISE_PREFIX,
@@ -31,6 +32,7 @@ from perisai.findings import (
     ScanDiff,
     ScanReport,
     Severity,
+    asset_severities,
     compromised_ids,
     entity_summary,
     sort_findings,
@@ -130,6 +132,7 @@ class Summary:
     entity_types: list[str]
     entity_counts: dict[str, int]
     compromised: list[Finding]
+    servers: dict[str, Severity]  # each asset's worst severity (asset_severities)
 
     @property
     def marked(self) -> frozenset[str]:
@@ -138,8 +141,8 @@ class Summary:
 
     @property
     def compromised_stores(self) -> int:
-        """Distinct stores (host, port, service) with a ransom note or a planted payload."""
-        return len({(f.target.host, f.target.port, f.target.service) for f in self.compromised})
+        """Distinct servers (assets) with a ransom note or a planted payload."""
+        return len({f.server.id for f in self.compromised})
 
 
 def summarise(findings: list[Finding]) -> Summary:
@@ -148,7 +151,7 @@ def summarise(findings: list[Finding]) -> Summary:
     for finding in findings:
         counts[finding.severity.value] += 1
     exposed = exposed_services(findings)
-    by_service = Counter(service for _, _, service in exposed)
+    by_service = Counter(exposed.values())
     entities: Counter[str] = Counter()
     for finding in findings:
         if is_exposure(finding) and not finding.rule.startswith(COMPROMISE_PREFIX):
@@ -161,6 +164,7 @@ def summarise(findings: list[Finding]) -> Summary:
         entity_types=sorted(entities),
         entity_counts=dict(entities.most_common()),
         compromised=[f for f in sort_findings(findings) if f.id in marked],
+        servers=asset_severities(findings),
     )
 
 
@@ -213,7 +217,7 @@ class HtmlReporter(Reporter):
             severities=[s.value for s in Severity],
             severity_colours={s.value: c for s, c in SEVERITY_COLOURS.items()},
             services=sorted({f.target.service for f in findings}),
-            cards=[self._card(f, report, f.id in new_ids, summary.marked) for f in findings],
+            cards=[self._card(f, report, f.id in new_ids, summary) for f in findings],
             severity_bars=severity_bars,
             entity_bars=entity_bars,
             trend_services=trend_services,
@@ -226,7 +230,7 @@ class HtmlReporter(Reporter):
         )
 
     def _card(
-        self, finding: Finding, report: ScanReport, new: bool, marked: frozenset[str]
+        self, finding: Finding, report: ScanReport, new: bool, summary: Summary
     ) -> dict[str, Any]:
         rule = report.rules.get(finding.rule)
         refs: list[Reference] = references(finding, rule)
@@ -239,7 +243,8 @@ class HtmlReporter(Reporter):
             "entities": entity_summary(finding.data.entities) if finding.data.entities else "",
             "first_seen": self.history.first_seen.get(finding.id),
             "new": new,
-            "compromised": finding.id in marked,
+            "compromised": finding.id in summary.marked,
+            "server": asset_note(finding, summary.servers),
             "verify": verify_commands(finding, report.rules),
             "config": config_lines(finding, report.rules) if actionable else [],
             "remediation": finding.remediation or (rule.remediation if rule else ""),

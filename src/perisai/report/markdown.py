@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 
+from perisai.assets import asset_note
 from perisai.evidence import printable
 from perisai.findings import (
     Finding,
@@ -84,7 +85,7 @@ class MarkdownReporter(Reporter):
         if not actionable:
             out += ["No abuse found." if report.is_api_audit else "No exposure found.", ""]
         for number, finding in enumerate(actionable, 1):
-            out += self._finding(number, finding, report, new_ids, summary.marked)
+            out += self._finding(number, finding, report, new_ids, summary)
         if secured:
             out += ["## Also seen: services that required authentication", ""]
             for finding in secured:
@@ -160,7 +161,7 @@ class MarkdownReporter(Reporter):
         finding: Finding,
         report: ScanReport,
         new_ids: set[str] | None,
-        marked: frozenset[str],
+        summary: Summary,
     ) -> list[str]:
         rule = report.rules.get(finding.rule)
         first = self.history.first_seen.get(finding.id)
@@ -171,7 +172,8 @@ class MarkdownReporter(Reporter):
         if new_ids is not None and finding.id in new_ids:
             since += ", new since the previous scan"
         records = finding.data.records_estimated
-        flag = " — COMPROMISED" if finding.id in marked else ""
+        flag = " — COMPROMISED" if finding.id in summary.marked else ""
+        server = asset_note(finding, summary.servers)
         what = (
             f"- **What:** {md_text(rule.description if rule else finding.title)} "
             f"(rule {md_code(finding.rule)}, access: {finding.auth.value})"
@@ -198,7 +200,8 @@ class MarkdownReporter(Reporter):
                 "",
                 what,
                 f"- **Where:** {md_code(finding.where())} — "
-                f"{md_text(host_port(finding))}, service {md_text(finding.target.service)}",
+                f"{md_text(host_port(finding))}, service {md_text(finding.target.service)}"
+                + (f"; {md_text(server)}" if server else ""),
                 f"- **Since when:** {since}",
                 "- **Personal data:** "
                 + (

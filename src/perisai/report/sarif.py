@@ -182,6 +182,7 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
             "records_estimated": finding.data.records_estimated,
             "ransom_note": finding.ransom_note,
             "evidence": [e.text for e in finding.evidence],  # masked by the probe
+            "asset": finding.server.to_dict(),  # the server, shared by all its ports' results
         },
     }
 

@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from perisai.assets import asset_note
 from perisai.evidence import printable
 from perisai.findings import (
     Auth,
@@ -15,10 +16,12 @@ from perisai.findings import (
     ScanDiff,
     ScanReport,
     Severity,
+    asset_severities,
     compromised_ids,
     entity_summary,
     sort_findings,
 )
+from perisai.report.history import exposed_services
 from perisai.report.interface import Reporter
 
 _STYLE = {
@@ -80,22 +83,23 @@ class TerminalReporter(Reporter):
             console.print(_text(f"API: {' '.join(report.targets)} · {sent} requests sent"))
         else:
             console.print(_text(f"targets: {' '.join(report.targets)} · ports: {report.ports}"))
-        console.print(_text(_counts(report.findings)))
+        console.print(_text(_counts(report.findings, api=report.is_api_audit)))
         api = report.is_api_audit
         marked = compromised_ids(report.findings)
+        servers = asset_severities(report.findings)
         if diff is None:
-            self._findings(console, report.findings, marked, api=api)
+            self._findings(console, report.findings, marked, servers, api=api)
         elif diff.previous is None:
             console.print(_text("no previous scan of these targets: everything is new"))
-            self._findings(console, report.findings, marked, api=api)
+            self._findings(console, report.findings, marked, servers, api=api)
         else:
             since = diff.previous.scan_id
             console.print()
             console.print(_text(f"New since scan {since}: {len(diff.new)}"))
-            self._findings(console, list(diff.new), marked, api=api)
+            self._findings(console, list(diff.new), marked, servers, api=api)
             console.print()
             console.print(_text(f"Resolved since scan {since}: {len(diff.resolved)}"))
-            self._findings(console, list(diff.resolved), marked, details=False, api=api)
+            self._findings(console, list(diff.resolved), marked, servers, details=False, api=api)
             console.print()
             console.print(_text(f"Unchanged since scan {since}: {len(diff.unchanged)}"))
         return buffer.getvalue()
@@ -105,6 +109,7 @@ class TerminalReporter(Reporter):
         console: Console,
         findings: list[Finding],
         compromised: frozenset[str],
+        servers: dict[str, Severity],
         details: bool = True,
         api: bool = False,
     ) -> None:
@@ -138,7 +143,7 @@ class TerminalReporter(Reporter):
         console.print(table)
         if details:
             for finding in ordered:
-                _details(console, finding)
+                _details(console, finding, asset_note(finding, servers))
 
 
 def _mark(finding: Finding, compromised: frozenset[str]) -> str:
@@ -148,14 +153,17 @@ def _mark(finding: Finding, compromised: frozenset[str]) -> str:
     return "COMPROMISED" if finding.id in compromised else ""
 
 
-def _details(console: Console, finding: Finding) -> None:
-    """Evidence (already masked) and the fix, under the table, for findings that have them."""
+def _details(console: Console, finding: Finding, server: str) -> None:
+    """Evidence (already masked) and the fix, under the table, for findings that have them;
+    ``server`` names the server's other ports, when it answered on several."""
     if finding.severity is Severity.INFO and not finding.evidence:
         return
     console.print()
     console.print(
         _text(f"[{finding.severity.value}] {finding.title} — {finding.where()} ({finding.rule})")
     )
+    if server:
+        console.print(_text(f"    {server}"))
     for line in finding.evidence:
         console.print(_text(f"    {line.text}"))
     if finding.remediation and finding.severity is not Severity.INFO:
@@ -167,8 +175,12 @@ def _host_port(finding: Finding) -> str:
     return f"[{host}]:{finding.target.port}" if ":" in host else f"{host}:{finding.target.port}"
 
 
-def _counts(findings: list[Finding]) -> str:
+def _counts(findings: list[Finding], api: bool = False) -> str:
     counts = dict.fromkeys(Severity, 0)
     for finding in findings:
         counts[finding.severity] += 1
-    return "findings: " + ", ".join(f"{counts[s]} {s.value}" for s in Severity)
+    line = "findings: " + ", ".join(f"{counts[s]} {s.value}" for s in Severity)
+    if api:
+        return line
+    exposed = len(exposed_services(findings))
+    return f"{line} · exposed services: {exposed} (a server's ports count once)"
