@@ -18,6 +18,7 @@ import json
 import socket
 import socketserver
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -159,6 +160,21 @@ def _probe_queries(instance: HttpStoreInstance) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
+def _settled_queries(instance: HttpStoreInstance, seen: set[str]) -> list[dict[str, Any]]:
+    """The probe's queries once query_log stops growing. The server logs a query when it has
+    finished it, which can come after the client has its whole answer: under load, a
+    SYSTEM FLUSH LOGS right after the probe returned missed its last queries, or all of them."""
+    logged: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 15.0
+    while time.monotonic() < deadline:
+        now = [entry for entry in _probe_queries(instance) if entry["query_id"] not in seen]
+        if now and len(now) == len(logged):
+            return now
+        logged = now
+        time.sleep(0.5)
+    return logged
+
+
 @pytest.mark.parametrize("name", ["exposed", "default"])
 def test_probe_sends_only_readonly_selects(
     clickhouse: dict[str, HttpStoreInstance], name: str
@@ -177,7 +193,7 @@ def test_probe_sends_only_readonly_selects(
 
     seen = {entry["query_id"] for entry in _probe_queries(instance)}
     asyncio.run(probe())
-    logged = [entry for entry in _probe_queries(instance) if entry["query_id"] not in seen]
+    logged = _settled_queries(instance, seen)
     assert logged, "the probe left no query in system.query_log"
     for entry in logged:
         words = entry["query"].split()
@@ -186,7 +202,8 @@ def test_probe_sends_only_readonly_selects(
         if entry["type"] in (1, 2):  # started / finished (not refused before starting)
             settings = dict(zip(entry["names"], entry["vals"], strict=True))
             assert settings.get("readonly") == "1", entry
-    assert any("LIMIT 20 FORMAT JSONEachRow" in e["query"] for e in logged)
+    queries = [entry["query"] for entry in logged]
+    assert any("LIMIT 20 FORMAT JSONEachRow" in query for query in queries), queries
     assert _admin(instance, f"SELECT count() FROM {CHATLOG_DATABASE}.messages") == rows_before
 
 
@@ -307,3 +324,21 @@ async def test_hostile_server_ends_the_probe_with_a_reason(mode: str, why: str) 
     assert isinstance(result, ProbeSkipped)
     assert result.reason == f"SELECT version(): the answer was cut short ({why}); stopped"
     assert result.findings == ()
+
+
+async def test_listings_cut_at_their_limit_say_so(
+    clickhouse: dict[str, HttpStoreInstance],
+) -> None:
+    """With room for one database and one table, the probe asks for one more of each: the
+    evidence says there were more, and the records total is a floor, never the whole."""
+    config = ScanConfig(timeout=2.0, max_databases=1, max_tables=1)
+    probe = ClickHouseProbe(config)
+    report = await Scanner(config, probes=[probe]).scan(
+        parse_targets([f"127.0.0.1:{clickhouse['exposed'].port}"])
+    )
+    [main] = [f for f in report.findings if f.rule == "clickhouse.unauthenticated"]
+    text = "\n".join(e.text for e in main.evidence)
+    assert "more than 1 databases, the first 1 read" in text, text
+    assert "more databases: not listed (past the limit)" in text, text
+    assert main.data.records_at_least  # never stated as the whole: "at least N" or "unknown"
+    assert not main.data.records_text[0].isdigit()

@@ -38,6 +38,7 @@ from perisai.lab.couchdb_server import (
 )
 from perisai.lab.seed import RANSOM_BTC_ADDRESS, SEED, make_people
 from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
+from perisai.probes import couchdb as couchdb_probe
 from perisai.probes.couchdb import CouchDBProbe
 from perisai.probes.elasticsearch import ElasticsearchProbe
 from perisai.probes.interface import Fingerprint, Probe
@@ -245,3 +246,18 @@ async def test_dripping_listing_ends_in_skip_with_findings_so_far() -> None:
     main = only(result.findings, "couchdb.unauthenticated")
     assert main.severity is Severity.HIGH
     assert any("CouchDB 3.3.3" in e.text for e in main.evidence)
+
+
+async def test_a_listing_read_up_to_its_item_limit_is_a_floor(
+    couch: dict[str, CouchDBInstance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A complete ``_all_dbs`` body with more names than the probe takes (5,000) is
+    not the whole list: "at least", and the scan says the probe did not finish (4 here)."""
+    monkeypatch.setattr(couchdb_probe, "MAX_LISTED", 4)
+    findings = await _scan(couch["exposed"].port)
+    [main] = [f for f in findings if f.rule == "couchdb.unauthenticated"]
+    assert any(
+        re.match(r"at least \d+ databases besides the system ones", e.text) for e in main.evidence
+    ), main.evidence
+    [incomplete] = [f for f in findings if f.rule == "scan.incomplete"]
+    assert "read up to its first 4 names" in incomplete.evidence[0].text

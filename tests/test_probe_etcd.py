@@ -296,3 +296,15 @@ async def test_hostile_server_ends_the_probe_with_a_reason(mode: str, why: str) 
     assert isinstance(result, ProbeSkipped)
     assert result.reason == f"POST /v3/kv/range: the answer was cut short ({why}); stopped"
     assert result.findings == ()
+
+
+async def test_prefix_counts_from_part_of_the_keys_say_which_part(
+    etcd: dict[str, HttpStoreInstance], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Keys are counted by prefix from one bounded listing (1,000 keys; 5 here): with more
+    keys than that, the line says how many of how many it counted."""
+    monkeypatch.setattr(etcd_probe, "MAX_KEYS_LISTED", 5)
+    findings = await _scan(etcd["exposed"].port)
+    [main] = [f for f in findings if f.rule == "etcd.unauthenticated"]
+    lines = [e.text for e in main.evidence if e.text.startswith("keys by prefix")]
+    assert len(lines) == 1 and re.match(r"keys by prefix \(the first 5 of [\d,]+ v3 keys", lines[0])

@@ -303,3 +303,17 @@ async def test_hostile_server_ends_the_probe_with_a_reason(mode: str, why: str) 
     assert isinstance(result, ProbeSkipped)
     assert result.reason == f"GET /query SHOW DATABASES: the answer was cut short ({why}); stopped"
     assert result.findings == ()
+
+
+async def test_a_measurement_listing_cut_at_its_limit_says_at_least(
+    influx: dict[str, HttpStoreInstance],
+) -> None:
+    """SHOW MEASUREMENTS asks for one more than it reads: a cut listing says so."""
+    config = ScanConfig(timeout=2.0, max_tables=1)
+    report = await Scanner(config, probes=[InfluxDBProbe(config)]).scan(
+        parse_targets([f"127.0.0.1:{influx['exposed'].port}"])
+    )
+    [main] = [f for f in report.findings if f.rule == "influxdb.unauthenticated"]
+    text = "\n".join(e.text for e in main.evidence)
+    assert re.search(r"at least \d+ measurements \(listing cut in ", text), text
+    assert "more measurements: not listed (the first 1 were)" in text, text

@@ -13,6 +13,7 @@ record of every request is the read-only proof.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -264,3 +265,43 @@ async def test_saved_objects_drip_keeps_what_was_proven() -> None:
     assert isinstance(result, ProbeSkipped)
     assert "/api/saved_objects/_find" in result.reason
     assert [f.rule for f in result.findings] == ["kibana.unauthenticated"]
+
+
+def _heavy_find(*, with_total: bool) -> Route:
+    """A Kibana 7 whose index patterns carry their whole field list (it ignores ``fields``):
+    the answer runs past the probe's byte cap, as on a Beats install."""
+    field_list = json.dumps([{"name": f"field_{n}", "type": "string"} for n in range(400)])
+    patterns = [
+        {"type": "index-pattern", "id": f"p{n}", "attributes": {"title": f"beat-{n}-*"}}
+        | {"fields": field_list}
+        for n in range(40)
+    ]
+    body: dict[str, Any] = {"page": 1, "per_page": 20}
+    if with_total:
+        body["total"] = 40
+    body["saved_objects"] = patterns
+    open_kibana = kibana(status=STATUS_7)
+
+    def route(seen: Seen) -> Reply:
+        if seen.path == "/api/saved_objects/_find":
+            return Reply(body=body, headers=KIBANA_HEADERS)
+        return open_kibana(seen)
+
+    return route
+
+
+@pytest.mark.parametrize(("with_total", "count"), [(True, "40"), (False, "at least ")])
+async def test_a_find_answer_cut_at_its_cap_never_reads_as_the_whole(
+    with_total: bool, count: str
+) -> None:
+    """The total Kibana states, read from the head of a cut answer; else "at least N", and
+    the probe says it did not read the listing to its end (scan.incomplete)."""
+    with ReplayServer(_heavy_find(with_total=with_total)) as server:
+        result = await run_probe(KibanaProbe(CONFIG), server.port)
+        [request] = [s for s in server.seen if s.path == "/api/saved_objects/_find"]
+    assert isinstance(result, ProbeSkipped)
+    assert "answer cut at" in result.reason
+    [finding] = result.findings
+    text = "\n".join(e.text for e in finding.evidence)
+    assert f"without credentials: {count}" in text and "index patterns" in text, text
+    assert request.query["fields"] == ["title"]

@@ -119,13 +119,31 @@ async def test_exposed_broker_is_critical_with_personal_data_and_the_ransom_note
     assert f"{RETAINED + 1} retained" in evidence
     assert "mosquitto version 2." in evidence  # from $SYS/broker/version
     assert "stores message content in clear" in evidence  # said plainly, as in the breach
-    assert "chat/#: 40 messages (40 retained)" in evidence
+    assert "chat/#: 40 messages heard (40 retained)" in evidence
     assert re.search(r"\+\d+ [\d*]+", evidence), "phone numbers appear masked"
     [note] = [f for f in findings if f.rule == "compromise.ransom-note"]
     assert note.severity is Severity.CRITICAL
     assert note.object == f"topic {MQTT_RANSOM_TOPIC}"
     assert "All your data is backed up" in _texts(note)
     assert f"payment address: {RANSOM_BTC_ADDRESS}" in _texts(note)
+
+
+async def test_a_listen_stopped_at_its_cap_says_at_least_and_is_incomplete(
+    brokers: dict[str, BrokerInstance],
+) -> None:
+    """With room for 10 messages, the 91 retained ones are not all heard: no count may read
+    as the broker's content, and the scan says the probe did not finish."""
+    config = ScanConfig(timeout=2.0, sample=2, max_tables=5)
+    scanner = Scanner(config, probes=[MQTTProbe(config)])
+    report = await scanner.scan(parse_targets([f"127.0.0.1:{brokers['exposed'].port}"]))
+    [main] = [f for f in report.findings if f.rule == "mqtt.unauthenticated"]
+    evidence = _texts(main)
+    assert "listened" in evidence and ": at least 10 messages (" in evidence
+    [incomplete] = [f for f in report.findings if f.rule == "scan.incomplete"]
+    assert "listening stopped at its cap of 10 messages" in _texts(incomplete)
+    # the cap came before $SYS said how many retained messages it holds: the count is a floor
+    assert main.data.records_at_least
+    assert main.data.records_text == "at least 10"
 
 
 async def test_live_messages_are_heard_after_the_retained_ones(

@@ -169,6 +169,28 @@ async def test_exposed_mariadb_is_critical_with_personal_data_and_the_ransom_not
     assert any(e.text == f"payment address: {RANSOM_BTC_ADDRESS}" for e in note.evidence)
 
 
+async def test_what_the_sample_limits_leave_out_is_counted_never_hidden(
+    mariadb: dict[str, Instance],
+) -> None:
+    """A database left unread makes the total a floor; tables left unsampled still count
+    (TABLE_ROWS), so the total stays the whole database's."""
+
+    async def main_finding(config: ScanConfig) -> tuple[Finding, str]:
+        scanner = Scanner(config, probes=_probes(config))
+        report = await scanner.scan(parse_targets([f"127.0.0.1:{mariadb['exposed'].port}"]))
+        [main] = [f for f in report.findings if f.rule == "mysql.unauthenticated"]
+        return main, "\n".join(e.text for e in main.evidence)
+
+    main, text = await main_finding(ScanConfig(timeout=2.0, max_databases=1))
+    assert "2 databases (first 1 of 2)" in text, text
+    assert "1 more databases: not read (the first 1 were)" in text, text
+    assert main.data.records_at_least and main.data.records_text.startswith("at least ")
+    main, text = await main_finding(ScanConfig(timeout=2.0, max_tables=1))
+    assert re.search(r"chatlog: \d+ smaller tables: ~\d+ rows; not sampled \(the 1 largest", text)
+    assert not main.data.records_at_least
+    assert main.data.records_estimated and main.data.records_estimated >= 700
+
+
 async def test_secured_mariadb_is_info_never_open(mariadb: dict[str, Instance]) -> None:
     findings = await _scan(mariadb["secured"].port)
     assert [f.rule for f in findings] == ["mysql.auth-required"]

@@ -187,7 +187,7 @@ async def test_core_subjects_are_sampled_while_listening(
         await task
         await publisher.close()
     [main] = findings
-    heard = re.search(r"core subjects \(>\) for \S+: (\d+) messages; (.*)", _texts(main))
+    heard = re.search(r"core subjects \(>\) for \S+: (\d+) messages heard; (.*)", _texts(main))
     assert heard is not None
     assert int(heard.group(1)) >= 1
     assert "PHONE" in heard.group(2)
@@ -246,3 +246,17 @@ async def test_fingerprint_is_none_on_other_protocols(neighbours: dict[str, int]
     probe = NATSProbe(CONFIG)
     for service, port in neighbours.items():
         assert await probe.fingerprint("127.0.0.1", port) is None, service
+
+
+async def test_streams_past_the_sample_limit_are_counted_not_read(
+    servers: dict[str, BrokerInstance],
+) -> None:
+    """One stream read: the other keeps its message count (the server's), marked unread."""
+    config = ScanConfig(timeout=2.0, max_tables=1)
+    report = await Scanner(config, probes=[NATSProbe(config)]).scan(
+        parse_targets([f"127.0.0.1:{servers['exposed'].port}"])
+    )
+    [main] = [f for f in report.findings if f.rule == "nats.unauthenticated"]
+    text = "\n".join(e.text for e in main.evidence)
+    assert "not sampled (the 1 largest were)" in text, text
+    assert main.data.records_estimated is not None and not main.data.records_at_least

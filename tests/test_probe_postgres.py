@@ -40,6 +40,24 @@ async def test_exposed_postgres_is_critical_with_data_and_the_ransom_note(
     assert any(e.text.startswith("payment address: bc1") for e in note.evidence)
 
 
+async def test_what_the_sample_limits_leave_out_is_counted_never_hidden(
+    lab: dict[str, Any],
+) -> None:
+    """One database and one table read: the catalogue still counts every database and the
+    other tables' rows, and the records total says it is a floor (other databases unread)."""
+    config = ScanConfig(timeout=2.0, max_databases=1, max_tables=1)
+    report = await Scanner(config).scan(
+        parse_targets([f"127.0.0.1:{lab['postgres-exposed'].port}"])
+    )
+    [main] = [f for f in report.findings if f.rule == "postgres.unauthenticated"]
+    text = "\n".join(e.text for e in main.evidence)
+    databases = re.search(r"; (\d+) databases \(the first 1 read\)", text)
+    assert databases is not None and int(databases.group(1)) >= 2, text
+    assert re.search(r"\d+ more databases: not read \(the first 1 were\)", text), text
+    assert re.search(r"smaller tables: ~\d+ rows; not sampled \(the 1 largest were\)", text), text
+    assert main.data.records_at_least and main.data.records_text.startswith("at least ")
+
+
 async def test_secured_postgres_is_info_never_open(lab: dict[str, Any]) -> None:
     findings = await _scan(lab["postgres-secured"].port)
     assert [f.rule for f in findings] == ["postgres.auth-required"]

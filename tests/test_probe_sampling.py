@@ -39,7 +39,27 @@ def test_containers_merge_into_one_profile_and_the_estimate_sums_what_is_known()
     assert total.records_with_personal_data == 2
     assert total.entities["PHONE"] == 2 and total.entities["EMAIL"] == 2
     assert total.records_estimated == 1230  # db1's count unknown: not a zero
+    assert total.records_at_least and total.records_text == "at least 1,230"  # …but a floor
+    assert total.to_dict()["records_at_least"] is True
     assert _sampler().total().records_estimated is None  # nothing listed: unknown
+    assert _sampler().total().records_text == "unknown"
+
+
+def test_a_total_is_whole_only_when_every_part_was_counted() -> None:
+    known = _sampler()
+    known.sample("db0", CHAT, estimated=1200)
+    known.listed("db1", estimated=30, unread="not read")
+    assert known.total().records_text == "1,230" and not known.total().records_at_least
+    profile = known.total()
+    profile.counted(5000)  # the server's own total replaces the sum, and is whole
+    assert profile.records_text == "5,000"
+    floor = _sampler()
+    floor.sample("db0", CHAT, estimated=1200)
+    floor.listed("more databases", unread="not listed (past the limit)")
+    [finding] = floor.findings([], TITLES)
+    assert finding.data.records_text == "at least 1,200"
+    restored = Finding.from_dict(finding.to_dict())
+    assert restored.data.records_at_least and restored.data.records_text == "at least 1,200"
 
 
 def test_evidence_is_in_the_standard_order_and_ranks_containers_by_personal_data() -> None:

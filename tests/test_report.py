@@ -94,9 +94,12 @@ def test_json_follows_the_findings_contract() -> None:
         assert set(finding["target"]) == {"host", "port", "service"}
         assert isinstance(finding["target"]["host"], str)
         assert isinstance(finding["target"]["port"], int)
-        assert set(finding["data"]) == {"records_estimated", "entities"}
+        assert set(finding["data"]) == {"records_estimated", "records_at_least", "entities"}
         records = finding["data"]["records_estimated"]
         assert records is None or isinstance(records, int)
+        assert finding["data"]["records_at_least"] in (True, False)
+        assert set(finding["asset"]) == {"id", "ports"}
+        assert finding["target"]["port"] in finding["asset"]["ports"]
         assert set(finding["data"]["entities"]) <= set(ENTITY_TYPES)
         assert all(isinstance(n, int) and n > 0 for n in finding["data"]["entities"].values())
         assert isinstance(finding["ransom_note"], bool)

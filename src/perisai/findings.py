@@ -120,17 +120,36 @@ class DataProfile:
     records_estimated: int | None = None
     entities: dict[str, int] = field(default_factory=dict)
     examples: list[str] = field(default_factory=list)  # masked, a few per entity type
+    # the estimate is a floor: a part of the store was counted by nobody (a container whose
+    # size is unknown, a listing cut at its cap), so reports say "at least"
+    records_at_least: bool = False
 
     @property
     def has_personal_data(self) -> bool:
         return any(count > 0 for count in self.entities.values())
 
+    @property
+    def records_text(self) -> str:
+        """``1,234``, ``at least 1,234``, or ``unknown``: how every report states the count."""
+        if self.records_estimated is None:
+            return "unknown"
+        floor = "at least " if self.records_at_least else ""
+        return f"{floor}{self.records_estimated:,}"
+
+    def counted(self, records: int | None, *, at_least: bool = False) -> None:
+        """Replace the estimate with the server's own count (a total it states for itself)."""
+        self.records_estimated = records
+        self.records_at_least = at_least and records is not None
+
     def merge(self, other: DataProfile) -> None:
-        """Fold another profile (e.g. another table's) into this one."""
+        """Fold another profile (e.g. another table's) into this one; a part of unknown size
+        beside known ones makes the sum a floor."""
         self.records_sampled += other.records_sampled
         self.records_with_personal_data += other.records_with_personal_data
+        unknown = other.records_estimated is None or other.records_at_least
         if other.records_estimated is not None:
             self.records_estimated = (self.records_estimated or 0) + other.records_estimated
+        self.records_at_least = self.records_at_least or unknown
         for name, count in other.entities.items():
             self.entities[name] = self.entities.get(name, 0) + count
         kept = Counter(_example_entity(example) for example in self.examples)
@@ -151,6 +170,7 @@ class DataProfile:
     def to_dict(self) -> dict[str, Any]:
         return {
             "records_estimated": self.records_estimated,
+            "records_at_least": self.records_at_least and self.records_estimated is not None,
             "entities": {name: count for name, count in sorted(self.entities.items()) if count},
         }
 
@@ -257,6 +277,7 @@ class Finding:
             data=DataProfile(
                 records_estimated=data.get("records_estimated"),
                 entities=dict(data.get("entities") or {}),
+                records_at_least=bool(data.get("records_at_least", False)),
             ),
             ransom_note=bool(raw.get("ransom_note", False)),
             evidence=tuple(Evidence(text) for text in raw.get("evidence", ())),

@@ -334,19 +334,32 @@ class ClickHouseProbe(Probe):
                 client,
                 deadline,
                 login,
+                # one more than is read: whether the listing stopped at its limit
                 f"SELECT name FROM system.databases WHERE name NOT IN ({skip}) ORDER BY name "
-                f"LIMIT {self.config.max_databases} FORMAT JSONEachRow",
+                f"LIMIT {self.config.max_databases + 1} FORMAT JSONEachRow",
             )
             databases = [str(row.get("name", ""))[:256] for row in listing]
+            more = databases[self.config.max_databases :]
+            databases = databases[: self.config.max_databases]
             sampler.read("SELECT name FROM system.databases")
+            count = f"more than {len(databases)} databases, the first {len(databases)} read"
             evidence.append(
                 Evidence(
                     f"ClickHouse {version.text(32).strip()}; "
-                    f"{len(databases)} databases: {', '.join(databases) or 'none'}"
+                    f"{count if more else f'{len(databases)} databases'}: "
+                    f"{', '.join(databases) or 'none'}"
                 )
             )
+            if more:  # their rows are nobody's count: the total is a floor
+                sampler.listed("more databases", unread="not listed (past the limit)")
             for database in databases:
                 found, how_counted = await self._tables(client, deadline, login, database)
+                if len(found) > self.config.max_tables:
+                    found = found[: self.config.max_tables]
+                    sampler.listed(
+                        f"{database}: more tables",
+                        unread=f"not listed (the first {len(found)} by name were)",
+                    )
                 tables.extend(found)
                 if how_counted not in sampler.reads:
                     sampler.read(how_counted)
@@ -388,9 +401,10 @@ class ClickHouseProbe(Probe):
     async def _tables(
         self, client: httpx.AsyncClient, deadline: Deadline, login: _Login, database: str
     ) -> tuple[list[_Table], str]:
-        """The tables of one database with rows and bytes, and the query that counted them."""
+        """The tables of one database with rows and bytes (one more than ``max_tables``, to
+        tell a full listing from a cut one), and the query that counted them."""
         where = f"WHERE database = {_literal(database)} AND NOT is_temporary"
-        limit = f"ORDER BY name LIMIT {self.config.max_tables} FORMAT JSONEachRow"
+        limit = f"ORDER BY name LIMIT {self.config.max_tables + 1} FORMAT JSONEachRow"
         answer = await self._query(
             client,
             deadline,
@@ -414,7 +428,8 @@ class ClickHouseProbe(Probe):
                 login,
                 "SELECT table AS name, sum(rows) AS total_rows, sum(bytes_on_disk) AS total_bytes "
                 f"FROM system.parts WHERE active AND database = {_literal(database)} "
-                f"GROUP BY table ORDER BY table LIMIT {self.config.max_tables} FORMAT JSONEachRow",
+                f"GROUP BY table ORDER BY table LIMIT {self.config.max_tables + 1} "
+                "FORMAT JSONEachRow",
             )
             sums = {_name(p): _sizes(p) for p in parts}
             tables = [

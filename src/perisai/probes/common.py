@@ -155,7 +155,8 @@ def exposure_finding(
 ) -> Finding:
     """The finding for a readable service; severity follows DESIGN.md from what was seen."""
     ransom = bool(notes)
-    if looks_wiped(profile.records_estimated, len(notes)):
+    # a floor says nothing about a wipe: the uncounted part may hold everything
+    if not profile.records_at_least and looks_wiped(profile.records_estimated, len(notes)):
         evidence = [*evidence, Evidence(WIPED_EVIDENCE)]
     return Finding(
         rule=rule_id,

@@ -208,8 +208,8 @@ class CouchDBProbe(Probe):
             inventory.evidence.insert(
                 0,
                 Evidence(
-                    f"{readable} of {readable + len(inventory.refused)} databases readable "
-                    f"without credentials (no _security members); {product}"
+                    f"{readable} of the {readable + len(inventory.refused)} databases tried "
+                    f"readable without credentials (no _security members); {product}"
                 ),
             )
         findings = self._findings(inventory)
@@ -263,13 +263,19 @@ class CouchDBProbe(Probe):
             for name in json_array_items(listing.body, limit=MAX_LISTED)
             if isinstance(name, str)
         ]
-        inventory.listing_complete = not listing.truncated
+        # complete only when the body ended and the item limit did not stop the parse
+        inventory.listing_complete = not listing.truncated and len(inventory.names) < MAX_LISTED
         if listing.timed_out:
             return f"GET /_all_dbs did not finish within {self.config.timeout:.1f}s; stopped"
-        if listing.truncated:  # sample what was listed; the count is a floor, and says so
+        if not inventory.listing_complete:  # sample what was listed; the count is a floor
+            cut = (
+                f"was cut at {LISTING_BYTES >> 20} MiB"
+                if listing.truncated
+                else f"was read up to its first {MAX_LISTED} names"
+            )
             inventory.sampler.stop(
-                f"GET /_all_dbs was cut at {LISTING_BYTES >> 20} MiB: at least "
-                f"{len(inventory.names)} databases, the rest not listed"
+                f"GET /_all_dbs {cut}: at least {len(inventory.names)} databases, "
+                "the rest not listed"
             )
         chosen = _sampling_order(inventory.names)[: self.config.max_databases]
         for number, name in enumerate(chosen):

@@ -346,7 +346,8 @@ class ElasticsearchProbe(Probe):
             listed = ", ".join(named[:MAX_NAMES_IN_EVIDENCE])
             evidence.append(Evidence(f"indices named like a ransom note: {listed}"))
         profile = sampler.total()
-        profile.records_estimated = total_docs  # every index, sampled or not
+        # every index listed, sampled or not; a floor when the listing was cut
+        profile.counted(total_docs, at_least=bool(at_least))
         sampler.reads_heading = "read-only requests used"
         sampler.read(
             "GET /, GET /_cat/indices?format=json&bytes=b, "

@@ -325,10 +325,17 @@ class EtcdProbe(Probe):
                 )
                 sampler.spot_note(f"v2:{v2_key}", capped)
             sampler.sample("v2", v2_records, estimated=len(v2.leaves) if v2.complete else None)
+            if not v2.complete:  # how many keys there are is nobody's count
+                sampler.stop(
+                    f"GET /v2/keys cut at {v2.cap} bytes: at least {len(v2.leaves)} v2 keys, "
+                    "the rest not listed"
+                )
         evidence.append(Evidence(v2.note))
         prefixes = _prefix_summary([_text(k, 256) for k in keys] + [k for k, _ in v2.leaves])
         if prefixes:
-            evidence.append(Evidence(f"keys by prefix: {prefixes}"))
+            evidence.append(
+                Evidence(f"keys by prefix{_listed_part(keys, session, v2)}: {prefixes}")
+            )
         if any(k.startswith(b"/registry/") for k in keys):
             evidence.append(Evidence("holds Kubernetes cluster state (/registry/…, Secrets too)"))
         return sampler.result(
@@ -343,6 +350,7 @@ class EtcdProbe(Probe):
     async def _list_keys(
         self, client: httpx.AsyncClient, deadline: Deadline, session: _Session
     ) -> list[bytes]:
+        """Up to MAX_KEYS_LISTED key names (fewer when the answer hit its byte cap)."""
         answer = await self._range(
             client, deadline, session, keys_only=True, limit=MAX_KEYS_LISTED, cap=MAX_LISTING_BYTES
         )
@@ -545,3 +553,14 @@ def _int(value: object) -> int | None:
     if isinstance(value, str) and value.isdigit():
         return int(value)
     return None
+
+
+def _listed_part(keys: list[bytes], session: _Session | None, v2: _V2) -> str:
+    """`` (the first 1000 of 52,340 keys listed)`` when the per-prefix counts come from part of
+    the keys; "" when every key was listed."""
+    known = session.count if session is not None else None
+    if known is not None and len(keys) < known:
+        return f" (the first {len(keys)} of {known:,} v3 keys listed)"
+    if v2.readable and not v2.complete:
+        return f" (the first {len(v2.leaves)} v2 keys listed; more not)"
+    return ""

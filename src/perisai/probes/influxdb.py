@@ -246,16 +246,24 @@ class InfluxDBProbe(Probe):
             if login.auth is Auth.NONE
             else f"as {login.user!r} with a vendor default password (HTTP Basic auth)"
         )
-        databases = _first_column(listing)[: self.config.max_databases]
+        every = _first_column(listing)
+        databases = every[: self.config.max_databases]
+        read = "" if len(every) == len(databases) else f" (the first {len(databases)} read)"
         evidence = [
             Evidence(f"GET /query ran SHOW DATABASES {how}"),
-            Evidence(f"{fingerprint.detail}; {len(databases)} databases: {', '.join(databases)}"),
+            Evidence(f"{fingerprint.detail}; {len(every)} databases{read}: {', '.join(databases)}"),
         ]
         sampler = Sampler(self, target, login.auth)
+        if len(every) > len(databases):  # what they hold is nobody's count
+            sampler.listed(
+                f"{len(every) - len(databases)} more databases",
+                unread=f"not read (the first {len(databases)} were)",
+            )
         sampler.reads_heading = "queries (all GET /query, chunked, cut at a byte cap)"
         sampler.read("SHOW DATABASES")
         measurements: list[_Measurement] = []
         series_counts: list[str] = []
+        cut: list[str] = []  # databases with more measurements than the listing's limit
         try:
             for database in sorted(databases, key=lambda d: not is_note_name(d)):
                 if _CONTROL.search(database):
@@ -265,10 +273,19 @@ class InfluxDBProbe(Probe):
                         client,
                         deadline,
                         login,
-                        f"SHOW MEASUREMENTS ON {_ident(database)} LIMIT {self.config.max_tables}",
+                        # one more than is read: whether the listing stopped at its limit
+                        f"SHOW MEASUREMENTS ON {_ident(database)} "
+                        f"LIMIT {self.config.max_tables + 1}",
                         cap=MAX_LIST_ANSWER,
                     )
                 )
+                if len(names) > self.config.max_tables:
+                    names = names[: self.config.max_tables]
+                    cut.append(database)
+                    sampler.listed(
+                        f"{database}: more measurements",
+                        unread=f"not listed (the first {len(names)} were)",
+                    )
                 cardinality = _first_column(
                     await self._query(
                         client, deadline, login, f"SHOW SERIES CARDINALITY ON {_ident(database)}"
@@ -299,7 +316,9 @@ class InfluxDBProbe(Probe):
                 f'{len(sampler.containers)} x SELECT * FROM "<measurement>" '
                 f"LIMIT {self.config.sample}"
             )
-        evidence.append(Evidence(f"{len(measurements)} measurements; " + ", ".join(series_counts)))
+        floor = f"at least {len(measurements)} measurements (listing cut in {', '.join(cut)})"
+        counted = floor if cut else f"{len(measurements)} measurements"
+        evidence.append(Evidence(f"{counted}; " + ", ".join(series_counts)))
         return sampler.result(
             evidence,
             (

@@ -10,6 +10,7 @@ Elasticsearch with the rights of its own service account (Discover, Dev Tools co
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from perisai.findings import Auth, DataProfile, Evidence, Finding, Rule, Severity, Target
@@ -128,7 +129,8 @@ class KibanaProbe(Probe):
                 found = await bounded_get(
                     client,
                     FIND_PATH,
-                    params={"type": "index-pattern", "per_page": 20},
+                    # titles only: an index pattern's field list can be hundreds of KB
+                    params={"type": "index-pattern", "per_page": 20, "fields": "title"},
                     max_bytes=FIND_BYTES,
                     timeout=deadline.cap(self.config.timeout),
                 )
@@ -141,7 +143,10 @@ class KibanaProbe(Probe):
                 f"GET {FIND_PATH} answered {found.status} without a login"
             )
             return ProbeResult((self._auth_required(target, detail),))
-        return ProbeResult((self._open(target, product, status, found),))
+        finding = self._open(target, product, status, found)
+        if found.truncated:  # the listing was not read to its end
+            return ProbeSkipped(f"GET {FIND_PATH}: answer cut at {FIND_BYTES} bytes", (finding,))
+        return ProbeResult((finding,))
 
     def _open(
         self, target: Target, product: str, status: HttpAnswer, found: HttpAnswer | None
@@ -160,12 +165,11 @@ class KibanaProbe(Probe):
                 for item in json_array_items(found.body, "saved_objects", limit=20)
                 if isinstance(item, dict) and isinstance(item.get("attributes", {}), dict)
             ]
-            total = (found.json() or {}).get("total", len(titles))
             shown = ", ".join(titles[:MAX_TITLES_IN_EVIDENCE]) or "none"
             evidence.append(
                 Evidence(
                     f"GET {FIND_PATH}?type=index-pattern answered 200 without credentials: "
-                    f"{total} index patterns ({shown})"
+                    f"{_pattern_count(found, len(titles))} index patterns ({shown})"
                 )
             )
         elif found is not None:
@@ -173,7 +177,7 @@ class KibanaProbe(Probe):
         evidence.append(
             Evidence(
                 f"read-only requests used: GET {STATUS_PATH}, "
-                f"GET {FIND_PATH}?type=index-pattern&per_page=20; no data sampled"
+                f"GET {FIND_PATH}?type=index-pattern&per_page=20&fields=title; no data sampled"
             )
         )
         rule_id = "kibana.unauthenticated"
@@ -237,3 +241,19 @@ def _overall(document: dict[str, Any]) -> str:
     if isinstance(overall, dict):
         return str(overall.get("level") or overall.get("state") or "?")[:40]
     return "?"
+
+
+_TOTAL = re.compile(rb'"total"\s*:\s*(\d{1,12})')
+
+
+def _pattern_count(found: HttpAnswer, titles: int) -> str:
+    """The total Kibana states; from the head of an answer cut at its byte cap when need be
+    (``total`` comes before the objects); ``at least N`` when it stated none."""
+    document = found.json()
+    total = document.get("total") if isinstance(document, dict) else None
+    if total is None:
+        stated = _TOTAL.search(found.body[:4096])
+        total = int(stated.group(1)) if stated else None
+    if isinstance(total, int) and total >= titles:
+        return str(total)
+    return f"at least {titles}"

@@ -311,7 +311,7 @@ class MemcachedProbe(Probe):
         sampler.reads = [f"{state.commands} (values cut at {self.config.max_value_bytes} bytes)"]
         profile = sampler.total()
         if not sampler.containers:  # stopped before the values were read
-            profile.records_estimated = state.items
+            profile.counted(state.items)
         title = "memcached readable without authentication"
         return sampler.findings(
             state.evidence,

@@ -77,6 +77,7 @@ class _State:
     user: str | None = None
     evidence: list[Evidence] = field(default_factory=list)
     sampled_bytes: int = 0
+    budget_spent: bool = False  # MAX_SAMPLE_BYTES ran out: later collections go unread
 
 
 class MongoDBProbe(Probe):
@@ -288,6 +289,11 @@ class MongoDBProbe(Probe):
         )
         for name in ordered[: self.config.max_databases]:
             await self._sample_database(client[name], state, sampler)
+        if len(ordered) > self.config.max_databases:  # their documents are nobody's count
+            sampler.listed(
+                f"{len(ordered) - self.config.max_databases} more databases",
+                unread=f"not read (the first {self.config.max_databases} were)",
+            )
 
     async def _sample_database(
         self, db: AsyncDatabase[Any], state: _State, sampler: Sampler
@@ -295,11 +301,13 @@ class MongoDBProbe(Probe):
         ms = max(100, int(self.config.timeout * 1000))
         try:
             cursor = await db.list_collections()  # no filter: before 3.4 entries have no type
-            entries = []
+            entries: list[Any] = []
+            more = False
             async for entry in cursor:
-                entries.append(entry)
                 if len(entries) >= self.config.max_tables:
+                    more = True  # one past the limit: the listing did not end here
                     break
+                entries.append(entry)
             await cursor.close()
         except OperationFailure as error:
             state.evidence.append(Evidence(f"{db.name}: not listable ({_first(error)})"))
@@ -320,14 +328,27 @@ class MongoDBProbe(Probe):
             with contextlib.suppress(OperationFailure):
                 documents = int(await collection.estimated_document_count(maxTimeMS=ms))
             records: list[dict[str, Any]] = []
-            if state.sampled_bytes < MAX_SAMPLE_BYTES:
+            if not state.budget_spent:
                 try:
                     records = await self._sample(collection, state)
                 except OperationFailure as error:
                     state.evidence.append(Evidence(f"{location}: not readable ({_first(error)})"))
             count = "?" if documents is None else f"~{documents}"
+            if state.budget_spent and not records:
+                sampler.listed(
+                    location,
+                    estimated=documents,
+                    head=f"{count} documents",
+                    unread=f"not sampled (the probe's {human_bytes(MAX_SAMPLE_BYTES)} were spent)",
+                )
+                continue
             sampler.sample(location, records, estimated=documents, head=f"{count} documents")
             sampler.spot_notes(location, records)
+        if more:
+            sampler.listed(
+                f"{db.name}: more collections",
+                unread=f"not listed (the first {self.config.max_tables} were)",
+            )
 
     async def _sample(self, collection: Any, state: _State) -> list[dict[str, Any]]:
         """One batch of at most ``sample`` documents (``singleBatch``: no getMore, no cursor
@@ -339,6 +360,7 @@ class MongoDBProbe(Probe):
             async for raw in cursor:
                 size = len(raw.raw)
                 if state.sampled_bytes + size > MAX_SAMPLE_BYTES:
+                    state.budget_spent = True
                     break
                 state.sampled_bytes += size
                 decoded = bson.decode(raw.raw)

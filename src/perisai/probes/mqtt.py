@@ -33,9 +33,10 @@ from perisai.probes.common import (
     auth_required_finding,
     exchange,
     first_line,
+    human_bytes,
 )
 from perisai.probes.credentials import Credential, default_credentials
-from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
 from perisai.probes.sampling import Sampler
 
 __all__ = ["MQTTProbe"]
@@ -78,6 +79,8 @@ class _Capture:
     bytes: int = 0
     notes: list[RansomNote] = field(default_factory=list)
     stopped: str = ""
+    capped: str = ""  # the listen hit its message or byte cap: more was there to hear
+    listened: float = 0.0  # seconds
 
 
 class _Refused(Exception):
@@ -152,7 +155,9 @@ class MQTTProbe(Probe):
             )
         return Fingerprint(self.service, f"CONNECT refused (CONNACK {code})", Access.REFUSED)
 
-    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+    async def probe(
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
         target = Target(host, port, self.service)
         attempts: list[Credential | None] = [None]
         if self.config.try_default_credentials:
@@ -243,11 +248,34 @@ class MQTTProbe(Probe):
         return capture
 
     async def _collect(self, client: aiomqtt.Client, capture: _Capture, budget: int) -> None:
-        """Retained messages, then live ones, until time, count or bytes run out."""
+        """Retained messages, then live ones, until time, count or bytes run out; a cap that
+        ends the listen is recorded, so no count reads as the broker's whole content."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.timeout
+        began = loop.time()
+        deadline = began + self.config.timeout
         byte_budget = budget * self.config.max_value_bytes
         messages = client.messages.__aiter__()
+        try:
+            await self._drain(capture, messages, budget, byte_budget, deadline)
+        finally:
+            capture.listened = loop.time() - began
+        if capture.messages >= budget or capture.bytes >= byte_budget:
+            cap = f"{budget} messages" if capture.messages >= budget else human_bytes(byte_budget)
+            capture.capped = (
+                f"listening stopped at its cap of {cap} after {capture.listened:.1f}s: "
+                "the broker had more to say"
+            )
+
+    async def _drain(
+        self,
+        capture: _Capture,
+        messages: Any,
+        budget: int,
+        byte_budget: int,
+        deadline: float,
+    ) -> None:
+        """Take messages until the deadline, the count or the byte budget runs out."""
+        loop = asyncio.get_running_loop()
         while capture.messages < budget and capture.bytes < byte_budget:
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -295,17 +323,18 @@ class MQTTProbe(Probe):
         credential: Credential | None,
         capture: _Capture,
         version: str,
-    ) -> ProbeResult:
+    ) -> ProbeResult | ProbeSkipped:
         sampler = Sampler(self, target, auth)
         sampler.notes.extend(capture.notes)
+        floor = "at least " if capture.capped else ""
         for group in capture.groups.values():
-            head = f"{group.messages} messages ({group.retained} retained)"
+            head = f"{floor}{group.messages} messages heard ({group.retained} retained)"
             sampler.sample(f"{group.root}/#", group.records, estimated=group.messages, head=head)
         profile = sampler.total()
         system = capture.system
         # $SYS is refreshed every sys_interval (10 s in Mosquitto): it may lag what we saw.
         stored = _int(system.get("$SYS/broker/retained messages/count")) or 0
-        profile.records_estimated = max(stored, capture.messages)
+        profile.counted(max(stored, capture.messages), at_least=not stored or bool(capture.capped))
         how = (
             f"MQTT {version} CONNECT without username accepted (CONNACK 0)"
             if credential is None
@@ -324,22 +353,22 @@ class MQTTProbe(Probe):
         evidence.append(
             Evidence(
                 f"SUBSCRIBE QoS 0 ({', '.join(capture.granted)}); listened "
-                f"{self.config.timeout:g}s: {capture.messages} messages ({capture.retained} "
-                f"retained, {capture.messages - capture.retained} live) on {len(capture.topics)} "
-                "topics; nothing published"
+                f"{capture.listened:.1f}s: {floor}{capture.messages} messages "
+                f"({capture.retained} retained, {capture.messages - capture.retained} live) on "
+                f"{floor}{len(capture.topics)} topics; nothing published"
             )
         )
         if capture.stopped:
             evidence.append(Evidence(capture.stopped))
-        return ProbeResult(
-            sampler.findings(
-                evidence,
-                (
-                    "MQTT broker readable without credentials",
-                    "MQTT broker accepts a vendor default login",
-                ),
-                profile,
-            )
+        if capture.capped:
+            sampler.stop(capture.capped)
+        return sampler.result(
+            evidence,
+            (
+                "MQTT broker readable without credentials",
+                "MQTT broker accepts a vendor default login",
+            ),
+            profile,
         )
 
     def _auth_required(self, target: Target, detail: str) -> Finding:

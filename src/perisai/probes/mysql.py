@@ -44,7 +44,7 @@ from perisai.probes.common import (
     human_bytes,
 )
 from perisai.probes.credentials import default_logins
-from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
 from perisai.probes.sampling import Sampler
 
 __all__ = [
@@ -417,7 +417,9 @@ class MySQLProbe(Probe):
             return session, login, ""
         return None, None, _refused_line(refused, untried, untried_reason)
 
-    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+    async def probe(
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
         started = time.monotonic()
         target = Target(host, port, self.service)
         if fingerprint.access is Access.REFUSED:
@@ -437,7 +439,7 @@ class MySQLProbe(Probe):
 
     async def _inspect(
         self, session: _Session, login: _Login, target: Target, started: float
-    ) -> ProbeResult:
+    ) -> ProbeResult | ProbeSkipped:
         version = session.server_version
         greeting = ServerGreeting(version=version)
         if version.startswith("5.5.5-") and "mariadb" in version.lower():
@@ -478,11 +480,17 @@ class MySQLProbe(Probe):
             f"LIMIT {self.config.sample} per base table; ROLLBACK"
         )
         listed = ", ".join(databases) if databases else "none besides the system schemas"
-        more = f" (first {len(databases)} of {len(names)})" if len(names) > len(databases) else ""
+        floor = "at least " if len(names) >= MAX_LISTED else ""  # the listing's own cap
+        more = (
+            f" (first {len(databases)} of {floor}{len(names)})"
+            if len(names) > len(databases)
+            else ""
+        )
         evidence = [
             Evidence(f"logged in as {login.label}, account {account}"),
             Evidence(
-                f"{greeting.product} {version}; {_count(len(names), 'database')}{more}: {listed}"
+                f"{greeting.product} {version}; {floor}{_count(len(names), 'database')}{more}: "
+                f"{listed}"
             ),
             Evidence("read-only statements used: " + "; ".join(used)),
         ]
@@ -497,6 +505,11 @@ class MySQLProbe(Probe):
         )
         hard_stop = started + self.config.probe_deadline - 2 * session.call_limit
         sampler = Sampler(self, target, login.auth)
+        if len(names) > len(databases):  # their rows are nobody's count: the total is a floor
+            sampler.listed(
+                f"{floor}{len(names) - len(databases)} more databases",
+                unread=f"not read (the first {len(databases)} were)",
+            )
         stopped = ""
         for database in databases:
             try:
@@ -513,6 +526,7 @@ class MySQLProbe(Probe):
                 break
         if stopped:
             evidence.append(Evidence(f"sampling stopped early: {stopped}"))
+            sampler.stop(f"sampling stopped early: {stopped}")
         if read_only and not session.aborted:
             with contextlib.suppress(TimeoutError, pymysql.err.MySQLError):
                 await session.query("ROLLBACK")
@@ -521,6 +535,8 @@ class MySQLProbe(Probe):
         if login.rule_id == "mysql.anonymous-user" and not databases and not sampler.notes:
             # An anonymous account that sees no data is a weakness, not yet an open database.
             exposure = dataclasses.replace(exposure, severity=Severity.MEDIUM)
+        if sampler.stopped:
+            return ProbeSkipped(sampler.stopped, (exposure, *others))
         return ProbeResult((exposure, *others))
 
     async def _sample_database(
@@ -540,7 +556,9 @@ class MySQLProbe(Probe):
             (database,),
         )
         by_name = {str(row[0]): row for row in rows}
-        for table in _notes_first(list(by_name))[: self.config.max_tables]:
+        chosen = _notes_first(list(by_name))[: self.config.max_tables]
+        self._list_the_rest(database, by_name, chosen, sampler)
+        for table in chosen:
             if time.monotonic() > hard_stop:
                 return f"the probe deadline came before {database}.{table}"
             _, table_rows, data_length = by_name[table]
@@ -555,6 +573,29 @@ class MySQLProbe(Probe):
             sampler.sample(name, records, estimated=estimated, head=head)
             sampler.spot_notes(name, records)
         return ""
+
+    @staticmethod
+    def _list_the_rest(
+        database: str,
+        by_name: dict[str, tuple[Any, ...]],
+        chosen: list[str],
+        sampler: Sampler,
+    ) -> None:
+        """The tables past the sample's limit, counted (TABLE_ROWS) but not read, so the
+        database's total is not only the sampled tables' rows."""
+        rest = [row for name, row in by_name.items() if name not in chosen]
+        if not rest:
+            return
+        floor = len(by_name) >= MAX_LISTED  # the listing itself stopped at its cap
+        known = [int(row[1]) for row in rest if row[1] is not None]
+        estimate = max(sum(known), 0) if known else None
+        container = sampler.listed(
+            f"{database}: {'at least ' if floor else ''}{len(rest)} smaller tables",
+            estimated=estimate,
+            head=f"{'?' if estimate is None else f'~{estimate}'} rows",
+            unread=f"not sampled (the {len(chosen)} largest were)",
+        )
+        container.profile.records_at_least = floor or len(known) < len(rest)
 
     async def _sample_table(
         self, session: _Session, database: str, table: str, hint: str

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import nats
@@ -45,7 +45,7 @@ from perisai.probes.common import (
     human_bytes,
 )
 from perisai.probes.credentials import Credential, default_credentials
-from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult
+from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ProbeSkipped
 from perisai.probes.sampling import Sampler
 
 __all__ = ["NATSProbe"]
@@ -72,6 +72,7 @@ class _Group:
     consumers: int
     records: list[dict[str, Any]] = field(default_factory=list)
     note: str = ""  # why its messages were not read
+    floor: bool = False  # ``messages`` is a floor: the read stopped at a cap
 
 
 class NATSProbe(Probe):
@@ -133,7 +134,9 @@ class NATSProbe(Probe):
             parts.append("JetStream")
         return Fingerprint(self.service, ", ".join(parts), access, version)
 
-    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+    async def probe(
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
         target = Target(host, port, self.service)
         client, credential, tried, refusal = await self._login(host, port)
         if client is None:
@@ -211,7 +214,7 @@ class NATSProbe(Probe):
         target: Target,
         fingerprint: Fingerprint,
         credential: Credential | None,
-    ) -> ProbeResult:
+    ) -> ProbeResult | ProbeSkipped:
         auth = Auth.NONE if credential is None else Auth.DEFAULT_CREDENTIALS
         evidence = [
             Evidence(
@@ -224,10 +227,26 @@ class NATSProbe(Probe):
         stopped = ""
         jsm = client.jsm(timeout=self.config.timeout)
         try:
-            streams, summary = await self._streams(jsm)
+            streams, summary, unlisted = await self._streams(jsm)
             evidence.append(Evidence(f"{fingerprint.detail}; {summary}"))
-            for stream in streams:
-                groups.append(await self._sample_stream(jsm, stream))
+            for number, stream in enumerate(streams):
+                if number < self.config.max_tables:
+                    groups.append(await self._sample_stream(jsm, stream))
+                else:  # past the sample's limit: counted by the server, not read
+                    unread = f"not sampled (the {self.config.max_tables} largest were)"
+                    groups.append(replace(_group_of(stream), note=unread))
+            if unlisted:  # how much they hold is nobody's count: the total is a floor
+                groups.append(
+                    _Group(
+                        f"{unlisted} more streams",
+                        "-",
+                        0,
+                        0,
+                        0,
+                        note="not listed (past one page of $JS.API.STREAM.LIST)",
+                        floor=True,
+                    )
+                )
         except (NATSError, OSError, TimeoutError) as error:
             stopped = f"JetStream reads stopped: {type(error).__name__}: {first_line(error)}"
         try:
@@ -238,7 +257,13 @@ class NATSProbe(Probe):
         for group in groups:
             if group.name == CORE_GROUP:
                 label = f"{CORE_GROUP} for {self.config.timeout:g}s"
-                head = f"{group.messages} messages"
+                head = (
+                    f"at least {group.messages} messages (the listen stopped at its cap)"
+                    if group.floor
+                    else f"{group.messages} messages heard"
+                )
+            elif group.floor:
+                label, head = group.name, ""
             else:
                 label = f"stream {group.name} ({group.subjects})"
                 head = (
@@ -246,7 +271,8 @@ class NATSProbe(Probe):
                     f"{group.consumers} consumers"
                 )
             if group.note:
-                sampler.listed(label, estimated=group.messages, head=head, unread=group.note)
+                estimate = None if group.floor else group.messages
+                sampler.listed(label, estimated=estimate, head=head, unread=group.note)
                 continue
             sampler.sample(label, group.records, estimated=group.messages, head=head)
             self._spot_notes(group, sampler)
@@ -259,42 +285,38 @@ class NATSProbe(Probe):
             )
         if stopped:
             evidence.append(Evidence(stopped))
-        return ProbeResult(
-            sampler.findings(
-                evidence,
-                (
-                    "NATS readable without credentials",
-                    "NATS accepts a default login from its examples",
-                ),
-            )
+            sampler.stop(stopped)
+        return sampler.result(
+            evidence,
+            (
+                "NATS readable without credentials",
+                "NATS accepts a default login from its examples",
+            ),
         )
 
-    async def _streams(self, jsm: JetStreamManager) -> tuple[list[js_api.StreamInfo], str]:
-        """The streams to sample (note-like names first, then the largest) and a summary."""
+    async def _streams(self, jsm: JetStreamManager) -> tuple[list[js_api.StreamInfo], str, int]:
+        """The streams listed (note-like names first, then the largest), a summary, and how
+        many streams the account has that the one page of the listing did not hold."""
         try:
             account = await jsm.account_info()
         except (APIError, NATSError) as error:
-            return [], f"JetStream not available to this client ({first_line(error)})"
+            return [], f"JetStream not available to this client ({first_line(error)})", 0
         streams = await jsm.streams_info()  # one page of $JS.API.STREAM.LIST (256 at most)
         total_messages = sum(s.state.messages for s in streams)
         total_bytes = sum(s.state.bytes for s in streams)
+        unlisted = max(account.streams - len(streams), 0)
+        part = f" in the {len(streams)} listed (at least)" if unlisted else ""
         summary = (
             f"JetStream: {account.streams} streams, {account.consumers} consumers, "
-            f"{total_messages} messages, {human_bytes(total_bytes)}"
+            f"{total_messages} messages, {human_bytes(total_bytes)}{part}"
         )
         streams.sort(key=lambda s: (not is_note_name(s.config.name or ""), -s.state.messages))
-        return streams[: self.config.max_tables], summary
+        return streams, summary, unlisted
 
     async def _sample_stream(self, jsm: JetStreamManager, stream: js_api.StreamInfo) -> _Group:
         name = stream.config.name or "?"
         state = stream.state
-        group = _Group(
-            name=name,
-            subjects=", ".join(stream.config.subjects or [])[:120] or "-",
-            messages=state.messages,
-            size=state.bytes,
-            consumers=state.consumer_count,
-        )
+        group = _group_of(stream)
         seq = max(1, state.first_seq)
         misses = 0
         while len(group.records) < self.config.sample and seq <= state.last_seq:
@@ -342,6 +364,7 @@ class NATSProbe(Probe):
                 subjects.add(message.subject)
                 if len(group.records) < self.config.sample * 4:
                     group.records.append(self._record(message.subject, message.data))
+            group.floor = group.messages >= budget
         finally:
             with contextlib.suppress(NATSError, OSError, TimeoutError):
                 await subscription.unsubscribe()
@@ -402,3 +425,15 @@ async def _read_info(host: str, port: int, timeout: float) -> dict[str, Any] | N
 
 def _text(value: object, cap: int) -> str:
     return "?" if value is None else str(value)[:cap]
+
+
+def _group_of(stream: js_api.StreamInfo) -> _Group:
+    """A stream as the server counts it (messages, bytes, consumers), nothing read yet."""
+    state = stream.state
+    return _Group(
+        name=stream.config.name or "?",
+        subjects=", ".join(stream.config.subjects or [])[:120] or "-",
+        messages=state.messages,
+        size=state.bytes,
+        consumers=state.consumer_count,
+    )

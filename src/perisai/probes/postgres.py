@@ -38,14 +38,24 @@ _REMEDIATION = (
     "interfaces that need it, and block port 5432 from the internet."
 )
 
-_TABLES = """
-SELECT n.nspname, c.relname, c.oid::bigint, c.reltuples::bigint, pg_total_relation_size(c.oid)
+_USER_TABLES = """
 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
 WHERE c.relkind IN ('r', 'p', 'm')
   AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg_toast%%'
+"""
+_TABLES = f"""
+SELECT n.nspname, c.relname, c.oid::bigint, c.reltuples::bigint, pg_total_relation_size(c.oid)
+{_USER_TABLES}
 ORDER BY pg_total_relation_size(c.oid) DESC, c.relname
 LIMIT %s
 """
+# the catalogue's own totals, so a database with more tables than are sampled is not
+# reported as holding only the sampled ones' rows
+_TABLE_TOTALS = f"""
+SELECT count(*), sum(greatest(c.reltuples, 0))::bigint, bool_or(c.reltuples < 0)
+{_USER_TABLES}
+"""
+_DATABASES = "FROM pg_database WHERE datallowconn AND NOT datistemplate"
 _COLUMNS = """
 SELECT attname FROM pg_attribute
 WHERE attrelid = %s AND attnum > 0 AND NOT attisdropped ORDER BY attnum LIMIT %s
@@ -200,23 +210,27 @@ class PostgresProbe(Probe):
         conn = await self._connect(host, port, login)
         async with conn:
             version = await _scalar(conn, "SHOW server_version")
+            in_all = int(await _scalar(conn, f"SELECT count(*) {_DATABASES}"))
             databases = [
                 row[0]
                 for row in await _rows(
                     conn,
-                    sql.SQL(
-                        "SELECT datname FROM pg_database WHERE datallowconn AND NOT datistemplate "
-                        "ORDER BY datname LIMIT %s"
-                    ),
+                    sql.SQL(f"SELECT datname {_DATABASES} ORDER BY datname LIMIT %s"),
                     (self.config.max_databases,),
                 )
             ]
         how = "without a password" if login.auth is Auth.NONE else "with a vendor default password"
+        read = "" if in_all <= len(databases) else f" (the first {len(databases)} read)"
         evidence = [
             Evidence(f"logged in as {login.user!r} {how}"),
-            Evidence(f"PostgreSQL {version}; {len(databases)} databases: {', '.join(databases)}"),
+            Evidence(f"PostgreSQL {version}; {in_all} databases{read}: {', '.join(databases)}"),
         ]
         sampler = Sampler(self, target, login.auth)
+        if in_all > len(databases):  # their rows are nobody's count: the total is a floor
+            sampler.listed(
+                f"{in_all - len(databases)} more databases",
+                unread=f"not read (the first {len(databases)} were)",
+            )
         for dbname in databases:
             db_login = _Login(login.user, login.password, login.auth, dbname)
             try:
@@ -239,15 +253,26 @@ class PostgresProbe(Probe):
     async def _sample_database(
         self, conn: psycopg.AsyncConnection[Any], dbname: str, sampler: Sampler
     ) -> None:
-        for schema, table, oid, reltuples, size in await _rows(
-            conn, sql.SQL(_TABLES), (self.config.max_tables,)
-        ):
+        tables = await _rows(conn, sql.SQL(_TABLES), (self.config.max_tables,))
+        sampled_rows = 0
+        for schema, table, oid, reltuples, size in tables:
             name = f"{dbname}.{schema}.{table}"
             records = await self._sample_table(conn, schema, table, oid)
             rows = max(int(reltuples), 0) if reltuples >= 0 else None
+            sampled_rows += rows or 0
             head = f"{'?' if rows is None else f'~{rows}'} rows, {human_bytes(int(size))}"
             sampler.sample(name, records, estimated=rows, head=head)
             sampler.spot_notes(name, records)
+        ((count, rows_in_all, unanalysed),) = await _rows(conn, sql.SQL(_TABLE_TOTALS), ())
+        rest = int(count) - len(tables)
+        if rest > 0:  # the smaller tables past the sample's limit: counted, not read
+            estimate = None if unanalysed else max(int(rows_in_all or 0) - sampled_rows, 0)
+            sampler.listed(
+                f"{dbname}: {rest} smaller tables",
+                estimated=estimate,
+                head=f"{'?' if estimate is None else f'~{estimate}'} rows",
+                unread=f"not sampled (the {len(tables)} largest were)",
+            )
 
     async def _sample_table(
         self, conn: psycopg.AsyncConnection[Any], schema: str, table: str, oid: int

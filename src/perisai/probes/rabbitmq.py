@@ -48,7 +48,14 @@ from perisai.probes.common import (
     human_bytes,
 )
 from perisai.probes.credentials import Credential, default_credentials
-from perisai.probes.interface import Access, Fingerprint, Probe, ProbeResult, ScanConfig
+from perisai.probes.interface import (
+    Access,
+    Fingerprint,
+    Probe,
+    ProbeResult,
+    ProbeSkipped,
+    ScanConfig,
+)
 from perisai.probes.sampling import Sampler
 
 __all__ = ["RabbitMQProbe"]
@@ -212,7 +219,9 @@ class RabbitMQProbe(Probe):
 
     # --- probe -----------------------------------------------------------------------------
 
-    async def probe(self, host: str, port: int, fingerprint: Fingerprint) -> ProbeResult:
+    async def probe(
+        self, host: str, port: int, fingerprint: Fingerprint
+    ) -> ProbeResult | ProbeSkipped:
         target = Target(host, port, self.service)
         if not isinstance(fingerprint, AmqpFingerprint):
             return await self._probe_management(host, port, target)
@@ -286,7 +295,9 @@ class RabbitMQProbe(Probe):
             await asyncio.wait_for(connection.close(), self.config.timeout)
         return True, ""
 
-    async def _probe_management(self, host: str, port: int, target: Target) -> ProbeResult:
+    async def _probe_management(
+        self, host: str, port: int, target: Target
+    ) -> ProbeResult | ProbeSkipped:
         async with self._http(host, port, self.config.timeout) as client:
             auth, credential, tried = await self._management_login(client)
             if auth is Auth.REQUIRED:
@@ -318,7 +329,7 @@ class RabbitMQProbe(Probe):
         target: Target,
         auth: Auth,
         credential: Credential | None,
-    ) -> ProbeResult:
+    ) -> ProbeResult | ProbeSkipped:
         stopped = ""
         overview: Any = None
         queues: list[_Queue] = []
@@ -331,7 +342,8 @@ class RabbitMQProbe(Probe):
         overview = overview if isinstance(overview, dict) else {}
         queue_totals = overview.get("queue_totals") or {}
         object_totals = overview.get("object_totals") or {}
-        total_messages = _int(queue_totals.get("messages"))
+        # a figure the overview did not give (a failed read, an older broker) is unknown, not 0
+        total_messages = _known(queue_totals, "messages")
         how = (
             "GET /api/overview answered 200 without credentials"
             if credential is None
@@ -340,11 +352,11 @@ class RabbitMQProbe(Probe):
         evidence = [
             Evidence(how),
             Evidence(
-                f"RabbitMQ {_text(overview.get('rabbitmq_version'), 32)}, cluster "
+                f"RabbitMQ {_text(overview.get('rabbitmq_version'), 32) or '?'}, cluster "
                 f"{_text(overview.get('cluster_name'), 64)!r}: "
-                f"{_int(object_totals.get('queues'))} queues, "
-                f"{_int(object_totals.get('connections'))} connections, "
-                f"{total_messages} messages queued"
+                f"{_shown(_known(object_totals, 'queues'))} queues, "
+                f"{_shown(_known(object_totals, 'connections'))} connections, "
+                f"{_shown(total_messages)} messages queued"
             ),
         ]
         sampler = Sampler(self, target, auth)
@@ -363,7 +375,7 @@ class RabbitMQProbe(Probe):
         evidence.append(
             Evidence(
                 f"GET /api/queues (columns, one page of {self.config.max_tables}, largest first): "
-                f"{queue_count} queues"
+                f"{'?' if stopped and not queues else queue_count} queues"
             )
         )
         if self.deep:
@@ -387,18 +399,19 @@ class RabbitMQProbe(Probe):
         if stopped:
             evidence.append(Evidence(stopped))
         profile = sampler.total()
-        profile.records_estimated = total_messages  # the broker's own count, every queue
-        return ProbeResult(
-            sampler.findings(
-                evidence,
-                (
-                    "RabbitMQ management API open without credentials",
-                    "RabbitMQ management API accepts a vendor default login",
-                ),
-                profile,
+        if total_messages is not None:
+            profile.counted(total_messages)  # the broker's own count, every queue
+        found = sampler.findings(
+            evidence,
+            (
+                "RabbitMQ management API open without credentials",
+                "RabbitMQ management API accepts a vendor default login",
             ),
-            identity=_identity(overview),
+            profile,
         )
+        if stopped:  # what the broker holds was not read to the end
+            return ProbeSkipped(stopped, found, identity=_identity(overview))
+        return ProbeResult(found, identity=_identity(overview))
 
     async def _queues(
         self, client: httpx.AsyncClient, basic: httpx.BasicAuth | None
@@ -630,6 +643,16 @@ def _identity(properties: Any) -> str:
     if isinstance(name, bytes):
         name = name.decode("utf-8", "replace")
     return f"cluster {name}" if isinstance(name, str) and name else ""
+
+
+def _known(totals: Any, name: str) -> int | None:
+    """A count the broker stated (None when it did not state it)."""
+    value = totals.get(name) if isinstance(totals, dict) else None
+    return _int(value) if value is not None else None
+
+
+def _shown(count: int | None) -> str:
+    return "?" if count is None else str(count)
 
 
 def _basic(credential: Credential) -> httpx.BasicAuth:

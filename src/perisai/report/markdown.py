@@ -209,7 +209,11 @@ class MarkdownReporter(Reporter):
                     if finding.data.entities
                     else "none seen"
                 )
-                + (f"; about {records:,} records (estimated)" if records is not None else ""),
+                + (
+                    f"; {finding.data.records_text} records (estimated)"
+                    if records is not None
+                    else ""
+                ),
                 "",
                 "**What was proven** (read-only; masked):",
                 "",

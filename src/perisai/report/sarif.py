@@ -180,6 +180,7 @@ def _result(finding: Finding, rule_index: int) -> dict[str, Any]:
             "auth": finding.auth.value,
             "entities": dict(sorted(finding.data.entities.items())),
             "records_estimated": finding.data.records_estimated,
+            "records_at_least": finding.data.to_dict()["records_at_least"],
             "ransom_note": finding.ransom_note,
             "evidence": [e.text for e in finding.evidence],  # masked by the probe
             "asset": finding.server.to_dict(),  # the server, shared by all its ports' results
@@ -193,7 +194,7 @@ def message_text(finding: Finding) -> str:
     if finding.data.entities:
         facts.append(f"personal data: {entity_summary(finding.data.entities)}")
     if finding.data.records_estimated is not None:
-        facts.append(f"records estimated: {finding.data.records_estimated:,}")
+        facts.append(f"records estimated: {finding.data.records_text}")
     if finding.ransom_note:
         facts.append("ransom note found")
     where = finding.where() if finding.operation else target_uri(finding)

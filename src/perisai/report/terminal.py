@@ -135,7 +135,7 @@ class TerminalReporter(Reporter):
                 _text(finding.target.service),
                 _text(_host_port(finding)),
                 _text(finding.auth.value),
-                _text("" if records is None else f"{records:,}"),
+                _text("" if records is None else finding.data.records_text),
                 _text(entity_summary(finding.data.entities) if finding.data.entities else ""),
                 _text(_mark(finding, compromised), "bold red"),
                 _text(finding.title),
