@@ -75,10 +75,12 @@ def scan_and_save(
     authorized: bool = False,
     db: str | None = DEFAULT_DB,
     with_history: bool = False,
+    with_changes: bool = False,
     progress: Progress | None = None,
 ) -> Outcome:
     """Scan ``targets`` and save the report in the findings store ``db`` (``None``: do not
-    save); with ``with_history``, the earlier scans of the same targets come along.
+    save); with ``with_history``, the earlier scans of the same targets come along; with
+    ``with_changes``, what changed since the last of them (a watch's round).
 
     Raises :class:`perisai.targets.TargetError` for a bad target or one out of scope. A store
     that cannot be written does not lose the scan: the outcome says why in ``store_error``.
@@ -92,9 +94,10 @@ def scan_and_save(
         with open_store(db) as store:
             store.save(report)
             history = load_history(store, report) if with_history else None
+            changes = ScanDiff.between(report, store.previous(report)) if with_changes else None
     except StoreError as error:
         return Outcome(report, store_error=str(error))
-    return Outcome(report, history=history)
+    return Outcome(report, changes=changes, history=history)
 
 
 def saved_scan(

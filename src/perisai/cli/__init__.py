@@ -2,7 +2,7 @@
 
 One module per command family: :mod:`~perisai.cli.scan` (scan, report),
 :mod:`~perisai.cli.files` (classify, redact), :mod:`~perisai.cli.audit` (audit-api),
-:mod:`~perisai.cli.lab`, :mod:`~perisai.cli.guard`; what they share is in
+:mod:`~perisai.cli.lab`, :mod:`~perisai.cli.guard`, :mod:`~perisai.cli.watch`; what they share is in
 :mod:`~perisai.cli.common`. Their work is done by :mod:`perisai.usecases` and the library.
 
 Exit codes: 0 nothing at or above ``--fail-on``; 1 findings at or above it; 2 usage or input
@@ -23,6 +23,7 @@ from perisai.cli.files import classify, redact
 from perisai.cli.guard import guard_app
 from perisai.cli.lab import lab_app
 from perisai.cli.scan import report, scan
+from perisai.cli.watch import watch
 
 app = typer.Typer(
     name="perisai",
@@ -54,6 +55,9 @@ def main_options(
 # One line each in `perisai --help` (click would cut the docstrings' first lines at 45 chars).
 app.command(short_help="Find data stores anyone can read, and what they hold.")(scan)
 app.command(short_help="Show a saved scan, or what changed since the one before.")(report)
+app.command(short_help="Scan on a schedule; alert when a store opens or a ransom note appears.")(
+    watch
+)
 app.command(short_help="Count the personal data in files, dumps and logs.")(classify)
 app.command(short_help="Mask the personal data in logs; JSON stays valid.")(redact)
 app.command("audit-api", short_help="Prove whether your own OTP and e-mail API can be abused.")(

@@ -26,6 +26,8 @@ from rich.progress import (
 
 from perisai.findings import Finding, ScanDiff, ScanReport, Severity
 from perisai.report import ReportFormat, ScanHistory, get_reporter
+from perisai.target_files import ImportedTarget, read_masscan, read_nmap, read_shodan
+from perisai.targets import TargetError
 
 EXIT_OK, EXIT_FINDINGS, EXIT_USAGE = 0, 1, 2
 _stderr = Console(stderr=True, highlight=False)
@@ -195,3 +197,39 @@ def spinner(message: str) -> AbstractContextManager[object]:
         say(message)
         return nullcontext()
     return _stderr.status(message)
+
+
+FromNmapOption = Annotated[
+    Path | None,
+    typer.Option("--from-nmap", help="Targets: the open TCP ports of an nmap -oX file."),
+]
+FromMasscanOption = Annotated[
+    Path | None,
+    typer.Option("--from-masscan", help="Targets: the open ports of masscan -oJ or -oL output."),
+]
+FromShodanOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--from-shodan",
+        help="Targets: a device search engine's JSON-lines export (ip_str, port; .gz too).",
+    ),
+]
+
+
+def imported_targets(
+    nmap: Path | None, masscan: Path | None, shodan: Path | None
+) -> list[ImportedTarget]:
+    """The open ports the named files list (their service names kept as hints only)."""
+    found: list[ImportedTarget] = []
+    try:
+        if nmap is not None:
+            found += read_nmap(nmap)
+        if masscan is not None:
+            found += read_masscan(masscan)
+        if shodan is not None:
+            found += read_shodan(shodan)
+    except TargetError as error:
+        fail(str(error))
+    if (nmap or masscan or shodan) and not found:
+        fail("the imported files list no open TCP port: nothing to scan")
+    return found

@@ -11,17 +11,22 @@ from perisai.cli.common import (
     FailOn,
     FailOnOption,
     FormatOption,
+    FromMasscanOption,
+    FromNmapOption,
+    FromShodanOption,
     OutputOption,
     RegionOption,
     emit,
     exit_code,
     fail,
+    imported_targets,
     progress,
     regions,
     say,
 )
 from perisai.probes import ScanConfig
 from perisai.report import ReportFormat
+from perisai.target_files import hint_notes
 from perisai.targets import TargetError, parse_ports
 from perisai.usecases import DEFAULT_DB, UseCaseError, saved_scan, scan_and_save
 
@@ -31,9 +36,13 @@ HISTORY_FORMATS = (ReportFormat.HTML, ReportFormat.MD)
 
 def scan(
     targets: Annotated[
-        list[str],
-        typer.Argument(help="host, host:port, CIDR, or @file (one target per line, # comments)."),
-    ],
+        list[str] | None,
+        typer.Argument(
+            help="host, host:port, CIDR, or @file (one target per line, # comments); "
+            "or none, with --from-nmap/--from-masscan/--from-shodan.",
+            show_default=False,
+        ),
+    ] = None,
     ports: Annotated[
         str | None,
         typer.Option(
@@ -83,6 +92,9 @@ def scan(
     db: DbOption = DEFAULT_DB,
     no_store: Annotated[bool, typer.Option("--no-store", help="Do not save the scan.")] = False,
     fail_on: FailOnOption = FailOn.HIGH,
+    from_nmap: FromNmapOption = None,
+    from_masscan: FromMasscanOption = None,
+    from_shodan: FromShodanOption = None,
 ) -> None:
     """Find data stores readable without auth or with default credentials; sample them
     read-only, count the personal data inside, spot ransom notes."""
@@ -90,6 +102,10 @@ def scan(
         port_list = parse_ports(ports) if ports else None
     except TargetError as error:
         fail(str(error))
+    imported = imported_targets(from_nmap, from_masscan, from_shodan)
+    targets = [*(targets or ()), *(target.text for target in imported)]
+    if not targets:
+        fail("nothing to scan: give targets, or --from-nmap/--from-masscan/--from-shodan")
     config = ScanConfig(
         timeout=timeout,
         probe_deadline=deadline or max(60.0, timeout * 20),
@@ -111,6 +127,7 @@ def scan(
             )
     except TargetError as error:
         fail(str(error))
+    outcome.report.notes.extend(hint_notes(outcome.report, imported))
     emit(outcome.report, output_format, output, history=outcome.history)
     for note in outcome.report.notes:
         say(note)
