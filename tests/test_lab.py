@@ -33,7 +33,7 @@ from perisai.lab import (
     missing_packages,
     pid_running,
 )
-from perisai.lab.redis_server import start_redis
+from perisai.lab.instances import instance_record, load_instance
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     EMAIL_DOMAINS,
@@ -47,6 +47,7 @@ from perisai.lab.seed import (
     REGIONS,
     make_people,
 )
+from perisai.lab.servers.redis import start_redis
 
 MY_NATIONAL = re.compile(r"^01\d-\d{3,4} \d{4}$")  # 012-345 6789
 
@@ -370,7 +371,7 @@ def test_instance_urls_and_state_round_trip(tmp_path: Path) -> None:
     )
     assert exposed_pg.url_for("chatlog") == "postgresql://postgres@127.0.0.1:5433/chatlog"
     for instance in (secured, exposed_pg):
-        assert Instance.from_json(json.loads(json.dumps(instance.to_json()))) == instance
+        assert load_instance(json.loads(json.dumps(instance_record(instance)))) == instance
 
 
 def test_seed_people_are_deterministic_valid_and_from_every_region() -> None:

@@ -32,7 +32,6 @@ from mockupdb import MockupDB
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab.instances import Instance
-from perisai.lab.misc_servers import seed_memcached, start_memcached
 from perisai.lab.seed import (
     RANSOM_BTC_ADDRESS,
     RANSOM_NOTE,
@@ -40,6 +39,7 @@ from perisai.lab.seed import (
     make_messages,
     make_people,
 )
+from perisai.lab.servers.memcached import seed_memcached, start_memcached
 from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes.credentials import default_credentials
 from perisai.probes.interface import Probe
