@@ -36,7 +36,7 @@ from typing import Any, ClassVar
 
 import httpx
 
-from perisai.lab.instances import Supervised
+from perisai.lab.instances import Instance
 from perisai.lab.supervisor import (
     HOST,
     START_TIMEOUT,
@@ -502,7 +502,7 @@ class _RequestLog:
 
 
 @dataclass(frozen=True)
-class ApiInstance(Supervised):
+class ApiInstance(Instance):
     """A running lab API twin: where it listens, its files, and what it recorded.
 
     ``user`` and ``password`` are None (the API's one authenticated route takes
@@ -511,16 +511,7 @@ class ApiInstance(Supervised):
 
     PROCESSES: ClassVar[Mapping[str, Process]] = {SERVICE: Process("python")}
 
-    name: str
-    service: str
-    host: str
-    port: int
-    exposed: bool
-    user: str | None
-    password: str | None
-    pid: int
-    root: Path
-    log_file: Path
+    database: str = ""  # none: the API keeps its state in memory
     smtp_relay: str | None = None
 
     @property
@@ -608,17 +599,17 @@ def start_api_server(
         ]
         launch = spawn(name, argv, log_file, ApiInstance.PROCESSES[SERVICE], env=env)
         instance = ApiInstance(
-            name,
-            SERVICE,
-            HOST,
-            port,
-            exposed,
-            None,
-            None,
-            launch.pid or 0,
-            root,
-            log_file,
-            smtp_relay,
+            name=name,
+            service=SERVICE,
+            host=HOST,
+            port=port,
+            exposed=exposed,
+            user=None,
+            password=None,
+            pid=launch.pid or 0,
+            root=root,
+            log_file=log_file,
+            smtp_relay=smtp_relay,
         )
         launch.await_ready(instance.answering, START_TIMEOUT, instance.url, port_taken=_port_taken)
         return instance

@@ -1,8 +1,9 @@
-"""A running lab server (:class:`Instance` and its kin) and the lab's state-file records.
+"""A running lab server (:class:`Instance`, the one record all servers keep) and the lab's
+state-file records.
 
-Every instance class records where its server listens, how to log in, its pid and its root;
-:class:`Supervised` gives each the same ``running()`` and ``stop()`` (through
-:mod:`perisai.lab.supervisor`), keyed by the service's declared :class:`Process`.
+Every server's instance is an :class:`Instance` (a subclass where a service records more):
+where it listens, how to log in, its pid and its root, with one ``running()`` and ``stop()``
+(through :mod:`perisai.lab.supervisor`), keyed by the service's declared :class:`Process`.
 :func:`instance_record` and :func:`load_instance` write and rebuild any of them for lab.json.
 """
 
@@ -16,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol
+from typing import Any, ClassVar, Protocol
 from urllib.parse import quote
 
 import psycopg
@@ -40,57 +41,28 @@ __all__ = [
     "STOP_TIMEOUT",
     "Instance",
     "LabInstance",
-    "Service",
-    "Supervised",
     "connect_redis",
     "free_port",
     "free_ports",
     "instance_record",
     "load_instance",
     "random_password",
+    "twin_password",
     "userinfo",
 ]
 
 PROBE_TIMEOUT = 2.0
 
-Service = Literal["redis", "postgres"]
-
-
-class Supervised:
-    """``running()`` and ``stop()`` for a lab instance dataclass: its service's
-    :class:`Process` (from :attr:`PROCESSES`) is checked and signalled, then its root goes.
-    Subclasses declare their services' processes and may clean up more in :meth:`_stopped`."""
-
-    PROCESSES: ClassVar[Mapping[str, Process]] = {}
-    service: str
-    pid: int
-    root: Path
-
-    @property
-    def process(self) -> Process:
-        """How this server's process is recognised and stopped."""
-        return self.PROCESSES[self.service]
-
-    def running(self) -> bool:
-        """Whether the server process is still alive (answering or not)."""
-        return self.process.matches(self.pid)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the server (clean first, then SIGKILL) and remove its files."""
-        self.process.stop(self.pid, timeout)
-        self._stopped()
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def _stopped(self) -> None:
-        """What else a stopped server leaves to clean up (nothing, unless overridden)."""
-
 
 @dataclass(frozen=True)
-class Instance(Supervised):
+class Instance:
     """A lab server: where it listens, how to log in, and the files :meth:`stop` removes.
 
-    ``password`` is None for an exposed server. ``root`` holds the server's data and log; for a
-    PostgreSQL started by root it is a private temporary directory owned by the postgres user.
+    The one record every lab server keeps (services with more to record subclass it);
+    ``running()`` and ``stop()`` check and signal its service's declared :class:`Process`
+    (:attr:`PROCESSES`). ``password`` is None for an exposed server. ``root`` holds the
+    server's data and log; for a PostgreSQL started by root it is a private temporary
+    directory owned by the postgres user.
     ``database`` is the default database (``"0"`` for Redis, ``"postgres"`` for PostgreSQL).
     """
 
@@ -102,7 +74,7 @@ class Instance(Supervised):
     }
 
     name: str
-    service: Service
+    service: str
     host: str
     port: int
     exposed: bool
@@ -123,6 +95,24 @@ class Instance(Supervised):
         scheme = "redis" if self.service == "redis" else "postgresql"
         at = userinfo(self.user, self.password)
         return f"{scheme}://{at}{self.host}:{self.port}/{quote(str(database), safe='')}"
+
+    @property
+    def process(self) -> Process:
+        """How this server's process is recognised and stopped."""
+        return self.PROCESSES[self.service]
+
+    def running(self) -> bool:
+        """Whether the server process is still alive (answering or not)."""
+        return self.process.matches(self.pid)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the server (clean first, then SIGKILL) and remove its files."""
+        self.process.stop(self.pid, timeout)
+        self._stopped()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _stopped(self) -> None:
+        """What else a stopped server leaves to clean up (nothing, unless overridden)."""
 
     def answering(self, timeout: float = PROBE_TIMEOUT) -> bool:
         """Whether the server accepts a login with the lab's own credentials right now."""
@@ -249,6 +239,16 @@ def connect_redis(
 def random_password() -> str:
     """A 24-character URL-safe token: nothing a default-credential list will ever hold."""
     return secrets.token_urlsafe(18)
+
+
+def twin_password(exposed: bool, password: str | None, refusal: str) -> str | None:
+    """The password a twin's server gets: none when exposed (ValueError with ``refusal`` if
+    one was given), else ``password`` or, if None, a random one."""
+    if exposed:
+        if password is not None:
+            raise ValueError(refusal)
+        return None
+    return random_password() if password is None else password
 
 
 def userinfo(user: str | None, password: str | None) -> str:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal, TypeVar
+from typing import ClassVar, TypeVar
 
 import httpx
 import nats
@@ -28,8 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from perisai.lab.binaries import BinarySearch
 from perisai.lab.errors import LabError
-from perisai.lab.instances import Supervised, userinfo
-from perisai.lab.seed import ChatMessage, Person
+from perisai.lab.instances import Instance, userinfo
 from perisai.lab.supervisor import (
     Process,
     clean_env,
@@ -41,11 +40,8 @@ from perisai.lab.supervisor import (
 __all__ = [
     "BROKER_START_TIMEOUT",
     "BrokerInstance",
-    "BrokerService",
-    "chat_record",
     "fresh_root",
     "kill_epmd",
-    "location_record",
     "mqtt_answers",
     "nats_answers",
     "nats_connect",
@@ -56,7 +52,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-BrokerService = Literal["rabbitmq", "mqtt", "nats"]
 
 BROKER_START_TIMEOUT = 30.0
 SYSTEM_EPMD_PORT = 4369  # the machine's own epmd: never started, asked or stopped by the lab
@@ -65,10 +60,10 @@ _PORT_TAKEN = ("eaddrinuse", "Address already in use", "address already in use")
 
 
 @dataclass(frozen=True)
-class BrokerInstance(Supervised):
+class BrokerInstance(Instance):
     """A lab broker: where it listens, how to log in, and what :meth:`stop` cleans up.
 
-    Mirrors :class:`perisai.lab.Instance` field for field (``port`` is the protocol port:
+    An :class:`~perisai.lab.instances.Instance` (``port`` is the protocol port:
     AMQP, MQTT or NATS client), plus RabbitMQ's management port and private epmd port.
     ``user``/``password`` are the harness's own login (``guest``/``guest`` on an exposed
     RabbitMQ; None on an exposed Mosquitto or NATS, which need none).
@@ -80,16 +75,6 @@ class BrokerInstance(Supervised):
         "nats": Process("nats-server"),
     }
 
-    name: str
-    service: BrokerService
-    host: str
-    port: int
-    exposed: bool
-    user: str | None
-    password: str | None
-    pid: int
-    root: Path
-    log_file: Path
     database: str = ""  # RabbitMQ: the vhost ("/"); unused elsewhere
     management_port: int | None = None
     epmd_port: int | None = None
@@ -181,32 +166,6 @@ async def nats_answers(instance: BrokerInstance, timeout: float) -> bool:
     client = await nats_connect(instance, timeout)
     await client.close()
     return True
-
-
-def chat_record(message: ChatMessage) -> dict[str, object]:
-    """A chat gateway's log line for one delivered message: what leaked in the real breach."""
-    return {
-        "ts": message.sent_at.isoformat().replace("+00:00", "Z"),
-        "event": "message.delivered",
-        "msisdn": message.sender.msisdn,
-        "to": message.recipient.e164,
-        "msg": message.body,
-        "lat": message.lat,
-        "lon": message.lon,
-        "device_id": message.sender.device_id,
-    }
-
-
-def location_record(message: ChatMessage) -> dict[str, object]:
-    sender: Person = message.sender
-    return {
-        "ts": message.sent_at.isoformat().replace("+00:00", "Z"),
-        "event": "location.update",
-        "msisdn": sender.msisdn,
-        "lat": message.lat,
-        "lon": message.lon,
-        "device_id": sender.device_id,
-    }
 
 
 def fresh_root(base_dir: Path, name: str) -> Path:

@@ -18,7 +18,7 @@ import httpx
 
 from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError
-from perisai.lab.instances import random_password
+from perisai.lab.instances import twin_password
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     RANSOM_NOTE,
@@ -143,11 +143,8 @@ def start_clickhouse(
     The ``default`` user has an empty password when exposed, else ``password`` (random if
     None), kept in users.xml as its SHA-256 only. ``log_queries`` fills ``system.query_log``.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed ClickHouse has no password")
+    password = twin_password(exposed, password, "an exposed ClickHouse has no password")
     binary = find_clickhouse_server(search)
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     return start_with_retries(
         root,

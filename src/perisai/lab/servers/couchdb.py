@@ -28,14 +28,14 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from perisai.lab.binaries import BinarySearch
 from perisai.lab.errors import LabError, MissingBinary
-from perisai.lab.instances import PROBE_TIMEOUT, Instance, Service, random_password, userinfo
+from perisai.lab.instances import PROBE_TIMEOUT, Instance, twin_password, userinfo
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     RANSOM_NOTE,
@@ -43,6 +43,7 @@ from perisai.lab.seed import (
     SEED,
     make_messages,
     make_people,
+    timestamp,
 )
 from perisai.lab.spec import ServerSpec
 from perisai.lab.supervisor import (
@@ -199,11 +200,8 @@ def start_couchdb(
     Exposed servers run an admin party; secured ones (``exposed=False``) have the server admin
     ``admin`` with ``password`` or, if None, a random one.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed CouchDB has no password")
+    password = twin_password(exposed, password, "an exposed CouchDB has no password")
     node, script = find_pouchdb_server(search, prefix)
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     return start_with_retries(
         root,
@@ -257,7 +255,7 @@ def _start_once(
     )
     instance = CouchDBInstance(
         name=name,
-        service=cast(Service, SERVICE),
+        service=SERVICE,
         host=HOST,
         port=port,
         exposed=exposed,
@@ -284,7 +282,7 @@ def seed_couchdb(instance: Instance, *, ransom_note: bool = False, seed: int = S
         CHATLOG_DATABASE: [
             {
                 "_id": f"msg:{n:05d}",
-                "ts": m.sent_at.isoformat().replace("+00:00", "Z"),
+                "ts": timestamp(m),
                 "event": "message.delivered",
                 "msisdn": m.sender.msisdn,
                 "to": m.recipient.e164,

@@ -16,13 +16,13 @@ import httpx
 
 from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, ServerStartError
-from perisai.lab.instances import random_password
+from perisai.lab.instances import twin_password
 from perisai.lab.seed import (
     RANSOM_NOTE,
     RANSOM_TABLE,
     SEED,
-    ChatMessage,
     Person,
+    log_record,
     make_messages,
     make_people,
 )
@@ -74,11 +74,8 @@ def start_etcd(
     None) and v3 auth enabled before this returns. ``enable_v2`` also serves the v2 API
     (off by default in etcd 3.4), whose keys v3 auth does not protect.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed etcd has no password")
+    password = twin_password(exposed, password, "an exposed etcd has no password")
     binary = find_etcd(search)
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     return start_with_retries(
         root,
@@ -173,7 +170,9 @@ def seed_etcd(
     messages = make_messages(people, HTTP_STORE_LOG_RECORDS, rng)
     entries: list[tuple[str, str]] = []
     for n, message in enumerate(messages, start=1):
-        entries.append((f"/chat/log/msg/{n:05d}", json.dumps(_log_record(message, rng))))
+        entries.append(
+            (f"/chat/log/msg/{n:05d}", json.dumps(log_record(message, rng, client=False)))
+        )
     for n, person in enumerate(people, start=1):
         entries.append((f"/users/{n:04d}", json.dumps(_profile(person))))
     entries.append(
@@ -194,23 +193,6 @@ def seed_etcd(
                 if response.status_code not in (200, 201):
                     raise LabError(f"etcd v2 put: HTTP {response.status_code}")
     return len(entries)
-
-
-def _log_record(message: ChatMessage, rng: random.Random) -> dict[str, object]:
-    """A chat gateway's per-message log line, as in :mod:`perisai.lab.seed`."""
-    return {
-        "ts": message.sent_at.isoformat().replace("+00:00", "Z"),
-        "level": "INFO",
-        "service": "chat-gateway",
-        "event": "message.delivered",
-        "msisdn": message.sender.msisdn,
-        "to": message.recipient.e164,
-        "msg": message.body,
-        "lat": message.lat,
-        "lon": message.lon,
-        "device_id": message.sender.device_id,
-        "latency_ms": rng.randrange(8, 900),
-    }
 
 
 def _profile(person: Person) -> dict[str, str]:

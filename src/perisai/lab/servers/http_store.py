@@ -13,12 +13,12 @@ import base64
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import ClassVar
 
 import httpx
 
 from perisai.lab.errors import LabError
-from perisai.lab.instances import Supervised
+from perisai.lab.instances import Instance
 from perisai.lab.supervisor import Process
 
 __all__ = [
@@ -27,7 +27,6 @@ __all__ = [
     "HTTP_TIMEOUT",
     "PORT_TAKEN",
     "SEED_BATCH",
-    "HttpService",
     "HttpStoreInstance",
     "answers",
     "b64",
@@ -41,8 +40,6 @@ HTTP_TIMEOUT = 10.0
 SEED_BATCH = 100
 PORT_TAKEN = "address already in use"
 
-HttpService = Literal["etcd", "clickhouse", "influxdb"]
-
 
 def port_taken(log: str) -> bool:
     """Whether a server's log says a port it was given is taken."""
@@ -50,7 +47,7 @@ def port_taken(log: str) -> bool:
 
 
 @dataclass(frozen=True)
-class HttpStoreInstance(Supervised):
+class HttpStoreInstance(Instance):
     """A running lab etcd / ClickHouse / InfluxDB: where it listens, how to log in, its files.
 
     ``port`` is the HTTP API port; ``native_port`` is ClickHouse's native-protocol port (None
@@ -66,17 +63,6 @@ class HttpStoreInstance(Supervised):
         "influxdb": Process("influxd"),
     }
 
-    name: str
-    service: HttpService
-    host: str
-    port: int
-    exposed: bool
-    user: str | None
-    password: str | None
-    pid: int
-    root: Path
-    log_file: Path
-    database: str
     native_port: int | None = None
     access_log: Path | None = None
 
@@ -110,7 +96,7 @@ class HttpStoreInstance(Supervised):
             return False
 
 
-def answers(client: httpx.Client, service: HttpService) -> bool:
+def answers(client: httpx.Client, service: str) -> bool:
     if service == "etcd":
         response = client.post("/v3/kv/range", json={"key": b64("/"), "count_only": True})
         return response.status_code == 200

@@ -16,7 +16,7 @@ import httpx
 
 from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, ServerStartError
-from perisai.lab.instances import random_password
+from perisai.lab.instances import twin_password
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     RANSOM_NOTE,
@@ -97,11 +97,8 @@ def start_influxdb(
 ) -> HttpStoreInstance:
     """Start ``influxd`` (1.x) under ``base_dir/name``; secured ones have ``auth-enabled``
     and an admin ``user`` with ``password`` (random if None), created before any data."""
-    if exposed and password is not None:
-        raise ValueError("an exposed InfluxDB has no password")
+    password = twin_password(exposed, password, "an exposed InfluxDB has no password")
     binary = find_influxd(search)
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     return start_with_retries(
         root,

@@ -19,12 +19,12 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, cast
+from typing import ClassVar
 
 from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, MissingBinary
-from perisai.lab.instances import Instance, Service, random_password
-from perisai.lab.seed import RANSOM_NOTE, SEED, _log_record, make_messages, make_people
+from perisai.lab.instances import Instance, twin_password
+from perisai.lab.seed import RANSOM_NOTE, SEED, log_record, make_messages, make_people
 from perisai.lab.spec import ServerSpec
 from perisai.lab.supervisor import (
     HOST,
@@ -111,12 +111,11 @@ def start_memcached(
     not work on a SASL twin. ``extra_args`` go to memcached as they are (e.g. ``["-X"]`` to
     disable the dump commands, ``["-o", "no_lru_crawler"]``).
     """
-    if exposed and (password is not None or sasl):
+    if exposed and sasl:
         raise ValueError("an exposed memcached has no password")
+    password = twin_password(exposed, password, "an exposed memcached has no password")
     binary = find_memcached(search)
     saslpasswd2 = find_binary("saslpasswd2", "sasl2-bin", search) if sasl else None
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     command = [str(binary), *extra_args]
     return start_with_retries(
@@ -184,7 +183,7 @@ def _start_memcached_once(
     )
     instance = MemcachedInstance(
         name=name,
-        service=cast(Service, "memcached"),
+        service="memcached",
         host=HOST,
         port=port,
         exposed=exposed,
@@ -295,7 +294,7 @@ def seed_memcached(instance: Instance, *, ransom_note: bool = False, seed: int =
     messages = make_messages(people, MEMCACHED_LOG_RECORDS, rng)
     entries: list[tuple[str, str]] = []
     for n, message in enumerate(messages, start=1):
-        entries.append((f"log:msg:{n}", json.dumps(_log_record(message, rng))))
+        entries.append((f"log:msg:{n}", json.dumps(log_record(message, rng))))
     for n, person in enumerate(people, start=1):
         profile = {
             "name": person.name,

@@ -20,15 +20,21 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, ServerStartError
-from perisai.lab.instances import random_password
-from perisai.lab.seed import RANSOM_NOTE, RANSOM_TABLE, SEED, make_messages, make_people
+from perisai.lab.instances import twin_password
+from perisai.lab.seed import (
+    RANSOM_NOTE,
+    RANSOM_TABLE,
+    SEED,
+    chat_record,
+    location_record,
+    make_messages,
+    make_people,
+)
 from perisai.lab.servers.brokers import (
     BROKER_START_TIMEOUT,
     SMS_TEXT,
     BrokerInstance,
-    chat_record,
     fresh_root,
-    location_record,
     mqtt_answers,
     port_taken,
     start_broker,
@@ -71,12 +77,11 @@ def start_mosquitto(
     ``log_type all`` records every packet a client sends (CONNECT, SUBSCRIBE, PUBLISH…).
     Persistence is off: retained messages live in memory for the broker's lifetime.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed Mosquitto takes anonymous clients; it has no password")
+    password = twin_password(
+        exposed, password, "an exposed Mosquitto takes anonymous clients; it has no password"
+    )
     binary = find_binary("mosquitto", "mosquitto", search)
     passwd_tool = find_binary("mosquitto_passwd", "mosquitto", search)
-    if not exposed and password is None:
-        password = random_password()
     root = fresh_root(base_dir, name)
     return start_broker(
         root,

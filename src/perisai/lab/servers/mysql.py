@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
-from typing import ClassVar, cast
+from typing import ClassVar
 from urllib.parse import quote
 
 import pymysql
@@ -39,8 +39,7 @@ from perisai.lab.errors import LabError, MissingBinary, ServerStartError
 from perisai.lab.instances import (
     PROBE_TIMEOUT,
     Instance,
-    Service,
-    random_password,
+    twin_password,
     userinfo,
 )
 from perisai.lab.seed import (
@@ -49,6 +48,7 @@ from perisai.lab.seed import (
     RANSOM_CONTACT,
     RANSOM_NOTE,
     SEED,
+    chat_record,
     make_messages,
     make_people,
 )
@@ -187,11 +187,8 @@ def start_mariadb(
     under root in a temporary directory owned by the mysql user; either way
     :attr:`Instance.root` records it and ``stop()`` removes it.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed MariaDB has no password")
+    password = twin_password(exposed, password, "an exposed MariaDB has no password")
     binaries = find_mariadb(search)
-    if not exposed and password is None:
-        password = random_password()
     owner: pwd.struct_passwd | None = None
     if os.geteuid() == 0:
         owner = mysql_os_user()
@@ -333,7 +330,7 @@ def _start_once(
         raise
     instance = MariaDBInstance(
         name=name,
-        service=cast(Service, SERVICE),
+        service=SERVICE,
         host=HOST,
         port=port,
         exposed=exposed,
@@ -472,23 +469,7 @@ def seed_mariadb(instance: Instance, *, ransom_note: bool = False, seed: int = S
             )
             cursor.executemany(
                 "INSERT INTO gateway_log (line) VALUES (%s)",
-                [
-                    (
-                        json.dumps(
-                            {
-                                "ts": m.sent_at.isoformat().replace("+00:00", "Z"),
-                                "event": "message.delivered",
-                                "msisdn": m.sender.msisdn,
-                                "to": m.recipient.e164,
-                                "msg": m.body,
-                                "lat": m.lat,
-                                "lon": m.lon,
-                                "device_id": m.sender.device_id,
-                            }
-                        ),
-                    )
-                    for m in messages[:MARIADB_LOG_LINES]
-                ],
+                [(json.dumps(chat_record(m)),) for m in messages[:MARIADB_LOG_LINES]],
             )
             cursor.executemany("INSERT INTO app_config (k, v) VALUES (%s, %s)", _APP_CONFIG)
             tables = [f"`{CHATLOG_DATABASE}`.`{t}`" for t in _SEEDED_TABLES]

@@ -17,14 +17,12 @@ from pathlib import Path
 from nats.js.api import AckPolicy
 
 from perisai.lab.binaries import BinarySearch, find_binary
-from perisai.lab.instances import random_password
-from perisai.lab.seed import SEED, make_messages, make_people
+from perisai.lab.instances import twin_password
+from perisai.lab.seed import SEED, chat_record, location_record, make_messages, make_people
 from perisai.lab.servers.brokers import (
     BROKER_START_TIMEOUT,
     BrokerInstance,
-    chat_record,
     fresh_root,
-    location_record,
     nats_connect,
     node_safe,
     port_taken,
@@ -71,11 +69,8 @@ def start_nats(
     """Start ``nats-server`` with JetStream under ``base_dir/name``: open (exposed) or with one
     ``user``/``password`` (random if None). ``trace`` logs every protocol operation each client
     sends (the read-only proof reads it); it also logs payloads, so it is off by default."""
-    if exposed and password is not None:
-        raise ValueError("an exposed NATS has no password")
+    password = twin_password(exposed, password, "an exposed NATS has no password")
     binary = find_nats(search)
-    if not exposed and password is None:
-        password = random_password()
     root = fresh_root(base_dir, name)
     return start_broker(
         root,

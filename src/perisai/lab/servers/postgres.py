@@ -19,7 +19,7 @@ from pathlib import Path
 
 from perisai.lab.binaries import BinarySearch, PostgresBinaries, find_postgres, find_runuser
 from perisai.lab.errors import LabError, ServerStartError
-from perisai.lab.instances import Instance, random_password
+from perisai.lab.instances import Instance, twin_password
 from perisai.lab.seed import seed_postgres
 from perisai.lab.spec import ServerSpec
 from perisai.lab.supervisor import (
@@ -58,11 +58,8 @@ def start_postgres(
     The data lives in ``base_dir/name``, or under root in a temporary directory owned by the
     postgres user; either way :attr:`Instance.root` records it and ``stop()`` removes it.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed PostgreSQL has no password")
+    password = twin_password(exposed, password, "an exposed PostgreSQL has no password")
     binaries = find_postgres(search)
-    if not exposed and password is None:
-        password = random_password()
     as_root = os.geteuid() == 0
     prefix: list[str] = []
     owner: pwd.struct_passwd | None = None

@@ -25,15 +25,21 @@ import httpx
 
 from perisai.lab.binaries import BinarySearch, find_binary
 from perisai.lab.errors import LabError, MissingBinary
-from perisai.lab.instances import random_password
-from perisai.lab.seed import RANSOM_NOTE, RANSOM_TABLE, SEED, make_messages, make_people
+from perisai.lab.instances import twin_password
+from perisai.lab.seed import (
+    RANSOM_NOTE,
+    RANSOM_TABLE,
+    SEED,
+    chat_record,
+    location_record,
+    make_messages,
+    make_people,
+)
 from perisai.lab.servers.brokers import (
     SMS_TEXT,
     BrokerInstance,
-    chat_record,
     fresh_root,
     kill_epmd,
-    location_record,
     node_safe,
     port_taken,
     rabbitmq_answers,
@@ -90,13 +96,12 @@ def start_rabbitmq(
     ``perisai-admin`` with ``password`` or a random one. The management API writes an access
     log under ``root/http_log``; queue statistics refresh every second.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed RabbitMQ keeps guest/guest; it takes no password")
+    password = twin_password(
+        exposed, password, "an exposed RabbitMQ keeps guest/guest; it takes no password"
+    )
     server = _rabbitmq_binary(search)
     epmd = find_binary("epmd", "erlang-base", search)
     setsid = find_binary("setsid", "util-linux", search)
-    if not exposed and password is None:
-        password = random_password()
     root = fresh_root(base_dir, name)
     return start_broker(
         root,

@@ -13,7 +13,7 @@ from pathlib import Path
 import redis
 
 from perisai.lab.binaries import BinarySearch, find_redis_server
-from perisai.lab.instances import Instance, connect_redis, random_password
+from perisai.lab.instances import Instance, connect_redis, twin_password
 from perisai.lab.seed import seed_redis
 from perisai.lab.spec import ServerSpec
 from perisai.lab.supervisor import (
@@ -48,11 +48,8 @@ def start_redis(
 
     Secured servers (``exposed=False``) get ``password`` or, if None, a random one.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed Redis has no password")
+    password = twin_password(exposed, password, "an exposed Redis has no password")
     binary = find_redis_server(search)
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     return start_with_retries(  # on failure root goes: the error already carries the log's tail
         root,

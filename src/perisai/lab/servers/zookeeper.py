@@ -20,11 +20,11 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, cast
+from typing import ClassVar
 
 from perisai.lab.binaries import BinarySearch
 from perisai.lab.errors import LabError, MissingBinary
-from perisai.lab.instances import Instance, Service, random_password
+from perisai.lab.instances import Instance, twin_password
 from perisai.lab.seed import RANSOM_NOTE, SEED, make_people
 from perisai.lab.spec import ServerSpec
 from perisai.lab.supervisor import (
@@ -113,11 +113,8 @@ def start_zookeeper(
     ``perisai`` that :func:`seed_zookeeper` puts in every seeded znode's ACL. ``extra_config``
     lines are appended to zoo.cfg as they are (e.g. ``enforce.auth.enabled=true``).
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed ZooKeeper has no password")
+    password = twin_password(exposed, password, "an exposed ZooKeeper has no password")
     jars = find_zookeeper(search)
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     return start_with_retries(
         root,
@@ -179,7 +176,7 @@ def _start_zookeeper_once(
     pid = launch.await_ready(ready, timeout, f"{HOST}:{port}", not_yet=(OSError,))
     return ZooKeeperInstance(
         name=name,
-        service=cast(Service, "zookeeper"),
+        service="zookeeper",
         host=HOST,
         port=port,
         exposed=exposed,
