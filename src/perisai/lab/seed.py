@@ -36,6 +36,7 @@ __all__ = [
     "REDIS_USERS",
     "REGIONS",
     "SEED",
+    "SMS_TEMPLATE",
     "ChatMessage",
     "Person",
     "chat_record",
@@ -129,7 +130,7 @@ _CHAT = (
 )
 _PLACES = ("Pavilion", "KLCC", "Mid Valley", "Changi", "Sentral", "the mamak stall", "the office")
 _APP_VERSIONS = ("android/5.12.3", "android/5.13.0", "ios/5.12.1", "ios/5.13.0", "web/2.4.0")
-_SMS_TEMPLATE = "Your verification code is {code}. It expires in 5 minutes."
+SMS_TEMPLATE = "Your verification code is {code}. It expires in 5 minutes."
 
 
 @dataclass(frozen=True)
@@ -314,7 +315,7 @@ def seed_redis(instance: Instance, seed: int = SEED, *, planted_payload: bool = 
                 },
             )
         for person in people[:30]:
-            sms = {"to": person.e164, "text": _SMS_TEMPLATE.format(code=rng.randrange(10**6))}
+            sms = {"to": person.e164, "text": SMS_TEMPLATE.format(code=rng.randrange(10**6))}
             pipe.rpush("queue:sms", json.dumps(sms))
         pipe.sadd("devices:online", *(p.device_id for p in people[:40]))
         pipe.zadd(

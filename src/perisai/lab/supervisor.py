@@ -128,13 +128,17 @@ class Launch:
 
     def abort(self) -> None:
         """Stop what this launch started (a failed start leaves nothing running)."""
-        if self.pid is None and self.pid_file is not None:
-            wait_for(self.pid_file.exists, 2.0)  # a daemon may not have written it yet
-        pid = self.current_pid()
-        if pid is not None:
+        if self.pid is not None:
+            # Our own child, not yet reaped, so the pid cannot have been recycled: stop it even
+            # while its name is still the launching shell's.
             with suppress(LabError):
-                self.process.stop(pid)
-            reap(pid)
+                stop_pid(self.pid, pid_running, self.name, first=self.process.stop_signal)
+        elif self.pid_file is not None:
+            wait_for(self.pid_file.exists, 2.0)  # a daemon may not have written it yet
+            pid = read_pid(self.pid_file)
+            if pid is not None:
+                with suppress(LabError):
+                    self.process.stop(pid)
         if self.cleanup is not None:
             self.cleanup()
 

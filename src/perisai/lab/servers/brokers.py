@@ -1,5 +1,5 @@
 """What the lab's message brokers (RabbitMQ, Mosquitto, NATS) share: their instance record,
-the harness's login checks, the record shapes they carry and their start plumbing.
+the harness's login checks and their start plumbing.
 
 Each server gets its own directory under ``base_dir`` (config, data, logs, pid file) and its own
 ports, so it never meets the machine's own brokers on 5672/15672/1883/4222. Every server logs
@@ -55,7 +55,6 @@ T = TypeVar("T")
 
 BROKER_START_TIMEOUT = 30.0
 SYSTEM_EPMD_PORT = 4369  # the machine's own epmd: never started, asked or stopped by the lab
-SMS_TEXT = "Your verification code is {code}. It expires in 5 minutes."
 _PORT_TAKEN = ("eaddrinuse", "Address already in use", "address already in use")
 
 

@@ -25,6 +25,7 @@ from perisai.lab.seed import (
     RANSOM_NOTE,
     RANSOM_TABLE,
     SEED,
+    SMS_TEMPLATE,
     chat_record,
     location_record,
     make_messages,
@@ -32,7 +33,6 @@ from perisai.lab.seed import (
 )
 from perisai.lab.servers.brokers import (
     BROKER_START_TIMEOUT,
-    SMS_TEXT,
     BrokerInstance,
     fresh_root,
     mqtt_answers,
@@ -179,7 +179,7 @@ def seed_mosquitto(instance: BrokerInstance, *, ransom_note: bool = False, seed:
         topic = f"gps/{message.sender.device_id}/{message.sent_at:%H%M%S}"
         payloads.append((topic, json.dumps(location_record(message))))
     for n, person in enumerate(people[: MQTT_RETAINED["sms"]], start=1):
-        text = f"to {person.e164}: " + SMS_TEXT.format(code=rng.randrange(10**6))
+        text = f"to {person.e164}: " + SMS_TEMPLATE.format(code=rng.randrange(10**6))
         payloads.append((f"sms/outbox/{n}", text))
     for person in people[10 : 10 + MQTT_RETAINED["devices"]]:
         payloads.append((f"devices/{person.device_id[:8]}/status", "online"))

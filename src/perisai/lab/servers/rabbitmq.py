@@ -30,13 +30,13 @@ from perisai.lab.seed import (
     RANSOM_NOTE,
     RANSOM_TABLE,
     SEED,
+    SMS_TEMPLATE,
     chat_record,
     location_record,
     make_messages,
     make_people,
 )
 from perisai.lab.servers.brokers import (
-    SMS_TEXT,
     BrokerInstance,
     fresh_root,
     kill_epmd,
@@ -245,7 +245,7 @@ def seed_rabbitmq(instance: BrokerInstance, *, ransom_note: bool = False, seed: 
         "chat.delivered": [json.dumps(chat_record(m)) for m in messages[:120]],
         "location.updates": [json.dumps(location_record(m)) for m in messages[120:160]],
         "sms.outbox": [
-            json.dumps({"to": p.e164, "text": SMS_TEXT.format(code=rng.randrange(10**6))})
+            json.dumps({"to": p.e164, "text": SMS_TEMPLATE.format(code=rng.randrange(10**6))})
             for p in people[:30]
         ],
         "audit.events": [
