@@ -195,22 +195,22 @@ def load_instance(record: Mapping[str, Any]) -> LabInstance:
 
 # Where the classes named by lab.json files written before lab/servers/ existed live now.
 _MOVED: dict[str, dict[str, str]] = {
-    "perisai.lab.mariadb_server:MariaDBInstance": {"mysql": "mysql:MariaDBInstance"},
-    "perisai.lab.couchdb_server:CouchDBInstance": {"couchdb": "couchdb:CouchDBInstance"},
-    "perisai.lab.misc_servers:MiscInstance": {
-        "memcached": "memcached:MemcachedInstance",
-        "zookeeper": "zookeeper:ZooKeeperInstance",
-    },
-    "perisai.lab.broker_servers:BrokerInstance": {
-        service: "brokers:BrokerInstance" for service in ("rabbitmq", "mqtt", "nats")
-    },
-    "perisai.lab.http_stores:HttpStoreInstance": {
-        service: "http_store:HttpStoreInstance" for service in ("etcd", "clickhouse", "influxdb")
-    },
-}
-_MOVED = {
     old: {service: f"perisai.lab.servers.{new}" for service, new in by_service.items()}
-    for old, by_service in _MOVED.items()
+    for old, by_service in {
+        "perisai.lab.mariadb_server:MariaDBInstance": {"mysql": "mysql:MariaDBInstance"},
+        "perisai.lab.couchdb_server:CouchDBInstance": {"couchdb": "couchdb:CouchDBInstance"},
+        "perisai.lab.misc_servers:MiscInstance": {
+            "memcached": "memcached:MemcachedInstance",
+            "zookeeper": "zookeeper:ZooKeeperInstance",
+        },
+        "perisai.lab.broker_servers:BrokerInstance": {
+            service: "brokers:BrokerInstance" for service in ("rabbitmq", "mqtt", "nats")
+        },
+        "perisai.lab.http_stores:HttpStoreInstance": {
+            service: "http_store:HttpStoreInstance"
+            for service in ("etcd", "clickhouse", "influxdb")
+        },
+    }.items()
 }
 
 
