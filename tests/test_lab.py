@@ -48,7 +48,13 @@ from perisai.lab.seed import (
     REGIONS,
     make_people,
 )
+from perisai.lab.servers.brokers import BrokerInstance
+from perisai.lab.servers.couchdb import CouchDBInstance
+from perisai.lab.servers.http_store import HttpStoreInstance
+from perisai.lab.servers.memcached import MemcachedInstance
+from perisai.lab.servers.mysql import MariaDBInstance
 from perisai.lab.servers.redis import start_redis
+from perisai.lab.servers.zookeeper import ZooKeeperInstance
 from perisai.lab.supervisor import Process, daemonize, read_pid, spawn
 
 MY_NATIONAL = re.compile(r"^01\d-\d{3,4} \d{4}$")  # 012-345 6789
@@ -462,3 +468,31 @@ def test_a_failing_launcher_is_a_start_error_with_its_output(tmp_path: Path) -> 
         )
     assert caught.value.log_tail == "no config"
     assert cleaned == [True]
+
+
+def test_a_state_file_from_before_the_servers_package_still_loads(tmp_path: Path) -> None:
+    """A lab brought up by the previous layout (perisai.lab.misc_servers, …) can still be
+    stopped: its records name classes that moved to perisai.lab.servers."""
+    common = {
+        "host": "127.0.0.1",
+        "port": 1,
+        "exposed": True,
+        "user": None,
+        "password": None,
+        "pid": 1,
+        "root": str(tmp_path),
+        "log_file": str(tmp_path / "log"),
+        "database": "",
+    }
+    moved = {
+        ("perisai.lab.misc_servers:MiscInstance", "memcached"): MemcachedInstance,
+        ("perisai.lab.misc_servers:MiscInstance", "zookeeper"): ZooKeeperInstance,
+        ("perisai.lab.broker_servers:BrokerInstance", "nats"): BrokerInstance,
+        ("perisai.lab.http_stores:HttpStoreInstance", "etcd"): HttpStoreInstance,
+        ("perisai.lab.mariadb_server:MariaDBInstance", "mysql"): MariaDBInstance,
+        ("perisai.lab.couchdb_server:CouchDBInstance", "couchdb"): CouchDBInstance,
+    }
+    for (kind, service), cls in moved.items():
+        instance = load_instance({**common, "kind": kind, "name": service, "service": service})
+        assert type(instance) is cls and instance.service == service
+        assert load_instance(instance_record(instance)) == instance
