@@ -8,6 +8,7 @@ import os
 import random
 import re
 import stat
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,7 @@ from perisai.lab import (
     missing_packages,
     pid_running,
 )
-from perisai.lab.redis_server import start_redis
+from perisai.lab.instances import instance_record, load_instance
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     EMAIL_DOMAINS,
@@ -47,6 +48,14 @@ from perisai.lab.seed import (
     REGIONS,
     make_people,
 )
+from perisai.lab.servers.brokers import BrokerInstance
+from perisai.lab.servers.couchdb import CouchDBInstance
+from perisai.lab.servers.http_store import HttpStoreInstance
+from perisai.lab.servers.memcached import MemcachedInstance
+from perisai.lab.servers.mysql import MariaDBInstance
+from perisai.lab.servers.redis import start_redis
+from perisai.lab.servers.zookeeper import ZooKeeperInstance
+from perisai.lab.supervisor import Process, daemonize, read_pid, spawn
 
 MY_NATIONAL = re.compile(r"^01\d-\d{3,4} \d{4}$")  # 012-345 6789
 
@@ -370,7 +379,7 @@ def test_instance_urls_and_state_round_trip(tmp_path: Path) -> None:
     )
     assert exposed_pg.url_for("chatlog") == "postgresql://postgres@127.0.0.1:5433/chatlog"
     for instance in (secured, exposed_pg):
-        assert Instance.from_json(json.loads(json.dumps(instance.to_json()))) == instance
+        assert load_instance(json.loads(json.dumps(instance_record(instance)))) == instance
 
 
 def test_seed_people_are_deterministic_valid_and_from_every_region() -> None:
@@ -385,3 +394,105 @@ def test_seed_people_are_deterministic_valid_and_from_every_region() -> None:
         assert person.email.rsplit("@", 1)[1] in EMAIL_DOMAINS
     malaysian = [p for p in people if p.region == "MY"]
     assert malaysian and all(MY_NATIONAL.match(p.national) for p in malaysian)
+
+
+# --- the process supervisor (no server binaries needed) -----------------------------------------
+
+
+def _gone_for_good(pid: int) -> bool:
+    """Not running and, when it was our child, reaped: no zombie left in /proc."""
+    return not pid_running(pid) and not Path(f"/proc/{pid}").exists()
+
+
+def test_a_spawned_server_runs_in_its_directory_and_is_reaped_when_stopped(
+    tmp_path: Path,
+) -> None:
+    sleeper = Process("sleep")
+    log = tmp_path / "server.log"
+    launch = spawn("sleeper", ["/bin/sh", "-c", "pwd; exec sleep 60"], log, sleeper, cwd=tmp_path)
+    pid = launch.await_ready(
+        lambda: "sleep" in Path(f"/proc/{launch.pid}/comm").read_text(), 10, "-"
+    )
+    assert pid == launch.pid and sleeper.matches(pid)
+    assert os.getsid(pid) == pid  # its own session: a Ctrl-C aimed at us does not reach it
+    assert log.read_text().strip() == str(tmp_path)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600
+    sleeper.stop(pid)
+    assert _gone_for_good(pid)
+
+
+def test_a_server_that_dies_at_start_fails_fast_with_its_log(tmp_path: Path) -> None:
+    log = tmp_path / "server.log"
+    launch = spawn("doomed", ["/bin/sh", "-c", "echo boom >&2; exit 3"], log, Process("sh"))
+    started = time.monotonic()
+    with pytest.raises(ServerStartError, match="doomed did not start: the server exited") as caught:
+        launch.await_ready(lambda: False, 30, "127.0.0.1:1")
+    assert time.monotonic() - started < 10
+    assert caught.value.log_tail == "boom"
+    assert launch.pid is not None and _gone_for_good(launch.pid)
+
+
+def test_a_taken_port_stops_the_server_and_says_so(tmp_path: Path) -> None:
+    script = "echo 'bind: Address already in use'; exec sleep 60"
+    launch = spawn("taken", ["/bin/sh", "-c", script], tmp_path / "log", Process("sleep"))
+    with pytest.raises(ServerStartError, match="is taken") as caught:
+        launch.await_ready(
+            lambda: False, 30, "127.0.0.1:1", port_taken=lambda log: "already in use" in log
+        )
+    assert "Address already in use" in caught.value.log_tail
+    assert launch.pid is not None and _gone_for_good(launch.pid)
+
+
+def test_a_daemonized_server_is_found_by_its_pid_file_and_stopped(tmp_path: Path) -> None:
+    pid_file = tmp_path / "server.pid"
+    sleeper = Process("sleep")
+    launcher = ["/bin/sh", "-c", f"sleep 60 </dev/null >/dev/null 2>&1 & echo $! > '{pid_file}'"]
+    launch = daemonize("daemon", launcher, tmp_path / "launcher.out", sleeper, pid_file=pid_file)
+    pid = launch.await_ready(lambda: sleeper.matches(read_pid(pid_file) or 0), 10, "-")
+    status = Path(f"/proc/{pid}/status").read_text()
+    assert f"PPid:\t{os.getpid()}\n" not in status  # not our child: the launcher let it go
+    sleeper.stop(pid)
+    assert not pid_running(pid)
+
+
+def test_a_failing_launcher_is_a_start_error_with_its_output(tmp_path: Path) -> None:
+    cleaned: list[bool] = []
+    with pytest.raises(ServerStartError, match="sh exited with 2") as caught:
+        daemonize(
+            "broken",
+            ["/bin/sh", "-c", "echo 'no config' >&2; exit 2"],
+            tmp_path / "launcher.out",
+            Process("sleep"),
+            pid_file=tmp_path / "never.pid",
+            cleanup=lambda: cleaned.append(True),
+        )
+    assert caught.value.log_tail == "no config"
+    assert cleaned == [True]
+
+
+def test_a_state_file_from_before_the_servers_package_still_loads(tmp_path: Path) -> None:
+    """A lab brought up by the previous layout (perisai.lab.misc_servers, …) can still be
+    stopped: its records name classes that moved to perisai.lab.servers."""
+    common = {
+        "host": "127.0.0.1",
+        "port": 1,
+        "exposed": True,
+        "user": None,
+        "password": None,
+        "pid": 1,
+        "root": str(tmp_path),
+        "log_file": str(tmp_path / "log"),
+        "database": "",
+    }
+    moved = {
+        ("perisai.lab.misc_servers:MiscInstance", "memcached"): MemcachedInstance,
+        ("perisai.lab.misc_servers:MiscInstance", "zookeeper"): ZooKeeperInstance,
+        ("perisai.lab.broker_servers:BrokerInstance", "nats"): BrokerInstance,
+        ("perisai.lab.http_stores:HttpStoreInstance", "etcd"): HttpStoreInstance,
+        ("perisai.lab.mariadb_server:MariaDBInstance", "mysql"): MariaDBInstance,
+        ("perisai.lab.couchdb_server:CouchDBInstance", "couchdb"): CouchDBInstance,
+    }
+    for (kind, service), cls in moved.items():
+        instance = load_instance({**common, "kind": kind, "name": service, "service": service})
+        assert type(instance) is cls and instance.service == service
+        assert load_instance(instance_record(instance)) == instance

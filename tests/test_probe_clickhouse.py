@@ -27,8 +27,9 @@ import pytest
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab import Instance
-from perisai.lab.http_stores import HttpStoreInstance, seed_clickhouse, start_clickhouse
 from perisai.lab.seed import CHATLOG_DATABASE, RANSOM_BTC_ADDRESS, RANSOM_TABLE
+from perisai.lab.servers.clickhouse import seed_clickhouse, start_clickhouse
+from perisai.lab.servers.http_store import HttpStoreInstance
 from perisai.probes import Probe, ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes.clickhouse import ClickHouseProbe
 from perisai.probes.etcd import EtcdProbe

@@ -5,7 +5,7 @@ installed once before the tests (``make test`` must run it; nothing is downloade
 
     npm install --prefix ~/.cache/perisai/npm --no-audit --no-fund pouchdb-server@4.2.0
 
-(or into any directory named by ``PERISAI_NPM_PREFIX``; ``perisai.lab.couchdb_server.
+(or into any directory named by ``PERISAI_NPM_PREFIX``; ``perisai.lab.servers.couchdb.
 install_pouchdb_server()`` runs the same command). Three servers on free 127.0.0.1 ports are
 started by this module and stopped at its end: exposed (an "admin party", seeded with synthetic
 personal data and a ransom-note database), secured (a random admin password, every database
@@ -28,7 +28,8 @@ import httpx
 import pytest
 
 from perisai.findings import Auth, Finding, Severity
-from perisai.lab.couchdb_server import (
+from perisai.lab.seed import RANSOM_BTC_ADDRESS, SEED, make_people
+from perisai.lab.servers.couchdb import (
     COUCH_MESSAGES,
     COUCH_USERS,
     RANSOM_DATABASE,
@@ -36,7 +37,6 @@ from perisai.lab.couchdb_server import (
     seed_couchdb,
     start_couchdb,
 )
-from perisai.lab.seed import RANSOM_BTC_ADDRESS, SEED, make_people
 from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes import couchdb as couchdb_probe
 from perisai.probes.couchdb import CouchDBProbe
@@ -47,6 +47,7 @@ from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.conftest import LabServers
 from tests.fakes import (
     BOUND,
     HOSTILE_CONFIG,
@@ -69,20 +70,23 @@ _ACCESS_LINE = re.compile(r"\] \S+ - - ([A-Z]+) (\S+) (\d{3})\s*$")
 
 
 @pytest.fixture(scope="module")
-def couch(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, CouchDBInstance]]:
-    """Exposed, secured and default-password pouchdb-servers, seeded; stopped at the end."""
+def couch(
+    tmp_path_factory: pytest.TempPathFactory, lab_server: LabServers
+) -> Iterator[dict[str, CouchDBInstance]]:
+    """Exposed (with a ransom note) and secured (the lab's twins) and default-password
+    pouchdb-servers, seeded; the last stopped at the end."""
     base = tmp_path_factory.mktemp("couchdb")
+    twins = {
+        "exposed": lab_server("couchdb", True, CouchDBInstance),
+        "secured": lab_server("couchdb", False, CouchDBInstance),
+    }
     started: dict[str, CouchDBInstance] = {}
     try:
-        started["exposed"] = start_couchdb("couchdb-exposed", base, exposed=True)
-        seed_couchdb(started["exposed"], ransom_note=True)
-        started["secured"] = start_couchdb("couchdb-secured", base, exposed=False)
-        seed_couchdb(started["secured"])
         started["default"] = start_couchdb(
             "couchdb-default-password", base, exposed=False, password="password"
         )
         seed_couchdb(started["default"])
-        yield started
+        yield {**twins, **started}
     finally:
         for instance in started.values():
             instance.stop()

@@ -21,13 +21,9 @@ import pytest
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab import Instance
-from perisai.lab.http_stores import (
-    ETCD_RANSOM_KEY,
-    HttpStoreInstance,
-    seed_etcd,
-    start_etcd,
-)
 from perisai.lab.seed import RANSOM_BTC_ADDRESS
+from perisai.lab.servers.etcd import ETCD_RANSOM_KEY, seed_etcd, start_etcd
+from perisai.lab.servers.http_store import HttpStoreInstance
 from perisai.probes import Probe, ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes import etcd as etcd_probe
 from perisai.probes.clickhouse import ClickHouseProbe

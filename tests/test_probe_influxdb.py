@@ -25,8 +25,9 @@ import pytest
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab import Instance
-from perisai.lab.http_stores import HttpStoreInstance, seed_influxdb, start_influxdb
 from perisai.lab.seed import CHATLOG_DATABASE, RANSOM_BTC_ADDRESS, RANSOM_TABLE
+from perisai.lab.servers.http_store import HttpStoreInstance
+from perisai.lab.servers.influxdb import seed_influxdb, start_influxdb
 from perisai.probes import Probe, ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes.clickhouse import ClickHouseProbe
 from perisai.probes.etcd import EtcdProbe

@@ -17,14 +17,15 @@ import pytest
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab.instances import Instance
-from perisai.lab.misc_servers import (
+from perisai.lab.seed import RANSOM_BTC_ADDRESS
+from perisai.lab.servers.memcached import (
     MEMCACHED_RANSOM_KEY,
+    MemcachedInstance,
     memcached_command,
     seed_memcached,
     start_memcached,
 )
-from perisai.lab.redis_server import start_redis
-from perisai.lab.seed import RANSOM_BTC_ADDRESS
+from perisai.lab.servers.redis import start_redis
 from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes.interface import Probe
 from perisai.probes.memcached import MemcachedProbe
@@ -32,6 +33,7 @@ from perisai.probes.postgres import PostgresProbe
 from perisai.probes.redis import RedisProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.conftest import LabServers
 from tests.fakes import fake_server, http_400
 from tests.hostile import Handler, silent
 
@@ -60,14 +62,14 @@ SAFETY_NET = 120.0  # a hung probe fails the test instead of hanging the suite
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Instance]]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, lab_server: LabServers
+) -> Iterator[dict[str, Instance]]:
     base = tmp_path_factory.mktemp("memcached")
     started: dict[str, Instance] = {}
     try:
         started["exposed"] = start_memcached("mc-exposed", base, exposed=True)
         seed_memcached(started["exposed"], ransom_note=True)
-        started["secured"] = start_memcached("mc-secured", base, exposed=False)
-        seed_memcached(started["secured"])
         started["sasl"] = start_memcached("mc-sasl", base, exposed=False, sasl=True)
         started["no-crawler"] = start_memcached(
             "mc-no-crawler", base, exposed=True, extra_args=["-o", "no_lru_crawler"]
@@ -79,7 +81,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Inst
         started["no-dump"] = start_memcached("mc-no-dump", base, exposed=True, extra_args=["-X"])
         seed_memcached(started["no-dump"])
         started["redis"] = start_redis("redis-beside-memcached", base, exposed=True)
-        yield started
+        yield {**started, "secured": lab_server("memcached", False, MemcachedInstance)}
     finally:
         for instance in started.values():
             instance.stop()

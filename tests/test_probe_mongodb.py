@@ -32,14 +32,14 @@ from mockupdb import MockupDB
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab.instances import Instance
-from perisai.lab.misc_servers import seed_memcached, start_memcached
 from perisai.lab.seed import (
     RANSOM_BTC_ADDRESS,
     RANSOM_NOTE,
-    _log_record,
+    log_record,
     make_messages,
     make_people,
 )
+from perisai.lab.servers.memcached import seed_memcached, start_memcached
 from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes.credentials import default_credentials
 from perisai.probes.interface import Probe
@@ -92,7 +92,7 @@ def _chat_data(ransom_note: bool) -> Documents:
     messages = make_messages(people, 60, rng)
     data: Documents = {
         "chatlog": {
-            "messages": [{"_id": ObjectId(), **_log_record(m, rng)} for m in messages],
+            "messages": [{"_id": ObjectId(), **log_record(m, rng)} for m in messages],
             "users": [
                 {
                     "_id": ObjectId(),

@@ -20,15 +20,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab import Instance, start_redis
-from perisai.lab.broker_servers import (
+from perisai.lab.seed import RANSOM_BTC_ADDRESS
+from perisai.lab.servers.brokers import BrokerInstance
+from perisai.lab.servers.mqtt import (
     MQTT_RANSOM_TOPIC,
     MQTT_RETAINED,
-    BrokerInstance,
     seed_mosquitto,
     start_mosquitto,
-    start_nats,
 )
-from perisai.lab.seed import RANSOM_BTC_ADDRESS
+from perisai.lab.servers.nats import start_nats
 from perisai.probes import ScanConfig
 from perisai.probes.credentials import default_credentials
 from perisai.probes.mqtt import MQTTProbe

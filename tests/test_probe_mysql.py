@@ -26,22 +26,24 @@ import pytest
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab.instances import Instance
-from perisai.lab.mariadb_server import (
+from perisai.lab.seed import CHATLOG_DATABASE, RANSOM_BTC_ADDRESS, SEED, make_people
+from perisai.lab.servers.mysql import (
     MARIADB_RANSOM_DATABASE,
     MARIADB_RANSOM_TABLE,
     MARIADB_USERS,
+    MariaDBInstance,
     general_log_path,
     seed_mariadb,
     socket_path,
     start_mariadb,
 )
-from perisai.lab.redis_server import start_redis
-from perisai.lab.seed import CHATLOG_DATABASE, RANSOM_BTC_ADDRESS, SEED, make_people
+from perisai.lab.servers.redis import start_redis
 from perisai.probes import Probe, ScanConfig, probe_classes
 from perisai.probes.credentials import default_logins
 from perisai.probes.mysql import MySQLProbe, parse_greeting
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.conftest import LabServers
 
 pytestmark = pytest.mark.servers
 
@@ -83,15 +85,18 @@ _LOG_LINE = re.compile(r"^(?:\d{6}\s+\d{1,2}:\d{2}:\d{2})?\s+(\d+)\s+(\w[\w ]*?)
 
 
 @pytest.fixture(scope="module")
-def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Instance]]:
-    """Exposed (with a ransom note), secured, root:root and anonymous-only servers, seeded."""
+def mariadb(
+    tmp_path_factory: pytest.TempPathFactory, lab_server: LabServers
+) -> Iterator[dict[str, Instance]]:
+    """Exposed (the lab's twin, with a ransom note), secured (the lab's twin), root:root and
+    anonymous-only servers, seeded."""
     base = tmp_path_factory.mktemp("mariadb")
+    twins = {
+        "exposed": lab_server("mysql", True, MariaDBInstance),
+        "secured": lab_server("mysql", False, MariaDBInstance),
+    }
     started: dict[str, Instance] = {}
     try:
-        started["exposed"] = start_mariadb("mariadb-exposed", base, exposed=True)
-        seed_mariadb(started["exposed"], ransom_note=True)
-        started["secured"] = start_mariadb("mariadb-secured", base, exposed=False)
-        seed_mariadb(started["secured"])
         started["default"] = start_mariadb("mariadb-default", base, exposed=False, password="root")
         seed_mariadb(started["default"])
         started["anonymous"] = start_mariadb("mariadb-anonymous", base, exposed=False)
@@ -99,7 +104,7 @@ def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Inst
         with _admin(started["anonymous"]) as cursor:
             cursor.execute("CREATE USER ''@'127.0.0.1'")
             cursor.execute(f"GRANT SELECT ON `{CHATLOG_DATABASE}`.* TO ''@'127.0.0.1'")
-        yield started
+        yield {**twins, **started}
     finally:
         for instance in started.values():
             instance.stop()

@@ -21,13 +21,13 @@ from nats.aio.client import Client as NATSClient
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab import Instance, start_redis
-from perisai.lab.broker_servers import (
+from perisai.lab.servers.brokers import BrokerInstance
+from perisai.lab.servers.mqtt import start_mosquitto
+from perisai.lab.servers.nats import (
     NATS_CHAT_MESSAGES,
     NATS_CONSUMER,
     NATS_KV_BUCKET,
-    BrokerInstance,
     seed_nats,
-    start_mosquitto,
     start_nats,
 )
 from perisai.probes import ScanConfig
@@ -35,6 +35,7 @@ from perisai.probes.credentials import default_credentials
 from perisai.probes.nats import NATSProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.conftest import LabServers
 
 pytestmark = pytest.mark.servers
 
@@ -45,18 +46,19 @@ READ_ONLY_API = re.compile(r"^\$JS\.API\.(INFO|STREAM\.LIST|STREAM\.MSG\.GET\.[^
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, BrokerInstance]]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, lab_server: LabServers
+) -> Iterator[dict[str, BrokerInstance]]:
     base = tmp_path_factory.mktemp("nats")
     started: dict[str, BrokerInstance] = {}
     try:
         started["exposed"] = start_nats("nats-exposed", base, exposed=True, trace=True)
-        started["secured"] = start_nats("nats-secured", base, exposed=False)
         started["default"] = start_nats(
             "nats-default", base, exposed=False, user="ruser", password="T0pS3cr3t"
         )
         for instance in started.values():
             seed_nats(instance)
-        yield started
+        yield {**started, "secured": lab_server("nats", False, BrokerInstance)}
     finally:
         for instance in started.values():
             instance.stop()

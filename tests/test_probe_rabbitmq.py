@@ -18,16 +18,17 @@ import pytest
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab import Instance, start_redis
-from perisai.lab.broker_servers import (
+from perisai.lab.instances import instance_record, load_instance
+from perisai.lab.seed import RANSOM_BTC_ADDRESS
+from perisai.lab.servers.brokers import BrokerInstance
+from perisai.lab.servers.mqtt import start_mosquitto
+from perisai.lab.servers.nats import start_nats
+from perisai.lab.servers.rabbitmq import (
     RABBITMQ_QUEUES,
     RABBITMQ_RANSOM_QUEUE,
-    BrokerInstance,
     seed_rabbitmq,
-    start_mosquitto,
-    start_nats,
     start_rabbitmq,
 )
-from perisai.lab.seed import RANSOM_BTC_ADDRESS
 from perisai.probes import Probe, ScanConfig
 from perisai.probes.credentials import default_credentials
 from perisai.probes.mqtt import MQTTProbe
@@ -357,6 +358,6 @@ async def test_silent_and_lying_servers_are_not_rabbitmq() -> None:
 
 def test_lab_state_round_trips(rabbit: dict[str, BrokerInstance]) -> None:
     exposed = rabbit["exposed"]
-    assert BrokerInstance.from_json(exposed.to_json()) == exposed
+    assert load_instance(instance_record(exposed)) == exposed
     assert exposed.running() and exposed.answering()
     assert exposed.epmd_port not in (None, 4369)

@@ -20,16 +20,16 @@ from kazoo.client import KazooClient
 
 from perisai.findings import Auth, Finding, Severity
 from perisai.lab.instances import Instance
-from perisai.lab.misc_servers import (
+from perisai.lab.seed import RANSOM_BTC_ADDRESS
+from perisai.lab.servers.memcached import MemcachedInstance
+from perisai.lab.servers.zookeeper import (
     ZOOKEEPER_APP_ROOT,
     ZOOKEEPER_RANSOM_ZNODE,
-    seed_memcached,
+    ZooKeeperInstance,
     seed_zookeeper,
-    start_memcached,
     start_zookeeper,
     zookeeper_transactions,
 )
-from perisai.lab.seed import RANSOM_BTC_ADDRESS
 from perisai.probes import ProbeResult, ProbeSkipped, ScanConfig
 from perisai.probes.interface import Probe
 from perisai.probes.memcached import MemcachedProbe
@@ -38,6 +38,7 @@ from perisai.probes.redis import RedisProbe
 from perisai.probes.zookeeper import ZooKeeperProbe
 from perisai.scanner import Scanner
 from perisai.targets import parse_targets
+from tests.conftest import LabServers
 from tests.fakes import fake_server, http_400
 from tests.hostile import Handler, silent
 
@@ -50,23 +51,25 @@ SRVR = (
 
 
 @pytest.fixture(scope="module")
-def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Instance]]:
+def servers(
+    tmp_path_factory: pytest.TempPathFactory, lab_server: LabServers
+) -> Iterator[dict[str, Instance]]:
     base = tmp_path_factory.mktemp("zookeeper")
+    twins: dict[str, Instance] = {
+        "secured": lab_server("zookeeper", False, ZooKeeperInstance),
+        "memcached": lab_server("memcached", True, MemcachedInstance),
+    }
     started: dict[str, Instance] = {}
     try:
         started["exposed"] = start_zookeeper("zk-exposed", base, exposed=True)
         seed_zookeeper(started["exposed"], ransom_note=True)
-        started["secured"] = start_zookeeper("zk-secured", base, exposed=False)
-        seed_zookeeper(started["secured"])
         started["enforced"] = start_zookeeper(
             "zk-enforced",
             base,
             exposed=False,
             extra_config=["enforce.auth.enabled=true", "enforce.auth.schemes=digest"],
         )
-        started["memcached"] = start_memcached("mc-beside-zookeeper", base, exposed=True)
-        seed_memcached(started["memcached"])
-        yield started
+        yield {**started, **twins}
     finally:
         for instance in started.values():
             instance.stop()

@@ -30,18 +30,13 @@ from perisai.lab.binaries import (
     missing_packages,
 )
 from perisai.lab.catalog import CATALOG, CORE_SERVICES, SERVICES, LabServer, scan_ports, servers_for
-from perisai.lab.couchdb_server import MissingNpmPackage, install_pouchdb_server
 from perisai.lab.errors import LabError, MissingBinaries, MissingBinary, ServerStartError
-from perisai.lab.instances import (
-    Instance,
-    LabInstance,
-    instance_record,
-    load_instance,
-    pid_running,
-)
-from perisai.lab.postgres_server import postgres_os_user, start_postgres
-from perisai.lab.redis_server import start_redis
+from perisai.lab.instances import Instance, LabInstance, instance_record, load_instance
 from perisai.lab.seed import seed_postgres, seed_redis
+from perisai.lab.servers.couchdb import MissingNpmPackage, install_pouchdb_server
+from perisai.lab.servers.postgres import postgres_os_user, start_postgres
+from perisai.lab.servers.redis import start_redis
+from perisai.lab.supervisor import pid_running
 
 __all__ = [
     "CATALOG",

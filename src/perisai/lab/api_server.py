@@ -15,7 +15,8 @@ relay named at start (``smtp_relay``: perisai's own sink in the tests). Every re
 spec download is appended to ``root/requests.jsonl``, so tests count what a scanner sent.
 
 The server runs in its own process (``python -m uvicorn --factory``), configured through
-``PERISAI_LAB_API_*`` environment variables, on a free 127.0.0.1 port.
+``PERISAI_LAB_API_*`` environment variables, on a free 127.0.0.1 port: our child in its own
+session (the supervisor's :func:`~perisai.lab.supervisor.spawn` mode).
 """
 
 from __future__ import annotations
@@ -23,32 +24,27 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import shutil
 import smtplib
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 
-from perisai.lab.errors import ServerStartError
-from perisai.lab.instances import (
+from perisai.lab.instances import Instance
+from perisai.lab.supervisor import (
     HOST,
     START_TIMEOUT,
-    STOP_TIMEOUT,
+    Process,
     free_port,
-    is_process,
-    log_tail,
     make_root,
-    pid_running,
-    reap,
-    stop_pid,
-    wait_for,
+    spawn,
+    start_with_retries,
 )
 
 __all__ = [
@@ -506,23 +502,16 @@ class _RequestLog:
 
 
 @dataclass(frozen=True)
-class ApiInstance:
+class ApiInstance(Instance):
     """A running lab API twin: where it listens, its files, and what it recorded.
 
     ``user`` and ``password`` are None (the API's one authenticated route takes
     :data:`LAB_TOKEN` as a bearer token). ``smtp_relay`` is ``host:port`` its mail goes to.
     """
 
-    name: str
-    service: str
-    host: str
-    port: int
-    exposed: bool
-    user: str | None
-    password: str | None
-    pid: int
-    root: Path
-    log_file: Path
+    PROCESSES: ClassVar[Mapping[str, Process]] = {SERVICE: Process("python")}
+
+    database: str = ""  # none: the API keeps its state in memory
     smtp_relay: str | None = None
 
     @property
@@ -539,13 +528,6 @@ class ApiInstance:
                 return client.get(self.spec_url).status_code == 200
         except httpx.HTTPError:
             return False
-
-    def running(self) -> bool:
-        return is_process(self.pid, "python")
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        stop_pid(self.pid, lambda p: is_process(p, "python"), "lab API server", timeout)
-        shutil.rmtree(self.root, ignore_errors=True)
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request the twin received (spec downloads aside), oldest first."""
@@ -568,12 +550,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in lines if line.strip()]
 
 
-def _await_start(instance: ApiInstance) -> bool:
-    return wait_for(
-        lambda: instance.answering() or not pid_running(instance.pid), START_TIMEOUT, 0.1
-    )
-
-
 def start_api_server(
     base_dir: Path,
     exposed: bool = True,
@@ -593,8 +569,9 @@ def start_api_server(
     for stale in ("requests.jsonl", "sms.jsonl", "mail.jsonl"):
         (root / stale).unlink(missing_ok=True)
     log_file = root / "server.log"
-    last_error: ServerStartError | None = None
-    for _ in range(3):
+
+    def attempt() -> ApiInstance:
+        log_file.unlink(missing_ok=True)  # a port taken last time must not fail this one
         port = free_port()
         env = dict(os.environ)
         env.update(
@@ -620,35 +597,25 @@ def start_api_server(
             "warning",
             "--no-access-log",
         ]
-        pid = os.posix_spawn(
-            argv[0],
-            argv,
-            env,
-            file_actions=[
-                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                (
-                    os.POSIX_SPAWN_OPEN,
-                    1,
-                    str(log_file),
-                    os.O_WRONLY | os.O_CREAT | os.O_APPEND,
-                    0o600,
-                ),
-                (os.POSIX_SPAWN_DUP2, 1, 2),
-            ],
-            setsid=True,
-        )
+        launch = spawn(name, argv, log_file, ApiInstance.PROCESSES[SERVICE], env=env)
         instance = ApiInstance(
-            name, SERVICE, HOST, port, exposed, None, None, pid, root, log_file, smtp_relay
+            name=name,
+            service=SERVICE,
+            host=HOST,
+            port=port,
+            exposed=exposed,
+            user=None,
+            password=None,
+            pid=launch.pid or 0,
+            root=root,
+            log_file=log_file,
+            smtp_relay=smtp_relay,
         )
-        if _await_start(instance) and instance.answering():
-            return instance
-        reap(pid)
-        if pid_running(pid):
-            instance.stop()
-            raise ServerStartError(name, "no answer", log_tail(log_file))
-        last_error = ServerStartError(name, "the server exited", log_tail(log_file))
-        if "address already in use" not in log_tail(log_file).lower():
-            break
-    shutil.rmtree(root, ignore_errors=True)
-    assert last_error is not None
-    raise last_error
+        launch.await_ready(instance.answering, START_TIMEOUT, instance.url, port_taken=_port_taken)
+        return instance
+
+    return start_with_retries(root, attempt, _port_taken)
+
+
+def _port_taken(log: str) -> bool:
+    return "address already in use" in log.lower()

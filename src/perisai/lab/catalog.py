@@ -1,5 +1,5 @@
 """What the lab runs: every service perisai probes that installs here, as exposed and secured
-twins, each with its starter, its seeder and the binaries it needs.
+twins, built from the services' declared specs (``lab/servers/<service>.py``).
 
 The exposed twins carry what a visited store carries: the exposed PostgreSQL, MariaDB and
 CouchDB hold extortion notes, the exposed Redis a cron job planted through it. One more
@@ -12,49 +12,59 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from perisai.lab.api_server import ApiInstance, start_api_server
-from perisai.lab.binaries import BinarySearch, find_postgres, find_redis_server
-from perisai.lab.broker_servers import (
-    find_mosquitto,
-    find_nats,
-    find_rabbitmq,
-    seed_mosquitto,
-    seed_nats,
-    seed_rabbitmq,
-    start_mosquitto,
-    start_nats,
-    start_rabbitmq,
+from perisai.lab.binaries import BinarySearch
+from perisai.lab.instances import LabInstance
+from perisai.lab.seed import seed_redis_config
+from perisai.lab.servers import (
+    api,
+    clickhouse,
+    couchdb,
+    etcd,
+    influxdb,
+    memcached,
+    mqtt,
+    mysql,
+    nats,
+    postgres,
+    rabbitmq,
+    redis,
+    zookeeper,
 )
-from perisai.lab.couchdb_server import find_pouchdb_server, seed_couchdb, start_couchdb
-from perisai.lab.http_stores import (
-    find_clickhouse_server,
-    find_etcd,
-    find_influxd,
-    seed_clickhouse,
-    seed_etcd,
-    seed_influxdb,
-    start_clickhouse,
-    start_etcd,
-    start_influxdb,
-)
-from perisai.lab.instances import LabInstance, free_port
-from perisai.lab.mariadb_server import find_mariadb, seed_mariadb, start_mariadb
-from perisai.lab.misc_servers import (
-    find_memcached,
-    find_zookeeper,
-    seed_memcached,
-    seed_zookeeper,
-    start_memcached,
-    start_zookeeper,
-)
-from perisai.lab.postgres_server import start_postgres
-from perisai.lab.redis_server import start_redis
-from perisai.lab.seed import seed_postgres, seed_redis, seed_redis_config
+from perisai.lab.spec import ServerSpec
+
+__all__ = [
+    "API_SERVICE",
+    "CATALOG",
+    "CORE_SERVICES",
+    "SERVICES",
+    "SPECS",
+    "LabServer",
+    "scan_ports",
+    "servers_for",
+    "spec_for",
+    "twin",
+]
 
 CORE_SERVICES = ("redis", "postgres")  # the foundation's lab: quick to start, always there
+API_SERVICE = api.API_SERVICE
+# The lab's services in catalog order (the config-only Redis follows PostgreSQL, see below).
+SPECS: tuple[ServerSpec, ...] = (
+    redis.SPEC,
+    postgres.SPEC,
+    mysql.SPEC,
+    couchdb.SPEC,
+    rabbitmq.SPEC,
+    mqtt.SPEC,
+    nats.SPEC,
+    memcached.SPEC,
+    zookeeper.SPEC,
+    etcd.SPEC,
+    clickhouse.SPEC,
+    influxdb.SPEC,
+    api.SPEC,
+)
 
 
 @dataclass(frozen=True)
@@ -73,82 +83,41 @@ class LabServer:
     kind: str = "store"  # "store": a scan's target; "api": an audit-api target
 
 
-def _twins(
-    service: str,
-    start: Callable[..., Any],
-    seed: Callable[..., object],
-    find: Callable[[BinarySearch], object],
-    **exposed_seed: object,
-) -> tuple[LabServer, LabServer]:
-    compromised = bool(exposed_seed)
-    exposed = LabServer(
-        f"{service}-exposed",
-        service,
-        True,
-        start,
-        seed,
-        find,
-        exposed_seed,
-        compromised=compromised,
+def twin(spec: ServerSpec, exposed: bool) -> LabServer:
+    """The catalog's exposed or secured twin of ``spec``'s service."""
+    return LabServer(
+        spec.name(exposed),
+        spec.service,
+        exposed,
+        spec.start,
+        spec.seed,
+        spec.find,
+        spec.seed_args(exposed),
+        personal_data=spec.personal_data,
+        compromised=exposed and spec.compromised,
+        kind=spec.kind,
     )
-    return exposed, LabServer(f"{service}-secured", service, False, start, seed, find)
 
 
-CATALOG: tuple[LabServer, ...] = (
-    *_twins("redis", start_redis, seed_redis, find_redis_server, planted_payload=True),
-    *_twins("postgres", start_postgres, seed_postgres, find_postgres, ransom_note=True),
-    LabServer(
-        "redis-config-only",
-        "redis",
-        True,
-        start_redis,
-        seed_redis_config,
-        find_redis_server,
-        personal_data=False,
-    ),
-    *_twins("mysql", start_mariadb, seed_mariadb, find_mariadb, ransom_note=True),
-    *_twins("couchdb", start_couchdb, seed_couchdb, find_pouchdb_server, ransom_note=True),
-    *_twins("rabbitmq", start_rabbitmq, seed_rabbitmq, find_rabbitmq),
-    *_twins("mqtt", start_mosquitto, seed_mosquitto, find_mosquitto),
-    *_twins("nats", start_nats, seed_nats, find_nats),
-    *_twins("memcached", start_memcached, seed_memcached, find_memcached),
-    *_twins("zookeeper", start_zookeeper, seed_zookeeper, find_zookeeper),
-    *_twins("etcd", start_etcd, seed_etcd, find_etcd),
-    *_twins("clickhouse", start_clickhouse, seed_clickhouse, find_clickhouse_server),
-    *_twins("influxdb", start_influxdb, seed_influxdb, find_influxd),
+def spec_for(service: str) -> ServerSpec:
+    """The declared spec of a lab service; ValueError for a service the lab does not have."""
+    for spec in SPECS:
+        if spec.service == service:
+            return spec
+    raise ValueError(f"no lab service {service}")
+
+
+_CONFIG_ONLY = LabServer(
+    "redis-config-only",
+    "redis",
+    True,
+    redis.SPEC.start,
+    seed_redis_config,
+    redis.SPEC.find,
+    personal_data=False,
 )
-API_SERVICE = "api"
-
-
-def _start_api(name: str, base_dir: Path, *, exposed: bool, search: BinarySearch) -> ApiInstance:
-    """An API twin whose helpdesk mail relays to a free loopback port: the address to give
-    ``perisai audit-api --smtp-sink``, which listens there while it audits."""
-    return start_api_server(
-        base_dir, exposed=exposed, smtp_relay=f"127.0.0.1:{free_port()}", name=name
-    )
-
-
-def _nothing_to_seed(instance: object) -> None:
-    """The API twins keep their state in memory; nothing to seed."""
-
-
-def _always_there(search: BinarySearch) -> None:
-    """The API twins run on this Python (Starlette, uvicorn): nothing to install."""
-
-
-CATALOG += tuple(
-    LabServer(
-        name=f"api-{'vulnerable' if exposed else 'fixed'}",
-        service=API_SERVICE,
-        exposed=exposed,
-        start=_start_api,
-        seed=_nothing_to_seed,
-        find=_always_there,
-        personal_data=False,
-        kind="api",
-    )
-    for exposed in (True, False)
-)
+_TWINS = tuple(twin(spec, exposed) for spec in SPECS for exposed in (True, False))
+CATALOG: tuple[LabServer, ...] = (*_TWINS[:4], _CONFIG_ONLY, *_TWINS[4:])
 SERVICES = tuple(dict.fromkeys(server.service for server in CATALOG))
 
 

@@ -1,30 +1,23 @@
-"""A running lab server (:class:`Instance`) and the process plumbing the servers share.
+"""A running lab server (:class:`Instance`, the one record all servers keep) and the lab's
+state-file records.
 
-Servers daemonize, so the lab keeps only their pid: stopping signals that pid (after checking it
-is still the server, not a recycled pid) and waits, bounded, before escalating. Daemons are
-reparented to PID 1, which in a container may never reap them, so a zombie counts as stopped;
-a server the lab started as its own child is reaped while it waits.
-
-Every server module builds on these: :func:`make_root` for its directory,
-:func:`start_with_retries` around its start (a free port can be taken before the server binds
-it), :func:`read_pid`, :func:`is_process` and :func:`stop_pid` for its process,
-:func:`clean_env` for the environment its tools run in, :func:`userinfo` for its URLs.
+Every server's instance is an :class:`Instance` (a subclass where a service records more):
+where it listens, how to log in, its pid and its root, with one ``running()`` and ``stop()``
+(through :mod:`perisai.lab.supervisor`), keyed by the service's declared :class:`Process`.
+:func:`instance_record` and :func:`load_instance` write and rebuild any of them for lab.json.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
+import secrets
 import shutil
 import signal
-import socket
-import time
-from collections.abc import Callable, Mapping
-from contextlib import suppress
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import import_module
 from pathlib import Path
-from typing import Any, Literal, Protocol, TypeVar, get_args
+from typing import Any, ClassVar, Protocol
 from urllib.parse import quote
 
 import psycopg
@@ -32,64 +25,56 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from perisai.lab.errors import LabError, ServerStartError
+from perisai.lab.supervisor import (
+    HOST,
+    START_TIMEOUT,
+    STOP_TIMEOUT,
+    Process,
+    free_port,
+    free_ports,
+)
 
 __all__ = [
     "HOST",
-    "PORT_ATTEMPTS",
+    "PROBE_TIMEOUT",
     "START_TIMEOUT",
     "STOP_TIMEOUT",
     "Instance",
     "LabInstance",
-    "Service",
-    "clean_env",
     "connect_redis",
     "free_port",
     "free_ports",
     "instance_record",
-    "is_process",
     "load_instance",
-    "log_tail",
-    "make_root",
-    "pid_running",
-    "read_pid",
-    "reap",
-    "start_with_retries",
-    "stop_pid",
-    "stop_process",
+    "random_password",
+    "twin_password",
     "userinfo",
-    "wait_for",
 ]
 
-T = TypeVar("T")
-
-HOST = "127.0.0.1"  # the lab binds loopback only, never a routable address
-START_TIMEOUT = 30.0
-STOP_TIMEOUT = 15.0
 PROBE_TIMEOUT = 2.0
-PORT_ATTEMPTS = 3  # another process may grab the free port between our pick and the bind
-
-Service = Literal["redis", "postgres"]
-# The first signal asks for the quickest clean stop: Redis exits on SIGTERM (nothing to save,
-# persistence is off); for the postmaster SIGINT is pg_ctl's "fast" mode.
-_STOP_SIGNAL: dict[Service, signal.Signals] = {
-    "redis": signal.SIGTERM,
-    "postgres": signal.SIGINT,
-}
-_PROCESS_NAME: dict[Service, str] = {"redis": "redis", "postgres": "postgres"}
 
 
 @dataclass(frozen=True)
 class Instance:
     """A lab server: where it listens, how to log in, and the files :meth:`stop` removes.
 
-    ``password`` is None for an exposed server. ``root`` holds the server's data and log; for a
-    PostgreSQL started by root it is a private temporary directory owned by the postgres user.
+    The one record every lab server keeps (services with more to record subclass it);
+    ``running()`` and ``stop()`` check and signal its service's declared :class:`Process`
+    (:attr:`PROCESSES`). ``password`` is None for an exposed server. ``root`` holds the
+    server's data and log; for a PostgreSQL started by root it is a private temporary
+    directory owned by the postgres user.
     ``database`` is the default database (``"0"`` for Redis, ``"postgres"`` for PostgreSQL).
     """
 
+    # Redis exits on SIGTERM (nothing to save, persistence is off); for the postmaster SIGINT
+    # is pg_ctl's "fast" mode.
+    PROCESSES: ClassVar[Mapping[str, Process]] = {
+        "redis": Process("redis"),
+        "postgres": Process("postgres", signal.SIGINT),
+    }
+
     name: str
-    service: Service
+    service: str
     host: str
     port: int
     exposed: bool
@@ -111,6 +96,24 @@ class Instance:
         at = userinfo(self.user, self.password)
         return f"{scheme}://{at}{self.host}:{self.port}/{quote(str(database), safe='')}"
 
+    @property
+    def process(self) -> Process:
+        """How this server's process is recognised and stopped."""
+        return self.PROCESSES[self.service]
+
+    def running(self) -> bool:
+        """Whether the server process is still alive (answering or not)."""
+        return self.process.matches(self.pid)
+
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Stop the server (clean first, then SIGKILL) and remove its files."""
+        self.process.stop(self.pid, timeout)
+        self._stopped()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+    def _stopped(self) -> None:
+        """What else a stopped server leaves to clean up (nothing, unless overridden)."""
+
     def answering(self, timeout: float = PROBE_TIMEOUT) -> bool:
         """Whether the server accepts a login with the lab's own credentials right now."""
         try:
@@ -124,45 +127,6 @@ class Instance:
                 return True
         except (redis.RedisError, psycopg.Error, OSError):
             return False
-
-    def running(self) -> bool:
-        """Whether the server process is still alive (answering or not)."""
-        return _is_server_process(self.pid, self.service)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop the server (clean first, then SIGKILL) and remove its files."""
-        stop_process(self.pid, self.service, timeout)
-        shutil.rmtree(self.root, ignore_errors=True)
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict (for the lab's state file)."""
-        data = asdict(self)
-        data["root"] = str(self.root)
-        data["log_file"] = str(self.log_file)
-        return data
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> Instance:
-        """The inverse of :meth:`to_json`; ValueError on anything malformed."""
-        try:
-            service = data["service"]
-            if service not in get_args(Service):
-                raise ValueError(f"unknown service {service!r}")
-            return cls(
-                name=str(data["name"]),
-                service=service,
-                host=str(data["host"]),
-                port=int(data["port"]),
-                exposed=bool(data["exposed"]),
-                user=None if data["user"] is None else str(data["user"]),
-                password=None if data["password"] is None else str(data["password"]),
-                pid=int(data["pid"]),
-                root=Path(data["root"]),
-                log_file=Path(data["log_file"]),
-                database=str(data["database"]),
-            )
-        except (KeyError, TypeError) as error:
-            raise ValueError(f"malformed instance record: {error}") from error
 
 
 class LabInstance(Protocol):
@@ -207,6 +171,7 @@ def load_instance(record: Mapping[str, Any]) -> LabInstance:
     """The inverse of :func:`instance_record`; ValueError on anything malformed or foreign
     (only classes from ``perisai.lab`` are ever rebuilt from a state file)."""
     kind = str(record.get("kind", f"{__name__}:Instance"))
+    kind = _MOVED.get(kind, {}).get(str(record.get("service")), kind)
     module_name, _, class_name = kind.partition(":")
     if module_name.split(".")[:2] != ["perisai", "lab"]:
         raise ValueError(f"not a lab instance class: {kind!r}")
@@ -226,6 +191,27 @@ def load_instance(record: Mapping[str, Any]) -> LabInstance:
     except (KeyError, TypeError) as error:
         raise ValueError(f"malformed instance record: {error}") from error
     return instance
+
+
+# Where the classes named by lab.json files written before lab/servers/ existed live now.
+_MOVED: dict[str, dict[str, str]] = {
+    old: {service: f"perisai.lab.servers.{new}" for service, new in by_service.items()}
+    for old, by_service in {
+        "perisai.lab.mariadb_server:MariaDBInstance": {"mysql": "mysql:MariaDBInstance"},
+        "perisai.lab.couchdb_server:CouchDBInstance": {"couchdb": "couchdb:CouchDBInstance"},
+        "perisai.lab.misc_servers:MiscInstance": {
+            "memcached": "memcached:MemcachedInstance",
+            "zookeeper": "zookeeper:ZooKeeperInstance",
+        },
+        "perisai.lab.broker_servers:BrokerInstance": {
+            service: "brokers:BrokerInstance" for service in ("rabbitmq", "mqtt", "nats")
+        },
+        "perisai.lab.http_stores:HttpStoreInstance": {
+            service: "http_store:HttpStoreInstance"
+            for service in ("etcd", "clickhouse", "influxdb")
+        },
+    }.items()
+}
 
 
 def _field_value(spec: dataclasses.Field[Any], value: Any) -> Any:
@@ -250,85 +236,19 @@ def connect_redis(
     )
 
 
-def free_port() -> int:
-    """A TCP port free on loopback right now (the kernel picks it; a race stays possible)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+def random_password() -> str:
+    """A 24-character URL-safe token: nothing a default-credential list will ever hold."""
+    return secrets.token_urlsafe(18)
 
 
-def free_ports(count: int) -> list[int]:
-    """``count`` different ports free on loopback right now (see :func:`free_port`)."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout`` seconds pass; whether it held."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if predicate():
-            return True
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(interval)
-
-
-def log_tail(path: Path, lines: int = 20) -> str:
-    """The last ``lines`` lines of a log, for error messages (empty if unreadable)."""
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return ""
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def _proc_state(pid: int) -> str | None:
-    """The process state letter from /proc (None when there is no such process)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii", errors="replace")
-    except OSError:
+def twin_password(exposed: bool, password: str | None, refusal: str) -> str | None:
+    """The password a twin's server gets: none when exposed (ValueError with ``refusal`` if
+    one was given), else ``password`` or, if None, a random one."""
+    if exposed:
+        if password is not None:
+            raise ValueError(refusal)
         return None
-    # "pid (comm) S …": comm may hold spaces or parentheses, the state follows the last ')'.
-    return stat[stat.rfind(")") + 2 : stat.rfind(")") + 3] or None
-
-
-def pid_running(pid: int) -> bool:
-    """Whether ``pid`` is a live process (a zombie is not: it has already exited)."""
-    if pid <= 0:
-        return False
-    state = _proc_state(pid)
-    if state is not None:
-        return state not in ("Z", "X")
-    if Path("/proc/self").exists():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _is_server_process(pid: int, service: Service) -> bool:
-    return is_process(pid, _PROCESS_NAME[service])
-
-
-def stop_process(pid: int, service: Service, timeout: float = STOP_TIMEOUT) -> None:
-    """Signal a lab server to stop and wait, bounded; SIGKILL if it ignores the clean stop."""
-    stop_pid(
-        pid,
-        lambda p: _is_server_process(p, service),
-        f"{service} server",
-        timeout,
-        first=_STOP_SIGNAL[service],
-    )
+    return random_password() if password is None else password
 
 
 def userinfo(user: str | None, password: str | None) -> str:
@@ -337,99 +257,3 @@ def userinfo(user: str | None, password: str | None) -> str:
     if password is not None:
         auth += ":" + quote(password, safe="")
     return f"{auth}@" if auth else ""
-
-
-def is_process(pid: int, name: str) -> bool:
-    """Live, and still the kind of server we started: its /proc name holds ``name`` (guards
-    against a recycled pid). With no /proc to check the name against, the pid is trusted."""
-    if not pid_running(pid):
-        return False
-    try:
-        comm = Path(f"/proc/{pid}/comm").read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return True  # no /proc to check the name against: trust the pid we recorded
-    return name in comm
-
-
-def reap(pid: int) -> None:
-    """Collect the exit status of a server that is our own child, so it does not linger as a
-    zombie (nothing happens for any other process)."""
-    if pid > 0:
-        with suppress(ChildProcessError, OSError):
-            os.waitpid(pid, os.WNOHANG)
-
-
-def _gone(pid: int) -> bool:
-    reap(pid)
-    return not pid_running(pid)
-
-
-def stop_pid(
-    pid: int,
-    is_ours: Callable[[int], bool],
-    what: str,
-    timeout: float = STOP_TIMEOUT,
-    *,
-    first: signal.Signals = signal.SIGTERM,
-) -> None:
-    """Stop the server at ``pid`` if ``is_ours(pid)``: ``first`` (its clean stop), then SIGKILL,
-    each wait bounded; :class:`LabError` naming ``what`` if it outlives both."""
-    if not is_ours(pid):
-        reap(pid)
-        return
-    for sig, wait in ((first, timeout), (signal.SIGKILL, 5.0)):
-        with suppress(ProcessLookupError):
-            os.kill(pid, sig)
-        if wait_for(lambda: _gone(pid), wait):
-            return
-    raise LabError(f"{what} (pid {pid}) did not stop")
-
-
-def read_pid(pid_file: Path) -> int | None:
-    """The pid a server wrote to ``pid_file``; None while there is none (or not yet a number)."""
-    try:
-        return int(pid_file.read_text(encoding="ascii").strip())
-    except (OSError, ValueError):
-        return None
-
-
-def clean_env(*prefixes: str) -> dict[str, str]:
-    """Our environment minus the variables starting with ``prefixes``, which would steer a
-    server or its tools at the system's own files (``PG``, ``MYSQL``, ``ERL_``…)."""
-    return {key: value for key, value in os.environ.items() if not key.startswith(prefixes)}
-
-
-def make_root(base_dir: Path, name: str) -> Path:
-    """``base_dir/name`` as an absolute path, created if need be, readable by us only."""
-    root = Path(base_dir).absolute() / name
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    root.chmod(0o700)
-    return root
-
-
-def start_with_retries(
-    root: Path,
-    attempt: Callable[[], T],
-    port_taken: Callable[[str], bool],
-    *,
-    prepare: Callable[[], None] | None = None,
-    before_retry: Callable[[], None] | None = None,
-) -> T:
-    """``prepare()`` once, then ``attempt()`` up to :data:`PORT_ATTEMPTS` times while it fails
-    with a :class:`ServerStartError` whose log tail ``port_taken`` says shows a port taken in
-    between (``before_retry()`` cleans up before the next); on any failure ``root`` goes."""
-    try:
-        if prepare is not None:
-            prepare()
-        for number in range(1, PORT_ATTEMPTS + 1):
-            try:
-                return attempt()
-            except ServerStartError as error:
-                if number == PORT_ATTEMPTS or not port_taken(error.log_tail):
-                    raise
-                if before_retry is not None:
-                    before_retry()
-        raise AssertionError("unreachable")  # pragma: no cover
-    except BaseException:
-        shutil.rmtree(root, ignore_errors=True)
-        raise

@@ -36,13 +36,19 @@ __all__ = [
     "REDIS_USERS",
     "REGIONS",
     "SEED",
+    "SMS_TEMPLATE",
     "ChatMessage",
     "Person",
+    "chat_record",
+    "delivery",
+    "location_record",
+    "log_record",
     "make_messages",
     "make_people",
     "mobile_number",
     "seed_postgres",
     "seed_redis",
+    "timestamp",
 ]
 
 SEED = 20240301
@@ -124,7 +130,7 @@ _CHAT = (
 )
 _PLACES = ("Pavilion", "KLCC", "Mid Valley", "Changi", "Sentral", "the mamak stall", "the office")
 _APP_VERSIONS = ("android/5.12.3", "android/5.13.0", "ios/5.12.1", "ios/5.13.0", "web/2.4.0")
-_SMS_TEMPLATE = "Your verification code is {code}. It expires in 5 minutes."
+SMS_TEMPLATE = "Your verification code is {code}. It expires in 5 minutes."
 
 
 @dataclass(frozen=True)
@@ -225,23 +231,55 @@ def make_messages(people: list[Person], count: int, rng: random.Random) -> list[
     return messages
 
 
-def _log_record(message: ChatMessage, rng: random.Random) -> dict[str, object]:
-    """The JSON a chat gateway logs per delivered message (what leaked in the real breach)."""
-    record: dict[str, object] = {
-        "ts": message.sent_at.isoformat().replace("+00:00", "Z"),
-        "level": "INFO",
-        "service": "chat-gateway",
-        "event": "message.delivered",
+def timestamp(message: ChatMessage) -> str:
+    """When a message was sent, as a gateway logs it (ISO 8601, UTC as ``Z``)."""
+    return message.sent_at.isoformat().replace("+00:00", "Z")
+
+
+def delivery(message: ChatMessage) -> dict[str, object]:
+    """What a chat gateway logs about one delivered message: who, to whom, what, where."""
+    return {
         "msisdn": message.sender.msisdn,
         "to": message.recipient.e164,
         "msg": message.body,
         "lat": message.lat,
         "lon": message.lon,
         "device_id": message.sender.device_id,
-        "app": rng.choice(_APP_VERSIONS),
-        "latency_ms": rng.randrange(8, 900),
     }
-    if message.sender.region == "MY":
+
+
+def chat_record(message: ChatMessage) -> dict[str, object]:
+    """A chat gateway's short log line for one delivered message (brokers, MariaDB)."""
+    return {"ts": timestamp(message), "event": "message.delivered", **delivery(message)}
+
+
+def location_record(message: ChatMessage) -> dict[str, object]:
+    """A location update as a chat app publishes it."""
+    return {
+        "ts": timestamp(message),
+        "event": "location.update",
+        "msisdn": message.sender.msisdn,
+        "lat": message.lat,
+        "lon": message.lon,
+        "device_id": message.sender.device_id,
+    }
+
+
+def log_record(message: ChatMessage, rng: random.Random, client: bool = True) -> dict[str, object]:
+    """The JSON a chat gateway logs per delivered message (what leaked in the real breach);
+    ``client`` adds the sender's app version and, for Malaysians, the number as the UI shows
+    it."""
+    record: dict[str, object] = {
+        "ts": timestamp(message),
+        "level": "INFO",
+        "service": "chat-gateway",
+        "event": "message.delivered",
+        **delivery(message),
+    }
+    if client:
+        record["app"] = rng.choice(_APP_VERSIONS)
+    record["latency_ms"] = rng.randrange(8, 900)
+    if client and message.sender.region == "MY":
         record["sender_display"] = message.sender.national  # 012-345 6789, as the UI shows it
     return record
 
@@ -264,7 +302,7 @@ def seed_redis(instance: Instance, seed: int = SEED, *, planted_payload: bool = 
     try:
         pipe = db0.pipeline(transaction=False)
         for n, message in enumerate(messages[:REDIS_LOG_RECORDS], start=1):
-            pipe.set(f"log:msg:{n}", json.dumps(_log_record(message, rng)))
+            pipe.set(f"log:msg:{n}", json.dumps(log_record(message, rng)))
         for n, person in enumerate(people, start=1):
             pipe.hset(
                 f"user:{n}",
@@ -277,7 +315,7 @@ def seed_redis(instance: Instance, seed: int = SEED, *, planted_payload: bool = 
                 },
             )
         for person in people[:30]:
-            sms = {"to": person.e164, "text": _SMS_TEMPLATE.format(code=rng.randrange(10**6))}
+            sms = {"to": person.e164, "text": SMS_TEMPLATE.format(code=rng.randrange(10**6))}
             pipe.rpush("queue:sms", json.dumps(sms))
         pipe.sadd("devices:online", *(p.device_id for p in people[:40]))
         pipe.zadd(
@@ -310,7 +348,7 @@ def seed_redis(instance: Instance, seed: int = SEED, *, planted_payload: bool = 
                 mapping={"msisdn": person.msisdn, "device_id": person.device_id, "ttl": "86400"},
             )
         for n, message in enumerate(messages[REDIS_LOG_RECORDS:], start=1):
-            pipe.set(f"log:archive:{n}", json.dumps(_log_record(message, rng)))
+            pipe.set(f"log:archive:{n}", json.dumps(log_record(message, rng)))
         pipe.execute()
         written += REDIS_DB2_KEYS
     finally:

@@ -7,6 +7,9 @@ never read and the machine's own MariaDB is never touched. Under root, mariadbd 
 ``mysql`` OS user (``--user``) in a temporary directory that user owns: the caller's directory
 (say, pytest's 0700 tmp dirs) may be unreachable for it.
 
+mariadbd runs in the foreground, our child in its own session (the supervisor's
+:func:`~perisai.lab.supervisor.spawn` mode).
+
 mariadb-install-db creates the root accounts with an empty password; right after start, over
 the unix socket, a secured server gives them ``password`` (or a random one) and ``start_mariadb``
 returns only then. Anonymous accounts are dropped in both modes, so an exposed server holds
@@ -15,6 +18,7 @@ exactly one flaw (root without a password) and a secured one none.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import pwd
@@ -23,10 +27,9 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
+from typing import ClassVar
 from urllib.parse import quote
 
 import pymysql
@@ -34,31 +37,33 @@ import pymysql
 from perisai.lab.binaries import BinarySearch
 from perisai.lab.errors import LabError, MissingBinary, ServerStartError
 from perisai.lab.instances import (
-    HOST,
     PROBE_TIMEOUT,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
     Instance,
-    Service,
-    clean_env,
-    free_port,
-    is_process,
-    log_tail,
-    read_pid,
-    start_with_retries,
-    stop_pid,
+    twin_password,
     userinfo,
-    wait_for,
 )
-from perisai.lab.redis_server import random_password
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     RANSOM_BTC_ADDRESS,
     RANSOM_CONTACT,
     RANSOM_NOTE,
     SEED,
+    chat_record,
     make_messages,
     make_people,
+)
+from perisai.lab.spec import ServerSpec
+from perisai.lab.supervisor import (
+    HOST,
+    START_TIMEOUT,
+    Process,
+    clean_env,
+    free_port,
+    log_tail,
+    read_pid,
+    spawn,
+    start_with_retries,
+    wait_for,
 )
 
 __all__ = [
@@ -70,6 +75,7 @@ __all__ = [
     "MARIADB_USERS",
     "OS_USER",
     "SERVICE",
+    "SPEC",
     "SUPERUSER",
     "MariaDBBinaries",
     "MariaDBInstance",
@@ -109,7 +115,7 @@ _SERVER_SETTINGS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True)
 class MariaDBBinaries:
     """The server and the data-directory initialiser, from Debian's mariadb-server package."""
 
@@ -140,7 +146,9 @@ def general_log_path(instance: Instance) -> Path:
 
 
 class MariaDBInstance(Instance):
-    """A lab MariaDB: the lab's :class:`Instance`, stopped and checked the MariaDB way."""
+    """A lab MariaDB: the lab's :class:`Instance`, logged into the MariaDB way."""
+
+    PROCESSES: ClassVar = {SERVICE: Process(PROCESS_NAME)}
 
     def url_for(self, database: str | int) -> str:
         at = userinfo(self.user, self.password)
@@ -162,13 +170,6 @@ class MariaDBInstance(Instance):
         conn.close()
         return True
 
-    def running(self) -> bool:
-        return _is_mariadbd(self.pid)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        _stop_mariadbd(self.pid, timeout)
-        shutil.rmtree(self.root, ignore_errors=True)
-
 
 def start_mariadb(
     name: str,
@@ -186,11 +187,8 @@ def start_mariadb(
     under root in a temporary directory owned by the mysql user; either way
     :attr:`Instance.root` records it and ``stop()`` removes it.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed MariaDB has no password")
+    password = twin_password(exposed, password, "an exposed MariaDB has no password")
     binaries = find_mariadb(search)
-    if not exposed and password is None:
-        password = random_password()
     owner: pwd.struct_passwd | None = None
     if os.geteuid() == 0:
         owner = mysql_os_user()
@@ -303,37 +301,36 @@ def _start_once(
     ]
     if owner is not None:
         argv.append(f"--user={OS_USER}")
-    # mariadbd does not daemonize itself: a shell starts it in the background and exits, so
-    # the server is reparented like any daemon and nothing here holds a Popen to reap.
-    launcher = ["/bin/sh", "-c", '"$@" </dev/null >>"$0" 2>&1 &', str(console), *argv]
-    subprocess.run(
-        launcher, cwd=root, env=_clean_env(), stdin=subprocess.DEVNULL, timeout=10, check=True
+    launch = spawn(
+        name,
+        argv,
+        console,
+        MariaDBInstance.PROCESSES[SERVICE],
+        env=_clean_env(),
+        cwd=root,
+        logs=[log_file],
     )
 
-    def tail() -> str:
-        return log_tail(log_file) or log_tail(console)
-
     def ready() -> bool:
-        recent = log_tail(log_file, 10)
-        if any(s in recent for s in _PORT_TAKEN):
-            raise ServerStartError(name, f"port {port} is taken", tail())
-        if "[ERROR] Aborting" in recent or "[ERROR] /" in log_tail(console, 5):
-            raise ServerStartError(name, "mariadbd exited at start", tail())
+        if "[ERROR] Aborting" in log_tail(log_file, 10):
+            raise ServerStartError(name, "mariadbd exited at start", launch.tail())
         return sock.exists() and read_pid(pid_file) is not None
 
-    pid: int | None = None
+    pid = launch.await_ready(
+        ready,
+        timeout,
+        str(sock),
+        port_taken=lambda log: any(s in log for s in _PORT_TAKEN),
+        interval=0.05,
+    )
     try:
-        if not wait_for(ready, timeout, interval=0.05):
-            raise ServerStartError(name, f"no socket after {timeout:.0f} s", tail())
-        pid = read_pid(pid_file)
-        assert pid is not None
-        _secure_accounts(name, sock, password, timeout, tail)
+        _secure_accounts(name, sock, password, timeout, launch.tail)
     except BaseException:
-        _stop_mariadbd(pid or read_pid(pid_file) or 0, STOP_TIMEOUT)
+        launch.abort()
         raise
     instance = MariaDBInstance(
         name=name,
-        service=cast(Service, SERVICE),
+        service=SERVICE,
         host=HOST,
         port=port,
         exposed=exposed,
@@ -344,9 +341,7 @@ def _start_once(
         log_file=log_file,
         database="mysql",
     )
-    if not wait_for(lambda: instance.answering(timeout=2.0), timeout, interval=0.1):
-        _stop_mariadbd(pid, STOP_TIMEOUT)
-        raise ServerStartError(name, f"no login on {HOST}:{port} after {timeout:.0f} s", tail())
+    launch.await_ready(lambda: instance.answering(timeout=2.0), timeout, f"{HOST}:{port}")
     return instance
 
 
@@ -380,15 +375,6 @@ def _secure_accounts(
                     cursor.execute("ALTER USER %s@%s IDENTIFIED BY %s", (user, host, password))
     finally:
         conn.close()
-
-
-def _is_mariadbd(pid: int) -> bool:
-    return is_process(pid, PROCESS_NAME)
-
-
-def _stop_mariadbd(pid: int, timeout: float) -> None:
-    """SIGTERM is mariadbd's clean shutdown; SIGKILL if it does not stop in time."""
-    stop_pid(pid, _is_mariadbd, "mariadbd", timeout)
 
 
 _SCHEMA = (
@@ -483,23 +469,7 @@ def seed_mariadb(instance: Instance, *, ransom_note: bool = False, seed: int = S
             )
             cursor.executemany(
                 "INSERT INTO gateway_log (line) VALUES (%s)",
-                [
-                    (
-                        json.dumps(
-                            {
-                                "ts": m.sent_at.isoformat().replace("+00:00", "Z"),
-                                "event": "message.delivered",
-                                "msisdn": m.sender.msisdn,
-                                "to": m.recipient.e164,
-                                "msg": m.body,
-                                "lat": m.lat,
-                                "lon": m.lon,
-                                "device_id": m.sender.device_id,
-                            }
-                        ),
-                    )
-                    for m in messages[:MARIADB_LOG_LINES]
-                ],
+                [(json.dumps(chat_record(m)),) for m in messages[:MARIADB_LOG_LINES]],
             )
             cursor.executemany("INSERT INTO app_config (k, v) VALUES (%s, %s)", _APP_CONFIG)
             tables = [f"`{CHATLOG_DATABASE}`.`{t}`" for t in _SEEDED_TABLES]
@@ -519,3 +489,12 @@ def seed_mariadb(instance: Instance, *, ransom_note: bool = False, seed: int = S
             cursor.fetchall()
     finally:
         conn.close()
+
+
+SPEC = ServerSpec(
+    service=SERVICE,
+    find=find_mariadb,
+    start=start_mariadb,
+    seed=seed_mariadb,
+    exposed_seed={"ransom_note": True},
+)

@@ -1,41 +1,33 @@
-"""Start a real ``redis-server`` on a free loopback port: exposed (no password) or secured.
+"""A real ``redis-server`` on a free loopback port: exposed (no password) or secured.
 
 All settings go into a 0600 config file rather than the command line, so a password never shows
-up in ``ps``. Persistence is off (``save ""``, no AOF): the lab's data is disposable.
+up in ``ps``. Persistence is off (``save ""``, no AOF): the lab's data is disposable. Redis
+daemonizes itself (``daemonize yes``) and writes its pid file: the supervisor's
+:func:`~perisai.lab.supervisor.daemonize` mode.
 """
 
 from __future__ import annotations
 
-import secrets
-import subprocess
 from pathlib import Path
 
 import redis
 
 from perisai.lab.binaries import BinarySearch, find_redis_server
-from perisai.lab.errors import ServerStartError
-from perisai.lab.instances import (
+from perisai.lab.instances import Instance, connect_redis, twin_password
+from perisai.lab.seed import seed_redis
+from perisai.lab.spec import ServerSpec
+from perisai.lab.supervisor import (
     HOST,
     START_TIMEOUT,
-    Instance,
-    connect_redis,
+    daemonize,
     free_port,
-    log_tail,
-    pid_running,
-    read_pid,
+    make_root,
     start_with_retries,
-    stop_process,
-    wait_for,
 )
 
-__all__ = ["random_password", "start_redis"]
+__all__ = ["SPEC", "start_redis"]
 
 _PORT_TAKEN = "Address already in use"
-
-
-def random_password() -> str:
-    """A 24-character URL-safe token: nothing a default-credential list will ever hold."""
-    return secrets.token_urlsafe(18)
 
 
 def _conf_quote(value: str) -> str:
@@ -56,13 +48,9 @@ def start_redis(
 
     Secured servers (``exposed=False``) get ``password`` or, if None, a random one.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed Redis has no password")
+    password = twin_password(exposed, password, "an exposed Redis has no password")
     binary = find_redis_server(search)
-    if not exposed and password is None:
-        password = random_password()
-    root = base_dir / name
-    root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    root = make_root(base_dir, name)
     return start_with_retries(  # on failure root goes: the error already carries the log's tail
         root,
         lambda: _start_once(name, root, binary, exposed, password, timeout),
@@ -94,42 +82,29 @@ def _start_once(
         lines.append(f"requirepass {_conf_quote(password)}")
     conf.touch(mode=0o600)
     conf.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-    started = subprocess.run(
-        [str(binary), str(conf)],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    process = Instance.PROCESSES["redis"]
+    launch = daemonize(
+        name,
+        [binary, conf],
+        root / "redis.out",
+        process,
+        pid_file=pid_file,
+        logs=[log_file],
         timeout=timeout,
-        check=False,
     )
-    if started.returncode != 0:
-        raise ServerStartError(
-            name, f"redis-server exited with {started.returncode}", started.stderr.strip()
-        )
-
     client = connect_redis(HOST, port, password, timeout=1.0)
-
-    def ready() -> bool:
-        if _PORT_TAKEN in log_tail(log_file, 5):
-            raise ServerStartError(name, f"port {port} is taken", log_tail(log_file))
-        try:
-            return bool(client.ping()) and pid_file.exists()
-        except (redis.RedisError, OSError):
-            return False
-
     try:
-        if not wait_for(ready, timeout, interval=0.02):
-            raise ServerStartError(
-                name, f"no answer on {HOST}:{port} after {timeout:.0f} s", log_tail(log_file)
-            )
-    except ServerStartError:
-        _kill_from_pid_file(pid_file)
-        raise
+        pid = launch.await_ready(
+            lambda: bool(client.ping()) and pid_file.exists(),
+            timeout,
+            f"{HOST}:{port}",
+            port_taken=lambda log: _PORT_TAKEN in log,
+            log_lines=5,
+            interval=0.02,
+            not_yet=(redis.RedisError, OSError),
+        )
     finally:
         client.close()
-    pid = int(pid_file.read_text(encoding="ascii").strip())
     return Instance(
         name=name,
         service="redis",
@@ -145,8 +120,10 @@ def _start_once(
     )
 
 
-def _kill_from_pid_file(pid_file: Path) -> None:
-    """Stop a server that came up half-way, so a failed start leaves nothing running."""
-    pid = read_pid(pid_file)
-    if pid is not None and pid_running(pid):
-        stop_process(pid, "redis")
+SPEC = ServerSpec(
+    service="redis",
+    find=find_redis_server,
+    start=start_redis,
+    seed=seed_redis,
+    exposed_seed={"planted_payload": True},
+)

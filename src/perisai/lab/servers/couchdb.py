@@ -15,42 +15,27 @@ Debian ships no CouchDB; PouchDB Server speaks the same REST API (``/_session``,
 Settings live in a 0600 ``config.json`` (the server replaces the plaintext admin password with
 a PBKDF2 hash at start), never on the command line. The server writes one access-log line per
 request to :attr:`Instance.log_file` (``… 127.0.0.1 - - GET /chatlog 200``), which the tests read
-to prove a probe sent only GET requests. The server runs detached (its own session, reparented
-like a daemon), so only its pid is kept.
+to prove a probe sent only GET requests. The server runs in the foreground, our child in its own
+session (the supervisor's :func:`~perisai.lab.supervisor.spawn` mode).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import random
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 
 from perisai.lab.binaries import BinarySearch
-from perisai.lab.errors import LabError, MissingBinary, ServerStartError
-from perisai.lab.instances import (
-    HOST,
-    PROBE_TIMEOUT,
-    START_TIMEOUT,
-    STOP_TIMEOUT,
-    Instance,
-    Service,
-    free_port,
-    log_tail,
-    make_root,
-    pid_running,
-    start_with_retries,
-    stop_pid,
-    userinfo,
-    wait_for,
-)
-from perisai.lab.redis_server import random_password
+from perisai.lab.errors import LabError, MissingBinary
+from perisai.lab.instances import PROBE_TIMEOUT, Instance, twin_password, userinfo
 from perisai.lab.seed import (
     CHATLOG_DATABASE,
     RANSOM_NOTE,
@@ -58,6 +43,17 @@ from perisai.lab.seed import (
     SEED,
     make_messages,
     make_people,
+    timestamp,
+)
+from perisai.lab.spec import ServerSpec
+from perisai.lab.supervisor import (
+    HOST,
+    START_TIMEOUT,
+    Process,
+    free_port,
+    make_root,
+    spawn,
+    start_with_retries,
 )
 
 __all__ = [
@@ -68,6 +64,7 @@ __all__ = [
     "POUCHDB_VERSION",
     "RANSOM_DATABASE",
     "SERVICE",
+    "SPEC",
     "USERS_DATABASE",
     "CouchDBInstance",
     "MissingNpmPackage",
@@ -88,10 +85,6 @@ COUCH_MESSAGES = 150
 COUCH_USERS = 40
 NPM_INSTALL_TIMEOUT = 900.0
 _PORT_TAKEN = "eaddrinuse"
-_CMDLINE_MARK = b"pouchdb-server"
-# `sh` starts the server in the background and prints its pid: the server is not our child, so
-# no Popen object is left to warn or to reap (a daemon's pid is all the lab keeps).
-_DETACH = '"$@" >>"$PERISAI_SERVER_OUT" 2>&1 </dev/null & echo $!'
 
 
 class MissingNpmPackage(MissingBinary):
@@ -163,7 +156,10 @@ def install_pouchdb_server(prefix: Path | None = None) -> Path:
 
 
 class CouchDBInstance(Instance):
-    """A lab PouchDB Server: the lab's :class:`Instance`, reached and stopped over HTTP/pid."""
+    """A lab PouchDB Server: the lab's :class:`Instance`, reached over HTTP."""
+
+    # A node script: its comm is "node", its command line names the server.
+    PROCESSES: ClassVar = {SERVICE: Process(POUCHDB_PACKAGE, in_cmdline=True)}
 
     def url_for(self, database: str | int) -> str:
         at = userinfo(self.user, self.password)
@@ -188,13 +184,6 @@ class CouchDBInstance(Instance):
         except httpx.HTTPError:
             return False
 
-    def running(self) -> bool:
-        return _is_pouchdb(self.pid)
-
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        _stop(self.pid, timeout)
-        shutil.rmtree(self.root, ignore_errors=True)
-
 
 def start_couchdb(
     name: str,
@@ -211,11 +200,8 @@ def start_couchdb(
     Exposed servers run an admin party; secured ones (``exposed=False``) have the server admin
     ``admin`` with ``password`` or, if None, a random one.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed CouchDB has no password")
+    password = twin_password(exposed, password, "an exposed CouchDB has no password")
     node, script = find_pouchdb_server(search, prefix)
-    if not exposed and password is None:
-        password = random_password()
     root = make_root(base_dir, name)
     return start_with_retries(
         root,
@@ -260,66 +246,30 @@ def _start_once(
         "--no-stdout-logs",
         "--no-color",
     ]
-    started = subprocess.run(
-        ["/bin/sh", "-c", _DETACH, "sh", *argv],
+    launch = spawn(
+        name,
+        argv,
+        server_out,
+        CouchDBInstance.PROCESSES[SERVICE],
         cwd=root,
-        env={**os.environ, "PERISAI_SERVER_OUT": str(server_out)},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        start_new_session=True,  # a Ctrl-C meant for the caller does not reach the server
     )
-    try:
-        pid = int(started.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        raise ServerStartError(name, "could not start pouchdb-server", started.stderr) from None
     instance = CouchDBInstance(
         name=name,
-        service=cast(Service, SERVICE),
+        service=SERVICE,
         host=HOST,
         port=port,
         exposed=exposed,
         user=None if exposed else ADMIN_USER,
         password=password,
-        pid=pid,
+        pid=0,
         root=root,
         log_file=log_file,
         database="",
     )
-
-    def ready() -> bool:
-        if not pid_running(pid):
-            raise ServerStartError(name, "pouchdb-server exited", _tails(server_out, log_file))
-        return instance.answering(timeout=1.0)
-
-    try:
-        if not wait_for(ready, timeout, interval=0.1):
-            raise ServerStartError(
-                name, f"no answer on {HOST}:{port} after {timeout:.0f} s", _tails(server_out)
-            )
-    except ServerStartError:
-        _stop(pid, STOP_TIMEOUT)
-        raise
-    return instance
-
-
-def _tails(*paths: Path) -> str:
-    return "\n".join(tail for tail in (log_tail(p) for p in paths) if tail)
-
-
-def _is_pouchdb(pid: int) -> bool:
-    """Live, and still our pouchdb-server (guards against a recycled pid)."""
-    if not pid_running(pid):
-        return False
-    try:
-        return _CMDLINE_MARK in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return True  # no /proc to check against: trust the pid we recorded
-
-
-def _stop(pid: int, timeout: float) -> None:
-    stop_pid(pid, _is_pouchdb, "pouchdb-server", timeout)
+    pid = launch.await_ready(
+        lambda: instance.answering(timeout=1.0), timeout, f"{HOST}:{port}", interval=0.1
+    )
+    return dataclasses.replace(instance, pid=pid)
 
 
 def seed_couchdb(instance: Instance, *, ransom_note: bool = False, seed: int = SEED) -> int:
@@ -332,7 +282,7 @@ def seed_couchdb(instance: Instance, *, ransom_note: bool = False, seed: int = S
         CHATLOG_DATABASE: [
             {
                 "_id": f"msg:{n:05d}",
-                "ts": m.sent_at.isoformat().replace("+00:00", "Z"),
+                "ts": timestamp(m),
                 "event": "message.delivered",
                 "msisdn": m.sender.msisdn,
                 "to": m.recipient.e164,
@@ -379,3 +329,12 @@ def seed_couchdb(instance: Instance, *, ransom_note: bool = False, seed: int = S
 def _check(response: httpx.Response, what: str) -> None:
     if response.status_code >= 300:
         raise LabError(f"{what}: HTTP {response.status_code} {response.text[:200]}")
+
+
+SPEC = ServerSpec(
+    service=SERVICE,
+    find=find_pouchdb_server,
+    start=start_couchdb,
+    seed=seed_couchdb,
+    exposed_seed={"ransom_note": True},
+)

@@ -1,13 +1,16 @@
-"""Start a real PostgreSQL cluster on a free loopback port: exposed (trust) or secured (scram).
+"""A real PostgreSQL cluster on a free loopback port: exposed (trust) or secured (scram).
 
 initdb and postgres refuse to run as root, so under root they run as the ``postgres`` OS user
 (``runuser``), in a private temporary directory that user owns: the caller's directory (say,
 pytest's 0700 tmp dirs) may be unreachable for it. The server listens on TCP 127.0.0.1 only,
-with no unix socket, so it never clashes with the machine's own cluster.
+with no unix socket, so it never clashes with the machine's own cluster. ``pg_ctl start -w``
+launches the postmaster and returns once it runs (the supervisor's
+:func:`~perisai.lab.supervisor.daemonize` mode; the postmaster writes ``postmaster.pid``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pwd
 import subprocess
@@ -16,21 +19,20 @@ from pathlib import Path
 
 from perisai.lab.binaries import BinarySearch, PostgresBinaries, find_postgres, find_runuser
 from perisai.lab.errors import LabError, ServerStartError
-from perisai.lab.instances import (
+from perisai.lab.instances import Instance, twin_password
+from perisai.lab.seed import seed_postgres
+from perisai.lab.spec import ServerSpec
+from perisai.lab.supervisor import (
     HOST,
     START_TIMEOUT,
-    Instance,
     clean_env,
+    daemonize,
     free_port,
     log_tail,
-    pid_running,
     start_with_retries,
-    stop_process,
-    wait_for,
 )
-from perisai.lab.redis_server import random_password
 
-__all__ = ["OS_USER", "SUPERUSER", "postgres_os_user", "start_postgres"]
+__all__ = ["OS_USER", "SPEC", "SUPERUSER", "postgres_os_user", "start_postgres"]
 
 OS_USER = "postgres"  # whom root runs the server as (Debian's package creates this user)
 SUPERUSER = "postgres"  # the cluster's superuser role, as Debian and most images name it
@@ -56,11 +58,8 @@ def start_postgres(
     The data lives in ``base_dir/name``, or under root in a temporary directory owned by the
     postgres user; either way :attr:`Instance.root` records it and ``stop()`` removes it.
     """
-    if exposed and password is not None:
-        raise ValueError("an exposed PostgreSQL has no password")
+    password = twin_password(exposed, password, "an exposed PostgreSQL has no password")
     binaries = find_postgres(search)
-    if not exposed and password is None:
-        password = random_password()
     as_root = os.geteuid() == 0
     prefix: list[str] = []
     owner: pwd.struct_passwd | None = None
@@ -90,24 +89,6 @@ def postgres_os_user() -> pwd.struct_passwd:
             f"no '{OS_USER}' OS user to run PostgreSQL as (it refuses to run as root): "
             "install the Debian package 'postgresql', which creates it"
         ) from None
-
-
-def _run(argv: list[str], root: Path, output: Path, timeout: float) -> int:
-    """Run a server tool with its output in a file (a pipe could be held open by a daemon)."""
-    with output.open("ab") as sink:
-        try:
-            return subprocess.run(
-                argv,
-                cwd=root,
-                env=clean_env("PG"),  # PG* variables would steer initdb/pg_ctl elsewhere
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                check=False,
-            ).returncode
-        except subprocess.TimeoutExpired:
-            return -1
 
 
 def _initdb(
@@ -142,7 +123,20 @@ def _initdb(
         argv += ["--auth-host=scram-sha-256", "--auth-local=scram-sha-256", f"--pwfile={pwfile}"]
     output = root / "initdb.log"
     try:
-        code = _run(argv, root, output, max(timeout, INITDB_TIMEOUT))
+        with output.open("ab") as sink:
+            try:
+                code = subprocess.run(
+                    argv,
+                    cwd=root,
+                    env=clean_env("PG"),  # PG* variables would steer initdb elsewhere
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    timeout=max(timeout, INITDB_TIMEOUT),
+                    check=False,
+                ).returncode
+            except subprocess.TimeoutExpired:
+                code = -1
     finally:
         pwfile.unlink(missing_ok=True)
     if code != 0:
@@ -179,15 +173,17 @@ def _start_once(
         "-o",
         options,
     ]
-    code = _run(argv, root, root / "pg_ctl.log", timeout + 10)
-    pid = _postmaster_pid(data)
-    if code != 0:
-        if pid is not None and pid_running(pid):
-            stop_process(pid, "postgres")
-        tail = log_tail(log_file) or log_tail(root / "pg_ctl.log")
-        raise ServerStartError(name, f"pg_ctl start exited with {code}", tail)
-    if pid is None:
-        raise ServerStartError(name, "no postmaster.pid after pg_ctl start", log_tail(log_file))
+    launch = daemonize(
+        name,
+        argv,
+        root / "pg_ctl.log",
+        Instance.PROCESSES["postgres"],
+        pid_file=data / "postmaster.pid",  # its first line is the postmaster's pid
+        env=clean_env("PG"),  # PG* variables would steer pg_ctl elsewhere
+        cwd=root,
+        logs=[log_file],
+        timeout=timeout + 10,
+    )
     instance = Instance(
         name=name,
         service="postgres",
@@ -196,22 +192,23 @@ def _start_once(
         exposed=exposed,
         user=SUPERUSER,
         password=password,
-        pid=pid,
+        pid=0,
         root=root,
         log_file=log_file,
         database="postgres",
     )
-    if not wait_for(lambda: instance.answering(timeout=2.0), timeout, interval=0.1):
-        stop_process(pid, "postgres")
-        raise ServerStartError(
-            name, f"no login on {HOST}:{port} after {timeout:.0f} s", log_tail(log_file)
-        )
-    return instance
+    pid = launch.await_ready(
+        lambda: launch.current_pid() is not None and instance.answering(timeout=2.0),
+        timeout,
+        f"{HOST}:{port}",
+    )
+    return dataclasses.replace(instance, pid=pid)
 
 
-def _postmaster_pid(data: Path) -> int | None:
-    try:
-        first = (data / "postmaster.pid").read_text(encoding="ascii").splitlines()[0]
-        return int(first.strip())
-    except (OSError, ValueError, IndexError):
-        return None
+SPEC = ServerSpec(
+    service="postgres",
+    find=find_postgres,
+    start=start_postgres,
+    seed=seed_postgres,
+    exposed_seed={"ransom_note": True},
+)
