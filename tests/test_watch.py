@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -405,5 +407,29 @@ def test_sigterm_ends_the_watch_cleanly_after_its_round(
         rest, stderr = watch.communicate(timeout=30)
     assert first.startswith("round 1: scan 1 ")
     assert watch.returncode == 0, stderr
-    assert "SIGTERM: finishing this round, then stopping" in stderr
+    assert "SIGTERM: finishing this round, then stopping (again to stop at once)" in stderr
     assert "round 2" not in rest
+
+
+def test_a_second_signal_stops_at_once(tmp_path: Path) -> None:
+    """Asked twice (an impatient Ctrl-C), the watch stops mid-round, says what is dropped, and
+    exits 128 + the signal; one request still finishes the round (the test above)."""
+    # a port that takes connections and never answers: every fingerprint waits its timeout
+    with socket.create_server(("127.0.0.1", 0), backlog=128) as silent:
+        port = silent.getsockname()[1]
+        command = [
+            *(sys.executable, "-m", "perisai", "watch", f"127.0.0.1:{port}"),
+            *("--timeout", "5", "--every", "1h", "--db", str(tmp_path / "watch.db")),
+        ]
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_ENV
+        ) as watch:
+            time.sleep(2.0)
+            watch.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+            watch.send_signal(signal.SIGINT)
+            out, stderr = watch.communicate(timeout=30)
+    assert watch.returncode == 128 + signal.SIGINT, stderr
+    assert "SIGINT: finishing this round" in stderr
+    assert "SIGINT again: stopping now; this round's scan and alerts are dropped" in stderr
+    assert "round 1" not in out and "Traceback" not in stderr

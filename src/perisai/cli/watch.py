@@ -209,7 +209,11 @@ def watch(
     watcher = Watcher(plan, Deliverer(sinks), metrics, on_round=_print_round)
 
     def finish_the_round(signum: int, frame: FrameType | None) -> None:
-        say(f"{signal.Signals(signum).name}: finishing this round, then stopping")
+        name = signal.Signals(signum).name
+        if watcher.stopping:  # asked twice: the user wants out now, round or not
+            say(f"{name} again: stopping now; this round's scan and alerts are dropped")
+            raise SystemExit(128 + signum)
+        say(f"{name}: finishing this round, then stopping (again to stop at once)")
         watcher.stop()
 
     signal.signal(signal.SIGTERM, finish_the_round)
@@ -240,5 +244,7 @@ def _print_round(result: RoundResult) -> None:
         say(note)
     for failure in result.delivery.failed:
         say(f"alert not delivered: {failure}")
+    if result.delivery.dropped:
+        say(f"{result.delivery.dropped} undelivered alerts dropped (over the pending limit)")
     if result.store_error:
         say(f"round not saved, so not compared: {result.store_error}")

@@ -39,11 +39,6 @@ class Alert:
     targets: tuple[str, ...]
 
     @property
-    def key(self) -> str:
-        """Which alert this is: the same change of the same finding in the same round."""
-        return f"{self.change.kind}:{self.change.finding.id}:{self.started}"
-
-    @property
     def summary(self) -> str:
         """``[perisai] COMPROMISED: redis 127.0.0.1:6379: Ransom note in Redis key …``."""
         finding = self.change.finding
