@@ -83,6 +83,14 @@ def scan(lab_instances: list[LabInstance]) -> tuple[ScanReport, list[Twin]]:
     return report, twins
 
 
+def test_the_ports_to_scan_are_the_stores_only(lab_instances: list[LabInstance]) -> None:
+    """`lab status --ports` (what `make demo` scans) lists every store's ports and none of the
+    API twins', which `perisai audit-api` audits (scanned, they were unrecognised ports)."""
+    kinds = {server.name: server.kind for server in CATALOG}
+    for instance in lab_instances:
+        assert bool(scan_ports(instance)) == (kinds[instance.name] == "store"), instance.name
+
+
 def test_every_probe_has_a_lab_pair_or_says_why_not() -> None:
     """A new probe comes with an exposed and a secured lab server (or a named reason)."""
     in_lab = {(s.service, s.exposed) for s in CATALOG if s.kind == "store"}

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from perisai.lab.api_server import ApiInstance
 from perisai.lab.binaries import BinarySearch
 from perisai.lab.instances import LabInstance
 from perisai.lab.seed import seed_redis_config
@@ -137,8 +138,10 @@ def servers_for(services: tuple[str, ...] | None) -> tuple[LabServer, ...]:
 def scan_ports(instance: LabInstance) -> tuple[int, ...]:
     """Every port of a lab instance a scan should look at (RabbitMQ's management API and
     ClickHouse's native port besides the main one)."""
-    if instance.service == API_SERVICE:
-        return ()  # an HTTP API, audited with `perisai audit-api`, not a data store to scan
+    if isinstance(instance, ApiInstance):
+        # an HTTP API, audited with `perisai audit-api`, not a data store to scan (its
+        # instance's service is "http-api", the catalog's "api": the class says it either way)
+        return ()
     ports = [instance.port]
     for extra in ("management_port", "native_port"):
         port = getattr(instance, extra, None)
