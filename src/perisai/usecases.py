@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
 from perisai.classify.files import ClassifyReport, FileProfile, iter_files, profile_file
+from perisai.classify.parallel import classify_in_parallel
 from perisai.classify.profile import classifier_for
 from perisai.findings import Finding, ScanDiff, ScanReport, Severity
 from perisai.probes.interface import ScanConfig
@@ -130,18 +132,31 @@ def classify_files(
     *,
     regions: tuple[str, ...] = ("MY",),
     progress: Progress | None = None,
+    jobs: int = 1,
 ) -> ClassifyReport:
     """Profile every file under ``paths`` (directories recursively): records, the share with
     personal data, entity counts and masked examples; files that cannot be read are listed
-    with the reason, not fatal. ``progress`` advances in megabytes read."""
+    with the reason, not fatal. ``progress`` advances in megabytes read. ``jobs`` > 1 uses
+    that many processes, big files cut at line boundaries (:mod:`perisai.classify.parallel`):
+    the same counts as one process."""
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise UseCaseError(f"no such file or directory: {missing[0]}")
+    if jobs < 1:
+        raise UseCaseError("--jobs must be at least 1")
     progress = progress or NoProgress()
-    classifier = classifier_for(regions)
     files = list(iter_files(paths))
     sizes = [_size_mb(path) for path in files]
     progress.phase("MB read", max(1, round(sum(sizes))))  # a single big log moves it too
+    if jobs > 1:
+        try:
+            in_parallel = classify_in_parallel(files, regions, jobs, progress.advance)
+        except BrokenProcessPool as error:  # a worker killed (memory), or no importable main
+            raise UseCaseError(
+                f"a --jobs worker process died ({error}); run with --jobs 1"
+            ) from None
+        return ClassifyReport.of(in_parallel)
+    classifier = classifier_for(regions)
     profiles: list[FileProfile] = []
     for path, size in zip(files, sizes, strict=True):
         advance = _bounded_advance(progress, size)

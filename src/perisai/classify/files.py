@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from stdnum import imei
 
@@ -156,7 +156,7 @@ def profile_file(
             if b"\x00" in head:
                 profile.skipped = "binary file (NUL bytes)"
                 return profile
-            profile.kind = _kind(path, head)
+            profile.kind = file_kind(path, head)
             if profile.kind == "jsonl":
                 _profile_jsonl(binary, classifier, profile, on_bytes)
                 return profile
@@ -176,7 +176,8 @@ def profile_file(
     return profile
 
 
-def _kind(path: Path, head: bytes) -> str:
+def file_kind(path: Path, head: bytes) -> str:
+    """``jsonl``, ``csv`` or ``text``: how a file is read, from its name and first bytes."""
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     suffix = suffixes[-1] if suffixes else ""
     if suffix == ".csv":
@@ -184,6 +185,46 @@ def _kind(path: Path, head: bytes) -> str:
     if suffix in (".jsonl", ".ndjson", ".json") or head.lstrip()[:1] in (b"{", b"["):
         return "jsonl"
     return "text"
+
+
+def profile_range(
+    path: Path, start: int, end: int, kind: str, classifier: Classifier
+) -> FileProfile:
+    """Classify bytes ``start``..``end`` of a plain JSON-lines or text file, a range cut at
+    line boundaries (see :mod:`perisai.classify.parallel`); merged in order, ranges give what
+    :func:`profile_file` gives for the whole file."""
+    profile = FileProfile(str(path), kind=kind)
+    try:
+        with path.open("rb") as raw:
+            raw.seek(start)
+            # the readers take a buffered file; a window onto one range is such a file
+            window = cast(
+                io.BufferedReader, io.BufferedReader(_Window(raw, end - start), BLOCK_BYTES)
+            )
+            reader = _profile_jsonl if kind == "jsonl" else _profile_text
+            reader(window, classifier, profile, None)
+    except OSError as error:
+        profile.skipped = f"unreadable: {error.strerror or error}"
+    return profile
+
+
+class _Window(io.RawIOBase):
+    """At most ``length`` bytes of ``raw`` from where it stands: a range read as a file."""
+
+    def __init__(self, raw: io.BufferedReader, length: int) -> None:
+        self.raw = raw
+        self.left = length
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.left <= 0:
+            return 0
+        view = memoryview(buffer)[: self.left]
+        count = self.raw.readinto(view) or 0
+        self.left -= count
+        return count
 
 
 class _CountingLines:

@@ -30,13 +30,25 @@ def classify(
         ClassifyFormat, typer.Option("--format", "-f", case_sensitive=False)
     ] = ClassifyFormat.TABLE,
     region: RegionOption = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            "--jobs",
+            "-j",
+            min=1,
+            max=256,
+            metavar="N",
+            help="Processes to classify with; big files are cut at line boundaries (a .gz or "
+            "CSV file is one part). Same counts as one process.",
+        ),
+    ] = 1,
 ) -> None:
     """Find personal data in files, dumps and logs: per-file and total entity counts, masked
     examples, and the share of records holding personal data."""
     chosen = regions(region)
     try:
         with progress() as bar:
-            report = classify_files(paths, regions=chosen, progress=bar)
+            report = classify_files(paths, regions=chosen, progress=bar, jobs=jobs)
     except UseCaseError as error:
         fail(str(error))
     sys.stdout.write(render_classify(report, output_format))
