@@ -220,6 +220,11 @@ class Finding:
     asset: Asset | None = None  # set by the scanner when it grouped the server's ports
 
     @property
+    def is_compromise(self) -> bool:
+        """A ransom-note or planted-payload finding (rules ``compromise.*``)."""
+        return self.rule.startswith(COMPROMISE_PREFIX)
+
+    @property
     def server(self) -> Asset:
         """The asset this finding is about: the scanner's grouping, else its own port."""
         return self.asset if self.asset is not None else Asset.of_port(self.target)
@@ -305,7 +310,7 @@ def compromised_ids(findings: Iterable[Finding]) -> frozenset[str]:
     same store (host, port, service), so a store readable without auth that holds a planted
     cron job is marked like one that holds a ransom note."""
     findings = list(findings)
-    marked = {f.target for f in findings if f.ransom_note or f.rule.startswith(COMPROMISE_PREFIX)}
+    marked = {f.target for f in findings if f.ransom_note or f.is_compromise}
     return frozenset(f.id for f in findings if f.target in marked)
 
 

@@ -396,22 +396,21 @@ class RabbitMQProbe(Probe):
                 evidence.append(
                     Evidence(f"queues named like an extortion note: {', '.join(suspicious[:4])}")
                 )
-        if stopped:
+        if stopped:  # what the broker holds was not read to the end
             evidence.append(Evidence(stopped))
+            sampler.stop(stopped)
         profile = sampler.total()
         if total_messages is not None:
             profile.counted(total_messages)  # the broker's own count, every queue
-        found = sampler.findings(
+        return sampler.result(
             evidence,
             (
                 "RabbitMQ management API open without credentials",
                 "RabbitMQ management API accepts a vendor default login",
             ),
             profile,
+            identity=_identity(overview),
         )
-        if stopped:  # what the broker holds was not read to the end
-            return ProbeSkipped(stopped, found, identity=_identity(overview))
-        return ProbeResult(found, identity=_identity(overview))
 
     async def _queues(
         self, client: httpx.AsyncClient, basic: httpx.BasicAuth | None

@@ -218,7 +218,11 @@ class Sampler:
         profile: DataProfile | None = None,
         *,
         containers: bool = True,
+        identity: str = "",
     ) -> ProbeResult | ProbeSkipped:
-        """:meth:`findings`, as a result, or as a skip saying why the probe stopped early."""
+        """:meth:`findings`, as a result, or as a skip saying why the probe stopped early;
+        ``identity`` is what the server said about itself (see ``Fingerprint.identity``)."""
         found = self.findings(evidence, titles, profile, containers=containers)
-        return ProbeSkipped(self.stopped, found) if self.stopped else ProbeResult(found)
+        if self.stopped:
+            return ProbeSkipped(self.stopped, found, identity=identity)
+        return ProbeResult(found, identity=identity)

@@ -27,7 +27,6 @@ from perisai import __version__
 from perisai.assets import asset_note
 from perisai.evidence import printable
 from perisai.findings import (
-    COMPROMISE_PREFIX,
     Finding,
     ScanDiff,
     ScanReport,
@@ -154,7 +153,7 @@ def summarise(findings: list[Finding]) -> Summary:
     by_service = Counter(exposed.values())
     entities: Counter[str] = Counter()
     for finding in findings:
-        if is_exposure(finding) and not finding.rule.startswith(COMPROMISE_PREFIX):
+        if is_exposure(finding) and not finding.is_compromise:
             entities.update({k: v for k, v in finding.data.entities.items() if v > 0})
     return Summary(
         counts=counts,

@@ -26,6 +26,7 @@ from typing import Any
 import yaml
 
 from perisai.findings import COMPROMISE_PREFIX, Finding
+from perisai.target_files import target_text
 from perisai.usecases import UseCaseError
 
 __all__ = ["AllowEntry", "AllowList", "load_allowlist"]
@@ -51,10 +52,7 @@ class AllowEntry:
     def matches(self, finding: Finding) -> bool:
         if self.finding:
             return finding.id == self.finding
-        host = finding.target.host
-        where = (
-            f"[{host}]:{finding.target.port}" if ":" in host else f"{host}:{finding.target.port}"
-        )
+        where = target_text(finding.target.host, finding.target.port)
         return finding.rule == self.rule and where == self.target
 
 
@@ -64,7 +62,7 @@ class AllowList:
 
     def silences(self, finding: Finding, today: date) -> AllowEntry | None:
         """The live entry that silences ``finding`` (never a compromise finding)."""
-        if finding.rule.startswith(COMPROMISE_PREFIX):
+        if finding.is_compromise:
             return None
         for entry in self.entries:
             if entry.expires >= today and entry.matches(finding):

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from perisai.findings import COMPROMISE_PREFIX, Finding, ScanDiff, Severity
+from perisai.findings import Finding, ScanDiff, Severity
 
 __all__ = ["Change", "ChangeKind", "changes_between", "is_alerting"]
 
@@ -42,10 +42,6 @@ def is_alerting(finding: Finding) -> bool:
     return finding.severity.at_least(Severity.HIGH)
 
 
-def _is_compromise(finding: Finding) -> bool:
-    return finding.rule.startswith(COMPROMISE_PREFIX)
-
-
 def changes_between(
     diff: ScanDiff,
     *,
@@ -65,7 +61,7 @@ def changes_between(
     for finding in diff.new:
         if not is_alerting(finding):
             continue
-        kind = ChangeKind.COMPROMISED if _is_compromise(finding) else ChangeKind.OPENED
+        kind = ChangeKind.COMPROMISED if finding.is_compromise else ChangeKind.OPENED
         changes.append(Change(kind, finding))
     compromised = {c.finding.server.id for c in changes if c.kind is ChangeKind.COMPROMISED}
     for finding in diff.unchanged:

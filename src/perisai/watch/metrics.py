@@ -14,7 +14,7 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest, start_http_server
 
-from perisai.findings import COMPROMISE_PREFIX, Finding, Severity, asset_severities
+from perisai.findings import Finding, Severity, asset_severities
 from perisai.report.history import exposed_services
 from perisai.watch.changes import ChangeKind
 
@@ -77,7 +77,7 @@ class WatchMetrics:
         by_severity = Tally(worst.values())
         for severity in Severity:
             self.open_stores.labels(severity=severity.value).set(by_severity[severity])
-        self.compromised.set(sum(1 for f in findings if f.rule.startswith(COMPROMISE_PREFIX)))
+        self.compromised.set(sum(1 for f in findings if f.is_compromise))
         self.round_started.set(started)
         self.round_finished.set(finished)
         self.round_duration.set(max(finished - started, 0.0))
