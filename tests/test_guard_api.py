@@ -229,7 +229,17 @@ async def test_delivery_failure_is_502() -> None:
 
 class DownBackend(MemoryBackend):
     def __getattribute__(self, name: str) -> object:
-        if name in ("acquire", "add", "get", "get_many", "put", "delete", "ping"):
+        if name in (
+            "gate",
+            "release",
+            "acquire",
+            "add",
+            "get",
+            "get_many",
+            "put",
+            "delete",
+            "ping",
+        ):
             from perisai.guard.interface import BackendError
 
             def fail(*args: object) -> object:

@@ -1,5 +1,6 @@
-"""Guard state backends: memory, SQLite (WAL, restart) and Redis (a real redis-server started
-here on a free loopback port): atomic admission under concurrency, fail modes, script reloads."""
+"""Guard state backends: memory, SQLite (WAL, restart), Redis (a real redis-server started
+here on a free loopback port) and a Redis Cluster (three real masters with a replica each):
+atomic admission under concurrency, one-round-trip gates, fail modes, script reloads."""
 
 from __future__ import annotations
 
@@ -16,9 +17,10 @@ from perisai.guard import Guard, GuardConfig, Verdict, VerifyStatus, open_backen
 from perisai.guard.backends.memory import MemoryBackend
 from perisai.guard.backends.redis import RedisBackend
 from perisai.guard.backends.sqlite import SQLiteBackend
-from perisai.guard.interface import Backend, BackendError, Limit
+from perisai.guard.interface import Backend, BackendError, Gate, Limit
 from perisai.lab import Instance, start_redis
 from perisai.lab.instances import free_port
+from perisai.lab.redis_cluster import RedisClusterLab, start_redis_cluster
 
 MOBILE = "+60123456789"
 IP = "198.51.100.7"
@@ -35,10 +37,19 @@ def guard_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
         instance.stop()
 
 
+@pytest.fixture(scope="module")
+def guard_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterLab]:
+    lab = start_redis_cluster(tmp_path_factory.mktemp("guard-cluster"))
+    try:
+        yield lab
+    finally:
+        lab.stop()
+
+
 BackendFactory = Callable[[], Backend]
 
 
-@pytest.fixture(params=["memory", "sqlite", "redis"])
+@pytest.fixture(params=["memory", "sqlite", "redis", "redis-cluster"])
 def make_backend(
     request: pytest.FixtureRequest, tmp_path: Path, guard_redis: Instance
 ) -> Iterator[BackendFactory]:
@@ -55,8 +66,11 @@ def make_backend(
             backend = shared
         elif request.param == "sqlite":
             backend = SQLiteBackend(tmp_path / "guard.db")
-        else:
+        elif request.param == "redis":
             backend = RedisBackend.from_url(guard_redis.url_for(db))
+        else:  # a cluster has one database: each test its own key prefix
+            cluster = request.getfixturevalue("guard_cluster")
+            backend = RedisBackend.from_url(cluster.url, tag=f"t-{request.node.name}")
         made.append(backend)
         return backend
 
@@ -118,6 +132,54 @@ def test_concurrent_sends_never_over_admit(make_backend: BackendFactory) -> None
     assert sum(admitted) == 10
 
 
+def test_gate_reads_and_admits_at_once(make_backend: BackendFactory) -> None:
+    """A gate reads counters, values and the flag, and takes its limits all-or-nothing; keys
+    in several hash slots (a cluster's nodes) included."""
+    backend = make_backend()
+    now = time.time()
+    backend.add_many([("{x}n", 2, 60), ("{y}m", 5, 60)])
+    backend.put("{x}flag", "1", 60)
+    backend.put("{z}text", "hello", 60)
+    a, b = Limit("{x}a", 2, 60, "a-rate"), Limit("{y}b", 1, 60, "b-rate")
+    gated = Gate(
+        counters=["{x}n", "{y}m", "{z}none"],
+        texts=["{z}text", "{z}absent"],
+        limits=[a],
+        flag="{x}flag",
+        unflagged=[Limit("{x}p", 1, 60, "p-rate")],
+    )
+    passage = backend.gate(gated, now)
+    assert passage.counters == [2.0, 5.0, 0.0]
+    assert passage.texts == ["hello", None]
+    assert passage.flagged and passage.admission.allowed
+    assert set(passage.ticket.keys) == {"{x}a"}  # flagged: the prefix-like limit not taken
+    unflagged = Gate(limits=[a, b], flag="{x}noflag", unflagged=[Limit("{x}p", 1, 60, "p-rate")])
+    taken = backend.gate(unflagged, now + 1)
+    assert not taken.flagged and taken.admission.allowed
+    assert set(taken.ticket.keys) == {"{x}a", "{y}b", "{x}p"}
+    refused = backend.gate(unflagged, now + 2)  # a full, b full, p full: nothing taken
+    assert (refused.admission.allowed, refused.admission.denied_by) == (False, "a-rate")
+    assert refused.ticket.keys == ()
+    backend.release(taken.ticket)  # given back: a has one event left, b and p none
+    again = backend.gate(unflagged, now + 3)
+    assert again.admission.allowed
+    assert not backend.acquire([a], now + 4).allowed
+
+
+def test_a_refusal_in_one_slot_gives_back_the_others(make_backend: BackendFactory) -> None:
+    """All-or-nothing across slots: ``b`` refuses, so what ``a`` and ``c`` took is returned."""
+    backend = make_backend()
+    now = time.time()
+    a, b, c = (Limit(f"{{{k}}}k", n, 60, f"{k}-rate") for k, n in (("a", 5), ("b", 1), ("c", 5)))
+    assert backend.acquire([b], now).allowed
+    for step in range(1, 8):
+        refused = backend.acquire([a, b, c], now + step)
+        assert (refused.allowed, refused.denied_by) == (False, "b-rate")
+    for step in range(5):  # a and c still hold all five of their events
+        assert backend.acquire([a, c], now + 10 + step).allowed
+    assert backend.acquire([a], now + 20).denied_by == "a-rate"
+
+
 def test_guard_on_each_backend_verifies_and_limits(make_backend: BackendFactory) -> None:
     guard = Guard(GuardConfig(secret="s3cret"), make_backend())
     started = guard.start(MOBILE, "sms", IP)
@@ -173,6 +235,15 @@ def test_redis_down_fails_open_or_closed(fail: str, verdict: Verdict) -> None:
 def test_sqlite_unwritable_is_a_backend_error(tmp_path: Path) -> None:
     with pytest.raises(BackendError, match="cannot open guard state"):
         open_backend(f"sqlite:///{tmp_path}/missing-dir/state.db")
+
+
+def test_cluster_state_urls() -> None:
+    with pytest.raises(BackendError, match="bad redis URL: replicas must be a whole number"):
+        open_backend("redis+cluster://127.0.0.1:1?replicas=x")
+    with pytest.raises(BackendError, match="bad redis URL: cluster node 'nohost' is not"):
+        open_backend("redis+cluster://nohost")
+    with pytest.raises(BackendError, match="redis cluster: Redis Cluster cannot be connected"):
+        open_backend(f"redis+cluster://127.0.0.1:{free_port()}")  # nothing listens there
 
 
 def test_unknown_state_url() -> None:

@@ -14,6 +14,7 @@ from perisai.guard import (
     GuardConfigError,
     Verdict,
     VerifyStatus,
+    keys,
     load_config,
 )
 from perisai.guard.clientip import TrustedProxies, ip_prefix
@@ -165,7 +166,7 @@ def test_resend_overwrites_the_old_code() -> None:
 def test_codes_are_stored_only_as_hashes() -> None:
     g = guard()
     started = g.start(MOBILE, "sms", IP)
-    stored = g.backend.get(f"code:{MOBILE}")
+    stored = g.backend.get(keys.code(MOBILE))
     assert stored is not None and started.code is not None
     assert started.code not in stored.replace(started.id or "", "")
 

@@ -17,7 +17,7 @@ from perisai.guard import Guard, GuardConfig, GuardConfigError, Verdict, VerifyS
 from perisai.guard.backends.memory import MemoryBackend
 from perisai.guard.clientip import TrustedProxies, canonical_ip, ip_prefix48
 from perisai.guard.email import is_disposable, normalize_email
-from perisai.guard.interface import Admission, Limit
+from perisai.guard.interface import Admission, Gate, Limit, Passage
 
 NUMBERS = [f"+6012345{i:04d}" for i in range(10)]  # valid Malaysian mobiles
 IP = "198.51.100.7"
@@ -33,6 +33,11 @@ class KeyLog(MemoryBackend):
     def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
         self.keys += [limit.key for limit in limits]
         return super().acquire(limits, now)
+
+    def gate(self, gate: Gate, now: float) -> Passage:
+        self.keys += [*gate.counters, *gate.texts, *(limit.key for limit in gate.limits)]
+        self.keys += [limit.key for limit in gate.unflagged]
+        return super().gate(gate, now)
 
     def add(self, key: str, amount: float, ttl: float) -> float:
         self.keys.append(key)

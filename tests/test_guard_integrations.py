@@ -179,7 +179,7 @@ async def test_asgi_middleware() -> None:
     text = guard.metrics.render().decode()
     assert 'reason="recipient-rate"' in text
     day = int(time.time() // 86400)  # the send was counted for the client's address
-    assert guard.backend.get_many([f"q:s:d{day}:i:203.0.113.9"]) == [1.0]
+    assert guard.backend.get_many([f"q:s:d{day}:i:{{203.0.113.9}}"]) == [1.0]
 
 
 def wsgi_app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
@@ -217,7 +217,9 @@ def test_wsgi_wrapper() -> None:
     assert json.loads(body)["reason"] == "recipient-rate"
     assert wsgi_call(app, "/unguarded", payload)[0] == "200 OK"
     day = int(time.time() // 86400)
-    assert guard.backend.get_many([f"q:s:d{day}:i:198.51.100.7", f"q:s:d{day}:i:6.6.6.6"]) == [
+    assert guard.backend.get_many(
+        [f"q:s:d{day}:i:{{198.51.100.7}}", f"q:s:d{day}:i:{{6.6.6.6}}"]
+    ) == [
         1,
         0,
     ]

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
+from perisai.guard import keys
 from perisai.guard.backends.memory import MemoryBackend
 from perisai.guard.clientip import TrustedProxies, canonical_ip, ip_prefix, ip_prefix48
 from perisai.guard.codes import CodeRecord, hash_code, new_code
@@ -20,7 +21,9 @@ from perisai.guard.interface import (
     BackendError,
     Decision,
     Event,
+    Gate,
     Limit,
+    Passage,
     Verdict,
 )
 from perisai.guard.metrics import GuardMetrics
@@ -180,18 +183,23 @@ class Guard:
     ) -> None:
         policy = self.config.limits
         add = self._add_limits
-        add(out, f"{space}:ip:{ip}", policy.ip, "ip-rate")
+        add(out, keys.source(space, "ip", ip), policy.ip, "ip-rate")
         prefix = ip_prefix(ip)
         if prefix is not None:
-            add(out, f"{space}:net:{prefix}", policy.ip_prefix, "ip-prefix-rate")
+            add(out, keys.source(space, "net", prefix), policy.ip_prefix, "ip-prefix-rate")
             if ":" in prefix:  # IPv6: per /64 above, and per /48 (one site) too
                 site = ip_prefix48(ip)
                 if site is not None:
-                    add(out, f"{space}:net48:{site}", policy.ip_prefix48, "ip-prefix48-rate")
+                    add(
+                        out,
+                        keys.source(space, "net48", site),
+                        policy.ip_prefix48,
+                        "ip-prefix48-rate",
+                    )
         if device:
-            add(out, f"{space}:dev:{device}", policy.device, "device-rate")
+            add(out, keys.source(space, "dev", device), policy.device, "device-rate")
         if account:
-            add(out, f"{space}:acct:{account}", policy.account, "account-rate")
+            add(out, keys.source(space, "acct", account), policy.account, "account-rate")
 
     def _decide_sms(
         self,
@@ -215,27 +223,55 @@ class Guard:
         if info.number_type in numbers.challenge_types and not challenge_passed:
             return _challenge(f"number-{info.number_type}")
         trusted = self._any_trusted_ips and self._trusted_ips.trusted(ip)
-        vetted = trusted or self.backend.get(f"known:{info.e164}") is not None
-        prefix = info.prefix(self.config.pumping.prefix_drop_digits)
-        if not vetted and self.config.pumping.enabled:
+        pumping = self.config.pumping.enabled and not trusted
+        scopes = self._rules.scopes(info.country, info.e164, ip) if pumping else []
+        counters = self._rules.counter_keys(scopes, now) if scopes else []
+        spend = self.config.spend
+        capped = spend.hourly_cap is not None or spend.daily_cap is not None
+        spend_keys = self._spend_keys(now) if capped else []
+        policy = self.config.limits
+        limits: list[Limit] = []
+        self._add_limits(limits, keys.recipient("s", info.e164), policy.recipient, "recipient-rate")
+        self._source_limits(limits, ip, device, account, "s")
+        unvetted: list[Limit] = []  # a number that verified before (or a trusted IP) skips it
+        if not trusted:
+            prefix = info.prefix(self.config.pumping.prefix_drop_digits)
+            self._add_limits(
+                unvetted,
+                keys.number_prefix(info.e164, prefix),
+                policy.number_prefix,
+                "number-prefix-rate",
+            )
+        # one round trip: the reads every rule needs, and the limits taken at once
+        passage = self.backend.gate(
+            Gate(
+                counters=[*counters, *spend_keys],
+                limits=limits,
+                flag=None if trusted else keys.known(info.e164),
+                unflagged=unvetted,
+            ),
+            now,
+        )
+        refusal: Decision | None = None
+        if pumping and not passage.flagged:
             budget = numbers.country_budgets.get(info.country)
-            verdict = self._rules.judge(info.country, prefix, ip, now, budget)
+            verdict = self._rules.verdict(scopes, passage.counters[: len(counters)], budget)
             if verdict is not None and not (
                 challenge_passed and verdict.verdict is Verdict.CHALLENGE
             ):
-                return verdict
-        spend = self.config.spend
-        if spend.hourly_cap is not None or spend.daily_cap is not None:
-            spent = self._spend_check(info, now)
-            if spent is not None:
-                return spent
-        policy = self.config.limits
-        limits: list[Limit] = []
-        self._add_limits(limits, f"s:to:{info.e164}", policy.recipient, "recipient-rate")
-        self._source_limits(limits, ip, device, account, "s")
-        if not vetted:
-            self._add_limits(limits, f"s:pfx:{prefix}", policy.number_prefix, "number-prefix-rate")
-        admission = self.backend.acquire(limits, now)
+                refusal = verdict
+        if refusal is None and capped:
+            refusal = self._spend_check(info, now, passage.counters[len(counters) :])
+        return self._admitted(passage, refusal)
+
+    def _admitted(self, passage: Passage, refusal: Decision | None) -> Decision:
+        """The decision once a gate passed: a rule's refusal gives back the limits it took
+        (refusals are never evidence), else the limits' own answer."""
+        if refusal is not None:
+            if passage.admission.allowed:
+                self.backend.release(passage.ticket)
+            return refusal
+        admission = passage.admission
         if not admission.allowed:
             return _deny(admission.denied_by or "rate", admission.retry_after)
         return ALLOW
@@ -243,12 +279,16 @@ class Guard:
     def _cost(self, info: NumberInfo) -> float:
         return self.config.spend.costs.get(info.country, self.config.spend.default_cost)
 
-    def _spend_check(self, info: NumberInfo, now: float) -> Decision | None:
+    @staticmethod
+    def _spend_keys(now: float) -> list[str]:
+        """This hour's and today's spend counters."""
+        return [keys.spend(f"h{int(now // HOUR)}"), keys.spend(f"d{int(now // DAY)}")]
+
+    def _spend_check(self, info: NumberInfo, now: float, spent: Sequence[float]) -> Decision | None:
+        """A refusal when this send's cost would pass the hourly or daily cap."""
         spend = self.config.spend
-        if spend.hourly_cap is None and spend.daily_cap is None:
-            return None
         hour, day = int(now // HOUR), int(now // DAY)
-        spent_hour, spent_day = self.backend.get_many([f"sp:h:{hour}", f"sp:d:{day}"])
+        spent_hour, spent_day = spent
         cost = self._cost(info)
         if spend.hourly_cap is not None and spent_hour + cost > spend.hourly_cap:
             return _deny("spend-cap", (hour + 1) * HOUR - now)
@@ -272,32 +312,33 @@ class Guard:
         allowlisted = address in policy.allowlist  # canonical too, see EmailPolicy
         if policy.block_disposable and not allowlisted and is_disposable(address):
             return _deny("email-disposable")
-        if action is Action.SEND_EMAIL and policy.require_verified and not allowlisted:
-            verified = self.backend.get(f"acctmail:{account}") if account else None
-            if verified != address:
-                return _deny("email-unverified")
-        limits = self._limits(f"e:to:{address}", policy.recipient, "recipient-rate")
+        must_be_verified = (
+            action is Action.SEND_EMAIL and policy.require_verified and not allowlisted
+        )
+        if must_be_verified and not account:
+            return _deny("email-unverified")
+        limits = self._limits(keys.recipient("e", address), policy.recipient, "recipient-rate")
         if account:
-            self._add_limits(limits, f"e:acct:{account}", policy.account, "account-rate")
+            self._add_limits(
+                limits, keys.source("e", "acct", account), policy.account, "account-rate"
+            )
         self._source_limits(limits, ip, device, None, "e")
-        admission = self.backend.acquire(limits, now)
-        if not admission.allowed:
-            return _deny(admission.denied_by or "rate", admission.retry_after)
-        return ALLOW
+        texts = [keys.account_email(account)] if must_be_verified and account else []
+        passage = self.backend.gate(Gate(texts=texts, limits=limits), now)
+        unverified = must_be_verified and passage.texts[0] != address
+        return self._admitted(passage, _deny("email-unverified") if unverified else None)
 
     def _decide_verify(self, to: str, ip: str, now: float) -> Decision:
         recipient = self.canonical(to)
         if recipient is None:
             return _deny("recipient-invalid")
-        (attempts,) = self.backend.get_many([f"va:{recipient}"])
-        if attempts >= self.config.verify.max_attempts:
-            return _deny("verify-locked", self.config.verify.lockout)
-        admission = self.backend.acquire(
-            self._limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
+        verify = self.config.verify
+        limits = self._limits(keys.source("v", "ip", ip), self.config.limits.ip, "ip-rate")
+        passage = self.backend.gate(
+            Gate(counters=[keys.verify_attempts(recipient)], limits=limits), now
         )
-        if not admission.allowed:
-            return _deny(admission.denied_by or "rate", admission.retry_after)
-        return ALLOW
+        locked = passage.counters[0] >= verify.max_attempts
+        return self._admitted(passage, _deny("verify-locked", verify.lockout) if locked else None)
 
     # ------------------------------------------------------------------ events
     def record(
@@ -325,29 +366,29 @@ class Guard:
             return
         verify = self.config.verify
         if event is Event.FAILED:
-            self.backend.add(f"va:{recipient}", 1, verify.lockout)
+            self.backend.add(keys.verify_attempts(recipient), 1, verify.lockout)
             return
         info = inspect_number(recipient) if "@" not in recipient else None
         if event is Event.VERIFIED:
-            self.backend.delete(f"va:{recipient}")
+            self.backend.delete(keys.verify_attempts(recipient))
             if info is None:
                 if account:
-                    self.backend.put(f"acctmail:{account}", recipient, KNOWN_TTL)
+                    self.backend.put(keys.account_email(account), recipient, KNOWN_TTL)
                 return
-            self.backend.put(f"known:{info.e164}", "1", KNOWN_TTL)
+            self.backend.put(keys.known(info.e164), "1", KNOWN_TTL)
             credits = self._rules.verified(info.e164, now)
             if credits:
                 self.backend.add_many(credits)
             return
         if info is None:  # an e-mail went out: its rates were taken at check time
             return
-        prefix = info.prefix(self.config.pumping.prefix_drop_digits)
-        counts = self._rules.sent(info.e164, info.country, prefix, ip, now)
+        counts = self._rules.sent(info.e164, info.country, ip, now)
         spend = self.config.spend
         if spend.hourly_cap is not None or spend.daily_cap is not None:
             cost = self._cost(info)
-            counts.append((f"sp:h:{int(now // HOUR)}", cost, HOUR + 60))
-            counts.append((f"sp:d:{int(now // DAY)}", cost, DAY + 60))
+            hourly, daily = self._spend_keys(now)
+            counts.append((hourly, cost, HOUR + 60))
+            counts.append((daily, cost, DAY + 60))
         self.backend.add_many(counts)
 
     # ------------------------------------------------------------------ verifications
@@ -394,7 +435,7 @@ class Guard:
             channel=channel,
         )
         try:
-            self.backend.put(f"code:{recipient}", record.dumps(), verify.ttl)
+            self.backend.put(keys.code(recipient), record.dumps(), verify.ttl)
         except BackendError as exc:
             self._backend_down(exc)
             return Started(_deny("backend-down", 1.0))
@@ -419,24 +460,24 @@ class Guard:
         verify = self.config.verify
         now = self._clock()
         admission = self.backend.acquire(
-            self._limits(f"v:ip:{ip}", self.config.limits.ip, "ip-rate"), now
+            self._limits(keys.source("v", "ip", ip), self.config.limits.ip, "ip-rate"), now
         )
         if not admission.allowed:
             return VerifyOutcome(VerifyStatus.LOCKED, admission.retry_after)
-        attempts = self.backend.add(f"va:{recipient}", 1, verify.lockout)
+        attempts = self.backend.add(keys.verify_attempts(recipient), 1, verify.lockout)
         if attempts > verify.max_attempts:
             return VerifyOutcome(VerifyStatus.LOCKED, verify.lockout)
-        stored = self.backend.get(f"code:{recipient}")
+        stored = self.backend.get(keys.code(recipient))
         if stored is None:
             return VerifyOutcome(VerifyStatus.INVALID)
         record = CodeRecord.loads(stored)
         if record.expires <= now:
             return VerifyOutcome(VerifyStatus.INVALID)
-        per_code = self.backend.add(f"vc:{record.id}", 1, verify.ttl)
+        per_code = self.backend.add(keys.verification(record.id), 1, verify.ttl)
         if per_code > verify.max_attempts:
             return VerifyOutcome(VerifyStatus.LOCKED, max(0.0, record.expires - now))
         if not code.isdigit() or not record.matches(self._secret, recipient, code):
             return VerifyOutcome(VerifyStatus.INVALID)
-        self.backend.delete(f"code:{recipient}")
+        self.backend.delete(keys.code(recipient))
         self._record(Event.VERIFIED, recipient, ip, None, now)
         return VerifyOutcome(VerifyStatus.APPROVED)

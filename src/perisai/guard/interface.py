@@ -15,7 +15,10 @@ __all__ = [
     "BackendError",
     "Decision",
     "Event",
+    "Gate",
     "Limit",
+    "Passage",
+    "Ticket",
     "Verdict",
     "slide",
 ]
@@ -77,6 +80,41 @@ class Admission:
     denied_by: str | None = None  # the Limit.name that refused
 
 
+class Gate(NamedTuple):
+    """Everything one decision reads and takes, handed to the backend at once so that a
+    network store answers it in one round trip.
+
+    ``limits`` are admitted all-or-nothing; ``unflagged`` limits too, but only when the value
+    ``flag`` is absent (a number already verified skips its prefix's rate). A backend that
+    shards by hash tag keeps ``flag`` and ``unflagged`` together (:mod:`perisai.guard.keys`)."""
+
+    counters: Sequence[str] = ()
+    texts: Sequence[str] = ()
+    limits: Sequence[Limit] = ()
+    flag: str | None = None
+    unflagged: Sequence[Limit] = ()
+
+
+class Ticket(NamedTuple):
+    """The events a gate admitted, so that a decision refused for another reason can give
+    them back (:meth:`Backend.release`)."""
+
+    keys: tuple[str, ...]
+    stamp: float
+    member: str = ""  # the event's name where the store names events (Redis)
+    undo: tuple[tuple[str, object], ...] = ()  # a backend's own record of what it replaced
+
+
+class Passage(NamedTuple):
+    """What a gate read, and whether its limits admitted the event."""
+
+    counters: list[float]
+    texts: list[str | None]
+    flagged: bool
+    admission: Admission
+    ticket: Ticket
+
+
 def slide(
     stamps: Sequence[float], now: float, limit: int, window: float
 ) -> tuple[bool, list[float], float]:
@@ -130,6 +168,24 @@ class Backend(ABC):
     @abstractmethod
     def ping(self) -> None:
         """Raise :class:`BackendError` unless the store answers."""
+
+    def gate(self, gate: Gate, now: float) -> Passage:
+        """Read ``gate``'s counters, texts and flag, and admit its limits: atomically where
+        the store allows it, in one round trip where it is remote. Refused limits take
+        nothing; admitted ones are taken until :meth:`release` gives them back.
+
+        This default composes the other methods; a backend overrides it to do it at once."""
+        counters = self.get_many(gate.counters)
+        texts = [self.get(key) for key in gate.texts]
+        flagged = gate.flag is not None and self.get(gate.flag) is not None
+        limits = [*gate.limits, *(() if flagged else gate.unflagged)]
+        admission = self.acquire(limits, now)
+        taken = tuple(limit.key for limit in limits) if admission.allowed else ()
+        return Passage(counters, texts, flagged, admission, Ticket(taken, now))
+
+    @abstractmethod
+    def release(self, ticket: Ticket) -> None:
+        """Give back the events a :meth:`gate` admitted (a decision refused them after all)."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""

@@ -62,6 +62,7 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from perisai.guard import keys
 from perisai.guard.clientip import ip_prefix, ip_prefix48
 from perisai.guard.config import PumpingPolicy
 from perisai.guard.interface import Backend, Decision, Verdict
@@ -111,19 +112,22 @@ class PumpingRules:
         }
         self._heads: dict[tuple[int, int], tuple[str, ...]] = {}
 
-    def scopes(self, country: str, prefix: str, ip: str | None) -> list[Scope]:
+    def scopes(self, country: str, e164: str, ip: str | None) -> list[Scope]:
+        """The populations a send to ``e164`` from ``ip`` is counted in; each key carries its
+        hash tag (:mod:`perisai.guard.keys`), the prefix's being its numbers' block."""
         policy = self.policy
         seeded = self._country_floors.get(country)
+        prefix = e164[: -policy.prefix_drop_digits]
         scopes = [
-            Scope("country", "c:" + country, seeded or policy.country_floor, seeded is None),
-            Scope("prefix", "p:" + prefix, policy.prefix_floor, False),
+            Scope("country", f"c:{{{country}}}", seeded or policy.country_floor, seeded is None),
+            Scope("prefix", f"p:{keys.block(e164)}{prefix}", policy.prefix_floor, False),
         ]
         if ip:
             address, network = _source_scopes(ip)
             if address is not None:
-                scopes.append(Scope("ip", "i:" + address, policy.ip_floor, False))
+                scopes.append(Scope("ip", f"i:{{{address}}}", policy.ip_floor, False))
             if network is not None:
-                scopes.append(Scope("network", "n:" + network, policy.network_floor, False))
+                scopes.append(Scope("network", f"n:{{{network}}}", policy.network_floor, False))
         return scopes
 
     def _periods(self, now: float) -> tuple[int, int]:
@@ -143,15 +147,16 @@ class PumpingRules:
             )
         return heads
 
-    def judge(
-        self, country: str, prefix: str, ip: str | None, now: float, budget: int | None = None
+    def counter_keys(self, scopes: Sequence[Scope], now: float) -> list[str]:
+        """The counters :meth:`verdict` needs, eight per scope, in its order."""
+        heads = self._key_heads(*self._periods(now))
+        return [head + scope.key for scope in scopes for head in heads]
+
+    def verdict(
+        self, scopes: Sequence[Scope], values: Sequence[float], budget: int | None = None
     ) -> Decision | None:
-        """The refusal for one more send, or None: one read of every scope's counters.
+        """The refusal for one more send, or None, from the values of :meth:`counter_keys`.
         ``budget``: the country's cap on sends today (``numbers.country_budgets``)."""
-        day, bucket = self._periods(now)
-        heads = self._key_heads(day, bucket)
-        scopes = self.scopes(country, prefix, ip)
-        values = self.backend.get_many([head + scope.key for scope in scopes for head in heads])
         if budget is not None and values[0] >= budget:
             return Decision(Verdict.DENY, "country-budget")
         policy = self.policy
@@ -187,13 +192,13 @@ class PumpingRules:
         return challenge
 
     def sent(
-        self, recipient: str, country: str, prefix: str, ip: str | None, now: float
+        self, recipient: str, country: str, ip: str | None, now: float
     ) -> list[tuple[str, float, float]]:
         """The counter increments one ``sent`` moves; remembers the send's scopes under the
         recipient so that its verification credits exactly those."""
         day, bucket = self._periods(now)
-        scope_keys = [scope.key for scope in self.scopes(country, prefix, ip)]
-        pending_key = f"qp:{recipient}"
+        scope_keys = [scope.key for scope in self.scopes(country, recipient, ip)]
+        pending_key = keys.pending(recipient)
         pending = _load_pending(self.backend.get(pending_key))
         pending.append((day, bucket, scope_keys))
         self.backend.put(pending_key, json.dumps(pending[-_MAX_PENDING:]), _PENDING_TTL)
@@ -202,7 +207,7 @@ class PumpingRules:
     def verified(self, recipient: str, now: float) -> list[tuple[str, float, float]]:
         """The increments that credit each of the recipient's pending sends (resends
         included) in the scopes and periods it was counted in; nothing when none is pending."""
-        pending_key = f"qp:{recipient}"
+        pending_key = keys.pending(recipient)
         pending = _load_pending(self.backend.get(pending_key))
         if not pending:
             return []

@@ -13,10 +13,13 @@ DEFAULT_STATE = "sqlite:///perisai-guard.db"
 
 
 def open_backend(url: str, *, tag: str = "perisai") -> Backend:
-    """``memory://``, ``sqlite:///PATH`` or ``redis://…``/``rediss://…``.
+    """``memory://``, ``sqlite:///PATH``, ``redis://…``/``rediss://…`` or, for a Redis
+    Cluster, ``redis+cluster://HOST:PORT[,HOST:PORT…]`` (``?replicas=N``: see the Redis
+    backend).
 
-    Raises :class:`BackendError` (one line) for an unknown scheme or a file that cannot open;
-    a Redis that is down is only noticed on first use, so the fail mode applies to it.
+    Raises :class:`BackendError` (one line) for an unknown scheme, a file that cannot open or
+    a Redis Cluster none of whose nodes answers (its slot map is read at once); a single Redis
+    that is down is only noticed on first use, so the fail mode applies to it.
     """
     if url == "memory://":
         return MemoryBackend()
@@ -27,11 +30,20 @@ def open_backend(url: str, *, tag: str = "perisai") -> Backend:
         if not path:
             raise BackendError("sqlite state URL needs a path: sqlite:///PATH")
         return SQLiteBackend(Path(path))
-    if url.startswith(("redis://", "rediss://", "unix://")):
+    if url.startswith(
+        ("redis://", "rediss://", "unix://", "redis+cluster://", "rediss+cluster://")
+    ):
+        import redis
+        from redis.exceptions import RedisClusterException
+
         from perisai.guard.backends.redis import RedisBackend
 
         try:
             return RedisBackend.from_url(url, tag=tag)
         except ValueError as exc:
             raise BackendError(f"bad redis URL: {exc}") from None
-    raise BackendError(f"unknown guard state {url!r}: use memory://, sqlite:///PATH or redis://…")
+        except (RedisClusterException, redis.RedisError, OSError) as exc:  # reads the slot map
+            raise BackendError(f"redis cluster: {str(exc).splitlines()[0]}") from None
+    raise BackendError(
+        f"unknown guard state {url!r}: use memory://, sqlite:///PATH, redis://… or redis+cluster://…"
+    )

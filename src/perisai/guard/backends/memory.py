@@ -6,7 +6,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
-from perisai.guard.interface import Admission, Backend, Limit, slide
+from perisai.guard.interface import Admission, Backend, Gate, Limit, Passage, Ticket, slide
 
 __all__ = ["MemoryBackend"]
 
@@ -34,22 +34,62 @@ class MemoryBackend(Backend):
 
     def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
         with self._lock:
+            return self._acquire(limits, now)
+
+    def _acquire(self, limits: Sequence[Limit], now: float) -> Admission:
+        """:meth:`acquire` under the lock."""
+        windows = self._windows
+        updates: list[tuple[str, list[float]]] = []
+        for key, limit, window, name in limits:
+            stamps = windows.get(key)
+            if not stamps and limit > 0:  # a key with no live log: admitted
+                updates.append((key, [now]))
+                continue
+            allowed, kept, retry = slide(stamps or [], now, limit, window)
+            if not allowed:
+                return Admission(False, retry, name)
+            updates.append((key, kept))
+        for key, kept in updates:
+            windows[key] = kept
+        if len(windows) > 200_000:  # drop keys whose newest event left every window
+            self._windows = {k: v for k, v in windows.items() if v[-1] > now - 86400}
+        return _ADMITTED
+
+    def gate(self, gate: Gate, now: float) -> Passage:
+        """Every read and the admission under one lock: atomic, like Redis's script."""
+        clock = self._clock()
+        with self._lock:
+            counters = self._counters(gate.counters, clock)
+            texts = [self._text(key, clock) for key in gate.texts]
+            flagged = gate.flag is not None and self._text(gate.flag, clock) is not None
+            limits = [*gate.limits, *(() if flagged else gate.unflagged)]
             windows = self._windows
-            updates: list[tuple[str, list[float]]] = []
-            for key, limit, window, name in limits:
-                stamps = windows.get(key)
-                if not stamps and limit > 0:  # a key with no live log: admitted
-                    updates.append((key, [now]))
-                    continue
-                allowed, kept, retry = slide(stamps or [], now, limit, window)
-                if not allowed:
-                    return Admission(False, retry, name)
-                updates.append((key, kept))
-            for key, kept in updates:
-                windows[key] = kept
-            if len(windows) > 200_000:  # drop keys whose newest event left every window
-                self._windows = {k: v for k, v in windows.items() if v[-1] > now - 86400}
-            return _ADMITTED
+            before = tuple((limit.key, windows.get(limit.key)) for limit in limits)
+            admission = self._acquire(limits, now)
+        if not admission.allowed:
+            return Passage(counters, texts, flagged, admission, Ticket((), now))
+        # each admitted key now holds a new list: what it held before can be put back as it was
+        after = tuple((key, windows.get(key)) for key, _ in before)
+        ticket = Ticket(tuple(key for key, _ in before), now, undo=before + after)
+        return Passage(counters, texts, flagged, admission, ticket)
+
+    def release(self, ticket: Ticket) -> None:
+        """Put each window back as it was, unless another event changed it since: then only
+        this event's stamp leaves it."""
+        half = len(ticket.undo) // 2
+        with self._lock:
+            windows = self._windows
+            for (key, before), (_, after) in zip(
+                ticket.undo[:half], ticket.undo[half:], strict=True
+            ):
+                current = windows.get(key)
+                if current is not after or current is None:
+                    if current and ticket.stamp in current:
+                        current.remove(ticket.stamp)
+                elif isinstance(before, list):
+                    windows[key] = before
+                else:
+                    del windows[key]
 
     def _add(self, key: str, amount: float, ttl: float, now: float) -> float:
         current = self._num(key, now)
@@ -72,20 +112,24 @@ class MemoryBackend(Backend):
 
     def get_many(self, keys: Sequence[str]) -> list[float]:
         now = self._clock()
+        with self._lock:
+            return self._counters(keys, now)
+
+    def _counters(self, keys: Sequence[str], now: float) -> list[float]:
+        """The counters' values, under the lock; expired ones are dropped as they are met."""
         values: list[float] = []
         append = values.append
-        with self._lock:
-            nums = self._nums
-            # :meth:`_num` inlined: a decision reads 22 counters, most of them missing
-            for key in keys:
-                entry = nums.get(key)
-                if entry is None:
-                    append(0.0)
-                elif entry[1] <= now:
-                    del nums[key]
-                    append(0.0)
-                else:
-                    append(entry[0] or 0.0)
+        nums = self._nums
+        # :meth:`_num` inlined: a decision reads 22 counters, most of them missing
+        for key in keys:
+            entry = nums.get(key)
+            if entry is None:
+                append(0.0)
+            elif entry[1] <= now:
+                del nums[key]
+                append(0.0)
+            else:
+                append(entry[0] or 0.0)
         return values
 
     def put(self, key: str, value: str, ttl: float) -> None:
@@ -94,13 +138,17 @@ class MemoryBackend(Backend):
 
     def get(self, key: str) -> str | None:
         with self._lock:
-            entry = self._texts.get(key)
-            if entry is None:
-                return None
-            if entry[1] <= self._clock():
-                del self._texts[key]
-                return None
-            return entry[0]
+            return self._text(key, self._clock())
+
+    def _text(self, key: str, now: float) -> str | None:
+        """A value set by :meth:`put`, under the lock."""
+        entry = self._texts.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= now:
+            del self._texts[key]
+            return None
+        return entry[0]
 
     def delete(self, key: str) -> None:
         with self._lock:

@@ -1,40 +1,93 @@
-"""Redis state for many app instances: every multi-key step is one Lua script, so it is atomic.
+"""Redis state for many app instances, on one Redis or on a Redis Cluster.
 
-Keys are ``{tag}:…`` with one hash tag, so a script's keys share a Redis Cluster slot.
-redis-py's ``Script`` re-loads a script after ``NoScriptError`` (a restart or SCRIPT FLUSH).
+A decision is one Lua script (:data:`_GATE`): it reads the counters and flags the decision
+needs and admits its sliding-window limits all-or-nothing, atomically, in one round trip.
+On a Redis Cluster a script may only touch one hash slot, so the gate is cut by slot: one
+script per slot, the scripts of one node pipelined together, the nodes asked one after the
+other. Each slot's script admits or refuses its own limits atomically; when one refuses,
+the limits the others took are given back (a second round trip, only on refusal). So no
+limit ever admits past its count; a concurrent request may, for that instant, be refused by
+a slot that is then given back (never the other way round).
+
+A key's ``{…}`` part picks its slot (:mod:`perisai.guard.keys`); on one Redis every key gets
+the tag ``{perisai}`` too, which a cluster never sees (the first ``{…}`` of a key counts).
+
+``replicas``: an admission counts only once that many replicas hold it (``WAIT`` after the
+scripts, on the same connection). Without it a failover can forget the admissions of the
+last instant before the crash (replication is asynchronous), and a limit may then admit
+that many more; with it a write that did not reach a replica in time is a backend error,
+so the fail mode decides, never an over-admission.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
+import threading
+import time
+from collections import defaultdict
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
+from urllib.parse import parse_qs, urlsplit
 
 import redis
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import NoScriptError, ResponseError
 
-from perisai.guard.interface import Admission, Backend, BackendError, Limit
+from perisai.guard.interface import (
+    Admission,
+    Backend,
+    BackendError,
+    Gate,
+    Limit,
+    Passage,
+    Ticket,
+)
 
 __all__ = ["RedisBackend"]
 
-_ACQUIRE = """
+# KEYS: counters, texts, limits, unflagged limits, then the flag when the spec says so.
+# ARGV: now, member, spec: "#counters #texts #limits #unflagged has-flag" then each limit's
+# "count window" (one string: each argument costs the client more than parsing costs Lua).
+# Returns {flagged, counters, texts, admitted, retry after, index of the refusing limit}.
+_GATE = """
 local now = tonumber(ARGV[1])
 local member = ARGV[2]
-for i = 1, #KEYS do
-  local limit = tonumber(ARGV[2 * i + 1])
-  local window = tonumber(ARGV[2 * i + 2])
-  redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now - window)
-  local count = redis.call('ZCARD', KEYS[i])
+local spec = {}
+for word in string.gmatch(ARGV[3], '%S+') do spec[#spec + 1] = tonumber(word) end
+local ncount, ntext, nlimit, nunflagged = spec[1], spec[2], spec[3], spec[4]
+local counters, texts = {}, {}
+if ncount > 0 then counters = redis.call('MGET', unpack(KEYS, 1, ncount)) end
+if ntext > 0 then texts = redis.call('MGET', unpack(KEYS, ncount + 1, ncount + ntext)) end
+local flagged = 0
+local n = nlimit + nunflagged
+if spec[5] == 1 then
+  flagged = redis.call('EXISTS', KEYS[#KEYS])
+  if flagged == 1 then n = nlimit end
+end
+local first = ncount + ntext
+for i = 1, n do
+  local key = KEYS[first + i]
+  local limit = spec[4 + 2 * i]
+  local window = spec[5 + 2 * i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+  local count = redis.call('ZCARD', key)
   if count >= limit then
-    local oldest = redis.call('ZRANGE', KEYS[i], count - limit, count - limit, 'WITHSCORES')
-    return {0, tostring(tonumber(oldest[2]) + window - now), i}
+    local oldest = redis.call('ZRANGE', key, count - limit, count - limit, 'WITHSCORES')
+    return {flagged, counters, texts, 0, tostring(tonumber(oldest[2]) + window - now), i}
   end
 end
-for i = 1, #KEYS do
-  local window = tonumber(ARGV[2 * i + 2])
-  redis.call('ZADD', KEYS[i], now, member)
-  redis.call('PEXPIRE', KEYS[i], math.ceil(window * 1000))
+for i = 1, n do
+  local key = KEYS[first + i]
+  redis.call('ZADD', key, now, member)
+  redis.call('PEXPIRE', key, math.ceil(spec[5 + 2 * i] * 1000))
 end
-return {1, '0', 0}
+return {flagged, counters, texts, 1, '0', 0}
+"""
+
+_RELEASE = """
+for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return 0
 """
 
 _ADD = """
@@ -45,79 +98,212 @@ end
 return value
 """
 
+_REFRESH_AFTER = 0.5  # seconds between re-reads of the cluster's slot map after an error
+
+
+class _Script:
+    """A Lua script run by its SHA, loaded on a node the first time the node lacks it (a
+    restart, a promoted replica, SCRIPT FLUSH)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
+
+
+class _Call(NamedTuple):
+    """One command for one slot: a script's keys and arguments, or a plain command."""
+
+    script: _Script | None
+    keys: tuple[str, ...]
+    args: tuple[Any, ...]
+
+
+class _Part(NamedTuple):
+    """The share of a gate that lives in one slot; indexes point into the whole gate."""
+
+    counters: list[int]
+    texts: list[int]
+    limits: list[int]  # into gate.limits + gate.unflagged
+    has_flag: bool
+
 
 class RedisBackend(Backend):
-    def __init__(self, client: redis.Redis, *, tag: str = "perisai") -> None:
+    def __init__(
+        self,
+        client: redis.Redis | RedisCluster,
+        *,
+        tag: str = "perisai",
+        replicas: int = 0,
+        wait_ms: int = 100,
+    ) -> None:
         self._client = client
-        self._prefix = "{" + tag + "}:"
-        self._acquire = client.register_script(_ACQUIRE)
-        self._add = client.register_script(_ADD)
+        self._cluster = isinstance(client, RedisCluster)
+        # one Redis: every key in one slot, as before; a cluster: each key's own {…} tag
+        self._prefix = f"{tag}:" if self._cluster else "{" + tag + "}:"
+        self._replicas = replicas
+        self._wait_ms = wait_ms
+        self._gate = _Script(_GATE)
+        self._release = _Script(_RELEASE)
+        self._add = _Script(_ADD)
+        self._stale = False  # an error suggested the slot map changed
+        self._refreshed = 0.0  # when it was last re-read
+        self._lock = threading.Lock()
 
     @classmethod
     def from_url(cls, url: str, *, tag: str = "perisai") -> RedisBackend:
-        client = redis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0, retry_on_timeout=False
-        )
-        return cls(client, tag=tag)
+        """``redis://…`` (one Redis) or ``redis+cluster://HOST:PORT[,HOST:PORT…]`` (a Redis
+        Cluster, found from any of its nodes); ``?replicas=N`` on either (see the module)."""
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+        try:
+            replicas = int(query.pop("replicas", ["0"])[0])
+        except ValueError:
+            raise ValueError("replicas must be a whole number") from None
+        if replicas < 0:
+            raise ValueError("replicas must be 0 or more")
+        timeouts: dict[str, Any] = {"socket_timeout": 2.0, "socket_connect_timeout": 2.0}
+        if parts.scheme in ("redis+cluster", "rediss+cluster"):
+            nodes = [_node(address) for address in parts.netloc.rpartition("@")[2].split(",")]
+            client: redis.Redis | RedisCluster = RedisCluster(
+                startup_nodes=nodes,
+                username=parts.username or None,
+                password=parts.password or None,
+                ssl=parts.scheme == "rediss+cluster",
+                require_full_coverage=False,
+                **timeouts,
+            )
+        else:
+            rest = "&".join(f"{k}={v}" for k, values in query.items() for v in values)
+            plain = parts._replace(query=rest).geturl()
+            client = redis.Redis.from_url(plain, retry_on_timeout=False, **timeouts)
+        return cls(client, tag=tag, replicas=replicas)
 
     def _key(self, key: str) -> str:
         return self._prefix + key
 
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (redis.RedisError, OSError) as exc:
-            raise BackendError(f"redis {what}: {exc}") from None
+    # ------------------------------------------------------------------ the decision path
+    def gate(self, gate: Gate, now: float) -> Passage:
+        limits = [*gate.limits, *gate.unflagged]
+        member = secrets.token_hex(8)
+        parts = self._parts(gate) if self._cluster else [_whole(gate)]
+        calls = [self._gate_call(gate, limits, part, now, member) for part in parts]
+        replies = self._run(calls, "gate")
+        counters = [0.0] * len(gate.counters)
+        texts: list[str | None] = [None] * len(gate.texts)
+        flagged = False
+        refused: tuple[int, float] | None = None  # (index into limits, retry after)
+        taken: list[str] = []
+        for part, reply in zip(parts, replies, strict=True):
+            was_flagged, got_counters, got_texts, admitted, retry, index = reply
+            for position, value in zip(part.counters, got_counters, strict=True):
+                counters[position] = 0.0 if value is None else float(value)
+            for position, value in zip(part.texts, got_texts, strict=True):
+                texts[position] = _decoded(value)
+            if part.has_flag:
+                flagged = bool(was_flagged)
+            if int(admitted):
+                skipped = set(range(len(gate.limits), len(limits))) if was_flagged else set()
+                taken += [limits[i].key for i in part.limits if i not in skipped]
+            else:
+                where = part.limits[int(index) - 1]
+                if refused is None or where < refused[0]:
+                    refused = (where, float(retry))
+        ticket = Ticket(tuple(taken), now, member)
+        if refused is None:
+            return Passage(counters, texts, flagged, Admission(True), ticket)
+        self.release(ticket)  # all-or-nothing across slots: give back what others took
+        admission = Admission(False, refused[1], limits[refused[0]].name)
+        return Passage(counters, texts, flagged, admission, Ticket((), now, member))
 
-    def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
-        if not limits:
-            return Admission(True)
-        args: list[float | str] = [repr(now), secrets.token_hex(8)]
-        for limit in limits:
-            args += [limit.limit, limit.window]
-        allowed, retry, index = self._call(
-            "acquire", self._acquire, keys=[self._key(limit.key) for limit in limits], args=args
+    def _gate_call(
+        self, gate: Gate, limits: Sequence[Limit], part: _Part, now: float, member: str
+    ) -> _Call:
+        plain = [i for i in part.limits if i < len(gate.limits)]
+        unflagged = [i for i in part.limits if i >= len(gate.limits)]
+        keys = [
+            *(gate.counters[i] for i in part.counters),
+            *(gate.texts[i] for i in part.texts),
+            *(limits[i].key for i in part.limits),
+        ]
+        if part.has_flag:
+            assert gate.flag is not None
+            keys.append(gate.flag)
+        spec = [
+            f"{len(part.counters)} {len(part.texts)} {len(plain)} {len(unflagged)} "
+            f"{1 if part.has_flag else 0}"
+        ]
+        for i in part.limits:  # plain ones first: indexes grow, and unflagged come last
+            spec.append(f"{limits[i].limit} {limits[i].window!r}")
+        prefix = self._prefix
+        return _Call(
+            self._gate, tuple(prefix + key for key in keys), (repr(now), member, " ".join(spec))
         )
-        if int(allowed):
-            return Admission(True)
-        return Admission(False, float(retry), limits[int(index) - 1].name)
+
+    def _parts(self, gate: Gate) -> list[_Part]:
+        """The gate cut by hash slot; the flag and the limits it governs must share one."""
+        slot_of = self._client.keyslot  # type: ignore[union-attr]
+        parts: dict[int, _Part] = defaultdict(lambda: _Part([], [], [], False))
+        for i, key in enumerate(gate.counters):
+            parts[slot_of(self._key(key))].counters.append(i)
+        for i, key in enumerate(gate.texts):
+            parts[slot_of(self._key(key))].texts.append(i)
+        for i, limit in enumerate([*gate.limits, *gate.unflagged]):
+            parts[slot_of(self._key(limit.key))].limits.append(i)
+        if gate.flag is not None:
+            home = slot_of(self._key(gate.flag))
+            stray = [u.key for u in gate.unflagged if slot_of(self._key(u.key)) != home]
+            if stray:
+                raise ValueError(f"{stray[0]!r} is not in the slot of its flag {gate.flag!r}")
+            part = parts[home]
+            parts[home] = part._replace(has_flag=True)
+        return list(parts.values())
+
+    def release(self, ticket: Ticket) -> None:
+        if not ticket.keys:
+            return
+        keys = [self._key(key) for key in ticket.keys]
+        if self._cluster:
+            slot_of = self._client.keyslot  # type: ignore[union-attr]
+            by_slot: dict[int, list[str]] = defaultdict(list)
+            for key in keys:
+                by_slot[slot_of(key)].append(key)
+            groups = list(by_slot.values())
+        else:
+            groups = [keys]
+        self._run(
+            [_Call(self._release, tuple(group), (ticket.member,)) for group in groups], "release"
+        )
+
+    # ------------------------------------------------------------------ counters and values
+    def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
+        return self.gate(Gate(limits=limits), now).admission
 
     def add(self, key: str, amount: float, ttl: float) -> float:
-        value = self._call(
-            "add", self._add, keys=[self._key(key)], args=[amount, max(1, int(ttl * 1000))]
-        )
-        return float(value)
+        return self.add_many([(key, amount, ttl)])[0]
 
     def add_many(self, items: Sequence[tuple[str, float, float]]) -> list[float]:
-        """One pipelined round trip; each counter is still its own atomic script."""
-        if not items:
-            return []
-
-        def run() -> list[Any]:
-            pipe = self._client.pipeline(transaction=False)
-            for key, amount, ttl in items:
-                self._add(
-                    keys=[self._key(key)], args=[amount, max(1, int(ttl * 1000))], client=pipe
-                )
-            result: list[Any] = pipe.execute()
-            return result
-
-        return [float(value) for value in self._call("add", run)]
+        """One script per counter (each atomic), pipelined per node."""
+        calls = [
+            _Call(self._add, (self._key(key),), (amount, max(1, int(ttl * 1000))))
+            for key, amount, ttl in items
+        ]
+        return [float(value) for value in self._run(calls, "add")]
 
     def get_many(self, keys: Sequence[str]) -> list[float]:
         if not keys:
             return []
-        values = self._call("mget", self._client.mget, [self._key(key) for key in keys])
+        if self._cluster:
+            calls = [_Call(None, (self._key(key),), ("GET",)) for key in keys]
+            values = self._run(calls, "get", writes=False)
+        else:
+            values = self._call("mget", self._client.mget, [self._key(key) for key in keys])
         return [0.0 if value is None else float(value) for value in values]
 
     def put(self, key: str, value: str, ttl: float) -> None:
         self._call("set", self._client.set, self._key(key), value, px=max(1, int(ttl * 1000)))
 
     def get(self, key: str) -> str | None:
-        value = self._call("get", self._client.get, self._key(key))
-        if value is None:
-            return None
-        return value.decode() if isinstance(value, bytes) else str(value)
+        return _decoded(self._call("get", self._client.get, self._key(key)))
 
     def delete(self, key: str) -> None:
         self._call("del", self._client.delete, self._key(key))
@@ -127,3 +313,144 @@ class RedisBackend(Backend):
 
     def close(self) -> None:
         self._client.close()
+
+    # ------------------------------------------------------------------ running commands
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (redis.RedisError, OSError) as exc:
+            self._suspect()
+            raise BackendError(f"redis {what}: {exc}") from None
+
+    def _suspect(self) -> None:
+        """An error may mean a failover: re-read the slot map before a coming call."""
+        self._stale = True
+
+    def _refresh(self) -> None:
+        """Re-read a cluster's slot map after an error, at most every ``_REFRESH_AFTER`` s."""
+        if not self._cluster or not self._stale:
+            return
+        with self._lock:
+            now = time.monotonic()
+            if not self._stale or now - self._refreshed < _REFRESH_AFTER:
+                return
+            self._stale, self._refreshed = False, now
+        try:
+            self._client.nodes_manager.initialize()  # type: ignore[union-attr]
+        except (redis.RedisError, OSError) as exc:
+            self._suspect()
+            raise BackendError(f"redis cluster: cannot read the slot map: {exc}") from None
+
+    def _run(self, calls: Sequence[_Call], what: str, *, writes: bool = True) -> list[Any]:
+        """Run ``calls`` in order of their results: one pipeline per node (one round trip
+        each), WAIT for ``replicas`` after writes, a script loaded where a node lacks it.
+        Any failure is a :class:`BackendError`."""
+        if not calls:
+            return []
+        self._refresh()
+        results: list[Any] = [None] * len(calls)
+        try:
+            for client, positions in self._by_node(calls).items():
+                self._run_on(client, [calls[i] for i in positions], positions, results, writes)
+        except (redis.RedisError, OSError) as exc:
+            self._suspect()
+            raise BackendError(f"redis {what}: {_first_line(exc)}") from None
+        return results
+
+    def _by_node(self, calls: Sequence[_Call]) -> dict[redis.Redis, list[int]]:
+        if not self._cluster:
+            return {self._client: list(range(len(calls)))}  # type: ignore[dict-item]
+        cluster: RedisCluster = self._client  # type: ignore[assignment]
+        by_node: dict[redis.Redis, list[int]] = defaultdict(list)
+        for i, call in enumerate(calls):
+            node = cluster.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
+            connection = cluster.get_redis_connection(node)
+            by_node[connection].append(i)
+        return by_node
+
+    def _run_on(
+        self,
+        client: redis.Redis,
+        calls: list[_Call],
+        positions: list[int],
+        results: list[Any],
+        writes: bool,
+    ) -> None:
+        wait = writes and self._replicas > 0
+        if len(calls) == 1 and not wait:  # the common case on one Redis: no pipeline object
+            results[positions[0]] = self._one(client, calls[0])
+            return
+        pipe = client.pipeline(transaction=False)
+        for call in calls:
+            _queue(pipe, call)
+        if wait:
+            pipe.execute_command("WAIT", self._replicas, self._wait_ms)  # type: ignore[no-untyped-call]
+        replies = pipe.execute(raise_on_error=False)
+        missing = [i for i, reply in enumerate(replies[: len(calls)]) if _no_script(reply)]
+        for i in missing:  # that script did not run: load it and run it now
+            replies[i] = self._one(client, calls[i])
+        for i, reply in enumerate(replies[: len(calls)]):
+            if isinstance(reply, Exception):
+                raise reply
+            results[positions[i]] = reply
+        if wait:
+            acked = replies[-1]
+            if isinstance(acked, Exception):
+                raise acked
+            if missing:  # the reloaded scripts ran after that WAIT
+                acked = client.execute_command("WAIT", self._replicas, self._wait_ms)  # type: ignore[no-untyped-call]
+            if int(acked) < self._replicas:
+                raise redis.RedisError(
+                    f"{acked} of {self._replicas} replicas acknowledged within {self._wait_ms} ms"
+                )
+
+    @staticmethod
+    def _one(client: redis.Redis, call: _Call) -> Any:
+        if call.script is None:
+            return client.execute_command(*call.args, *call.keys)  # type: ignore[no-untyped-call]
+        try:
+            return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        except NoScriptError:
+            client.script_load(call.script.source)
+            return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+
+
+def _queue(pipe: Any, call: _Call) -> None:
+    if call.script is None:
+        pipe.execute_command(*call.args, *call.keys)
+    else:
+        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+
+
+def _whole(gate: Gate) -> _Part:
+    """One Redis: the whole gate is one script."""
+    return _Part(
+        list(range(len(gate.counters))),
+        list(range(len(gate.texts))),
+        list(range(len(gate.limits) + len(gate.unflagged))),
+        gate.flag is not None,
+    )
+
+
+def _no_script(reply: Any) -> bool:
+    return isinstance(reply, NoScriptError) or (
+        isinstance(reply, ResponseError) and str(reply).startswith("NOSCRIPT")
+    )
+
+
+def _decoded(value: Any) -> str | None:
+    if value is None:
+        return None
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _node(address: str) -> ClusterNode:
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"cluster node {address!r} is not HOST:PORT")
+    return ClusterNode(host.strip("[]"), int(port))  # type: ignore[no-untyped-call]

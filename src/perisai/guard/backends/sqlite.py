@@ -16,7 +16,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
-from perisai.guard.interface import Admission, Backend, BackendError, Limit, slide
+from perisai.guard.interface import (
+    Admission,
+    Backend,
+    BackendError,
+    Gate,
+    Limit,
+    Passage,
+    Ticket,
+    slide,
+)
 
 __all__ = ["SQLiteBackend"]
 
@@ -116,25 +125,64 @@ class SQLiteBackend(Backend):
     def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
         if not limits:
             return Admission(True)
+        return self._tx(lambda conn: self._acquire(conn, limits, now))
 
-        def body(conn: sqlite3.Connection) -> Admission:
-            logs = self._rows(conn, "text", [limit.key for limit in limits], now)
-            updates: list[tuple[str, str, float]] = []
-            for limit in limits:
-                text = logs.get(limit.key)
-                stamps = json.loads(text) if isinstance(text, str) and text else []
-                allowed, kept, retry = slide(stamps, now, limit.limit, limit.window)
-                if not allowed:
-                    return Admission(False, retry, limit.name)
-                updates.append((limit.key, json.dumps(kept), now + limit.window))
-            conn.executemany(
-                "INSERT OR REPLACE INTO guard_state (key, num, text, expires) "
-                "VALUES (?, NULL, ?, ?)",
-                updates,
-            )
+    def _acquire(self, conn: sqlite3.Connection, limits: Sequence[Limit], now: float) -> Admission:
+        """:meth:`acquire` inside a transaction."""
+        if not limits:
             return Admission(True)
+        logs = self._rows(conn, "text", [limit.key for limit in limits], now)
+        updates: list[tuple[str, str, float]] = []
+        for limit in limits:
+            text = logs.get(limit.key)
+            stamps = json.loads(text) if isinstance(text, str) and text else []
+            allowed, kept, retry = slide(stamps, now, limit.limit, limit.window)
+            if not allowed:
+                return Admission(False, retry, limit.name)
+            updates.append((limit.key, json.dumps(kept), now + limit.window))
+        conn.executemany(
+            "INSERT OR REPLACE INTO guard_state (key, num, text, expires) VALUES (?, NULL, ?, ?)",
+            updates,
+        )
+        return Admission(True)
+
+    def gate(self, gate: Gate, now: float) -> Passage:
+        """Every read and the admission in one transaction."""
+        clock = self._clock()
+
+        def body(conn: sqlite3.Connection) -> Passage:
+            nums = self._rows(conn, "num", gate.counters, clock) if gate.counters else {}
+            wanted = [*gate.texts, *([gate.flag] if gate.flag is not None else [])]
+            texts = self._rows(conn, "text", wanted, clock) if wanted else {}
+            flagged = gate.flag is not None and texts.get(gate.flag) is not None
+            limits = [*gate.limits, *(() if flagged else gate.unflagged)]
+            admission = self._acquire(conn, limits, now)
+            taken = tuple(limit.key for limit in limits) if admission.allowed else ()
+            return Passage(
+                [_number(nums.get(key)) for key in gate.counters],
+                [_text(texts.get(key)) for key in gate.texts],
+                flagged,
+                admission,
+                Ticket(taken, now),
+            )
 
         return self._tx(body)
+
+    def release(self, ticket: Ticket) -> None:
+        if not ticket.keys:
+            return
+
+        def body(conn: sqlite3.Connection) -> None:
+            logs = self._rows(conn, "text", ticket.keys, ticket.stamp)  # the decision's time
+            for key, text in logs.items():
+                stamps = json.loads(text) if isinstance(text, str) and text else []
+                if ticket.stamp in stamps:
+                    stamps.remove(ticket.stamp)
+                    conn.execute(
+                        "UPDATE guard_state SET text = ? WHERE key = ?", (json.dumps(stamps), key)
+                    )
+
+        self._tx(body)
 
     @staticmethod
     def _add(conn: sqlite3.Connection, key: str, amount: float, ttl: float, now: float) -> float:
@@ -172,10 +220,7 @@ class SQLiteBackend(Backend):
 
         def body(conn: sqlite3.Connection) -> list[float]:
             found = self._rows(conn, "num", keys, now)
-            return [
-                float(value) if isinstance(value, int | float) else 0.0
-                for value in (found.get(key) for key in keys)
-            ]
+            return [_number(found.get(key)) for key in keys]
 
         return self._read(body)
 
@@ -219,3 +264,12 @@ class SQLiteBackend(Backend):
             self._checkpointer.join(timeout=5.0)
         with self._lock:
             self._conn.close()
+
+
+def _number(value: object) -> float:
+    """A counter column: 0 when absent."""
+    return float(value) if isinstance(value, int | float) else 0.0
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
