@@ -18,15 +18,17 @@ Prints a Markdown table; ``--write`` also puts it into docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import platform
 import tempfile
 import time
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from limits import RateLimitItemPerMinute
-from limits.storage import MemoryStorage, RedisStorage
+from limits.storage import MemoryStorage, RedisStorage, storage_from_string
 from limits.strategies import MovingWindowRateLimiter
 
 from perisai.guard import Guard, GuardConfig, open_backend
@@ -87,6 +89,42 @@ def time_guard(backend: Backend, count: int) -> Rate:
     return _timed(run, count)
 
 
+def _decide_in_process(url: str, count: int, offset: int, start: Any, done: Any) -> None:
+    """One guard process of :func:`time_processes`: waits for the start, decides, reports."""
+    backend = open_backend(url)
+    guard = Guard(GuardConfig.from_mapping(LOOSE), backend)
+    targets = [f"+6012{offset + i:07d}" for i in range(count)]
+    ips = [
+        f"{11 + (offset + i) % 64}.{(offset + i) // 64 % 256}.{offset // 100_000}.7"
+        for i in range(count)
+    ]
+    start.wait()
+    began = time.perf_counter()
+    for i, to in enumerate(targets):
+        guard.check("send_otp", to, ips[i])
+    done.put(time.perf_counter() - began)
+    backend.close()
+
+
+def time_processes(url: str, processes: int, count: int) -> float:
+    """Decisions per second of ``processes`` guard processes together, ``count`` each, on one
+    shared state (their own numbers and addresses, so every decision is admitted and written)."""
+    context = multiprocessing.get_context("spawn")
+    start, done = context.Event(), context.Queue()
+    workers = [
+        context.Process(target=_decide_in_process, args=(url, count, n * 1_000_000, start, done))
+        for n in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    time.sleep(2.0)  # every process imported and connected
+    start.set()
+    elapsed: list[float] = [float(done.get(timeout=600)) for _ in workers]
+    for worker in workers:
+        worker.join(timeout=30)
+    return processes * count / max(elapsed)
+
+
 def time_limits(hit: Callable[[str], bool], count: int) -> Rate:
     targets = numbers(count)
 
@@ -97,10 +135,51 @@ def time_limits(hit: Callable[[str], bool], count: int) -> Rate:
     return _timed(run, count)
 
 
+def cluster_rows(
+    tmp: Path, count: int, item: RateLimitItemPerMinute
+) -> list[tuple[str, str, Rate]]:
+    """The guard on one Redis with 2 processes, and on a Redis Cluster with 1 and 2, beside
+    ``limits``' moving window on the same cluster."""
+    from perisai.lab import start_redis
+    from perisai.lab.redis_cluster import start_redis_cluster
+
+    rows: list[tuple[str, str, Rate]] = []
+    name = "perisai guard (full policy)"
+    server = start_redis("bench-redis-procs", tmp, exposed=True)
+    try:
+        for processes in (1, 2):
+            rate = time_processes(server.url_for(2), processes, count)
+            rows.append((f"{name}, {processes} processes", "redis", (rate, 0.0)))
+    finally:
+        server.stop()
+    cluster = start_redis_cluster(tmp / "cluster")
+    try:
+        backend = open_backend(cluster.url, tag="single")
+        rows.append((name, "redis cluster", time_guard(backend, count)))
+        backend.close()
+        for processes in (1, 2):
+            rate = time_processes(cluster.url, processes, count)
+            rows.append((f"{name}, {processes} processes", "redis cluster", (rate, 0.0)))
+        remote = MovingWindowRateLimiter(storage_from_string(cluster.url))
+        rows.append(
+            (
+                "limits moving window (1 limit)",
+                "redis cluster",
+                time_limits(lambda key: remote.hit(item, key), count),
+            )
+        )
+    finally:
+        cluster.stop()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--decisions", type=int, default=20_000)
     parser.add_argument("--no-redis", action="store_true", help="skip the Redis rows")
+    parser.add_argument(
+        "--no-cluster", action="store_true", help="skip the Redis Cluster and multi-process rows"
+    )
     parser.add_argument("--write", action="store_true", help="update docs/benchmarks.md")
     args = parser.parse_args()
     count = max(1, min(args.decisions, 1_000_000))
@@ -129,20 +208,28 @@ def main() -> None:
                 )
             finally:
                 server.stop()
+            if not args.no_cluster:
+                rows += cluster_rows(Path(tmp), count, item)
     flags = " --no-redis" if args.no_redis else ""
+    flags += " --no-cluster" if args.no_cluster else ""
     lines = [
         f"`.venv/bin/python -m benchmarks.guard --decisions {count}{flags}` on "
         f"{platform.machine()}, Python {platform.python_version()}, one core, {date.today()}. "
         "Each guard decision is a `send_otp` check for a never-seen number from a never-seen "
         "address (number parsed cold, pumping counters read, seven sliding-window limits "
         "admitted all-or-nothing); `limits` does one moving-window hit. `limits` has no "
-        "SQLite storage. Redis: a throwaway `redis-server` on loopback.",
+        "SQLite storage. Redis: a throwaway `redis-server` on loopback; Redis Cluster: three "
+        "masters with a replica each (`perisai.lab.redis_cluster`), six `redis-server`s on "
+        "loopback. *N processes*: N guard processes deciding at once on one state, each its "
+        "own numbers; the rate is their sum (the CPU column is then not measured). Everything "
+        "(guards, servers) shares this machine's cores.",
         "",
         "| limiter | backend | decisions/s (wall) | decisions/s (CPU time) |",
         "| --- | --- | ---: | ---: |",
     ]
     for name, backend, (wall, cpu) in rows:
-        lines.append(f"| {name} | {backend} | {wall:,.0f} | {cpu:,.0f} |")
+        cpu_text = f"{cpu:,.0f}" if cpu else "-"
+        lines.append(f"| {name} | {backend} | {wall:,.0f} | {cpu_text} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.write:

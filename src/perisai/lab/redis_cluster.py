@@ -104,7 +104,24 @@ class RedisClusterLab:
 
     def _paired(self) -> bool:
         masters = self.masters()
-        return bool(masters) and all(masters.values()) and self.healthy()
+        if not masters or not all(masters.values()) or not self.healthy():
+            return False
+        return all(self._replicas_online(port) for port in masters)
+
+    @staticmethod
+    def _replicas_online(port: int) -> bool:
+        """Whether every replica of the master on ``port`` is linked and synced (a restarted
+        one first loads the master's data)."""
+        client = connect_redis(HOST, port, None, timeout=1.0)
+        try:
+            info = client.info("replication")
+        finally:
+            client.close()
+        count = int(info.get("connected_slaves", 0))
+        links = [info.get(f"slave{i}", {}) for i in range(count)]
+        return count > 0 and all(
+            isinstance(link, dict) and link.get("state") == "online" for link in links
+        )
 
     def kill(self, port: int) -> None:
         """SIGKILL the node on ``port``: a crash, as its peers see it."""
