@@ -13,13 +13,15 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from distributed import Client, LocalCluster
 
-from perisai.classify.files import profile_file
-from perisai.classify.on_cluster import classify_on_cluster
+from perisai.classify.files import FileProfile, profile_file
+from perisai.classify.on_cluster import classify_on_cluster, classify_part
+from perisai.classify.parallel import merge_in_order, plan
 from perisai.classify.profile import classifier_for
 from perisai.cluster import INSTALL_HINT
 from perisai.usecases import classify_files
@@ -32,6 +34,11 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
+# Even without a dashboard a scheduler serves HTTP, on 8787 unless told: another cluster on
+# the machine may hold that port (a warning, here an error), so it gets a free loopback one.
+LOOPBACK_HTTP = "127.0.0.1:0"
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
     with LocalCluster(  # type: ignore[no-untyped-call]
@@ -39,7 +46,7 @@ def cluster() -> Iterator[LocalCluster]:
         threads_per_worker=1,
         processes=True,
         host="127.0.0.1",
-        dashboard_address=None,
+        dashboard_address=LOOPBACK_HTTP,
     ) as local:
         yield local
 
@@ -88,6 +95,19 @@ def test_the_library_takes_a_connected_client(corpus: list[Path], client: Client
     report = classify_files(corpus, regions=REGIONS, cluster=client)
     assert [counts(p) for p in report.files] == _one_process(corpus)
     assert client.status == "running"  # the caller's client is left open
+
+
+def test_worker_threads_each_get_a_classifier(corpus: list[Path]) -> None:
+    # a worker's threads share its process; one classifier shared by them fails mid-scan
+    # (hyperscan's ScratchInUseError), so each thread builds its own, once
+    alone = _one_process(corpus)  # this process's shared classifier is built first
+    parts = plan(corpus, PART)
+    with ThreadPoolExecutor(4) as pool:
+        profiles = list(pool.map(classify_part, parts, [REGIONS] * len(parts)))
+    done = {part: profile for part, profile in zip(parts, profiles, strict=True)}
+    assert all(isinstance(profile, FileProfile) for profile in profiles)
+    merged = merge_in_order(corpus, parts, done)  # type: ignore[arg-type]
+    assert [counts(p) for p in merged] == alone
 
 
 def test_the_command_with_cluster_prints_the_same_report(

@@ -24,7 +24,6 @@ from typing import TYPE_CHECKING
 from perisai.classify.engine import Classifier
 from perisai.classify.files import FileProfile
 from perisai.classify.parallel import Part, merge_in_order, part_mb, part_size, plan, profile_part
-from perisai.classify.profile import classifier_for
 from perisai.cluster import ClusterError
 
 if TYPE_CHECKING:
@@ -37,7 +36,9 @@ __all__ = ["RETRIES", "Absent", "classify_on_cluster", "classify_part"]
 RETRIES = 2
 WORKER_WAIT_S = 10.0  # how long a scheduler with no worker yet is given to get one
 
-_local = threading.local()  # one classifier per worker thread: hyperscan scratch is per thread
+# One classifier per worker thread: a hyperscan scratch space serves one scan at a time, so
+# threads sharing one fail (ScratchInUseError); with --nthreads 1, one per worker process.
+_local = threading.local()
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,11 @@ def classify_part(part: Part, regions: tuple[str, ...]) -> FileProfile | Absent:
         from distributed import get_worker
 
         return Absent(get_worker().address)
-    classifiers: dict[tuple[str, ...], Classifier] = _local.__dict__.setdefault("classifiers", {})
-    if regions not in classifiers:
-        classifiers[regions] = classifier_for(regions)
+    classifiers: dict[tuple[str, ...], Classifier] | None = getattr(_local, "classifiers", None)
+    if classifiers is None:
+        classifiers = _local.classifiers = {}
+    if regions not in classifiers:  # not classifier_for's: that one is shared by threads
+        classifiers[regions] = Classifier(regions)
     return profile_part(part, classifiers[regions])
 
 
