@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed-stamp
 LAB_DIR ?= .perisai-lab
 DEMO_DB ?= perisai.db
 
-.PHONY: help setup servers demo test lint typecheck unit clean bench-classify bench-scan bench-api
+.PHONY: help setup servers demo test lint typecheck unit clean bench-classify bench-scan bench-api bench-classify-cluster
 
 help:
 	@echo "make demo   set up, bring up the local lab, scan it, show the report, bring it down"
@@ -67,6 +67,9 @@ bench-classify: setup $(BENCH_VENV)/.installed-stamp
 
 bench-api: setup $(BENCH_VENV)/.installed-stamp
 	$(BIN)/python benchmarks/api_audit.py
+
+bench-classify-cluster: setup
+	$(BIN)/python benchmarks/cluster_classify.py --write $(BENCH_ARGS)
 
 bench-scan: setup servers
 	@command -v nmap >/dev/null || { [ "$$(id -u)" -eq 0 ] && apt-get install -y -qq nmap >/dev/null; } || \

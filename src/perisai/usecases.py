@@ -19,12 +19,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from perisai.classify.files import ClassifyReport, FileProfile, iter_files, profile_file
+from perisai.classify.on_cluster import classify_on_cluster
 from perisai.classify.parallel import classify_in_parallel
 from perisai.classify.profile import classifier_for
+from perisai.cluster import ClusterError, connect
 from perisai.findings import Finding, ScanDiff, ScanReport, Severity
 from perisai.probes.interface import ScanConfig
 from perisai.progress import NoProgress, Progress
@@ -32,6 +36,9 @@ from perisai.report.history import ScanHistory, load_history
 from perisai.scanner import Scanner
 from perisai.store import StoreError, open_store
 from perisai.targets import check_scope, parse_targets
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 DEFAULT_DB = "perisai.db"
 
@@ -133,21 +140,30 @@ def classify_files(
     regions: tuple[str, ...] = ("MY",),
     progress: Progress | None = None,
     jobs: int = 1,
+    cluster: str | Client | None = None,
 ) -> ClassifyReport:
     """Profile every file under ``paths`` (directories recursively): records, the share with
     personal data, entity counts and masked examples; files that cannot be read are listed
     with the reason, not fatal. ``progress`` advances in megabytes read. ``jobs`` > 1 uses
     that many processes, big files cut at line boundaries (:mod:`perisai.classify.parallel`):
-    the same counts as one process."""
+    the same counts as one process. ``cluster`` (a scheduler's address, or a connected
+    ``distributed.Client``, which stays open) classifies the same parts on a Dask cluster's
+    workers, which read the files at the same paths (:mod:`perisai.classify.on_cluster`)."""
     missing = [str(path) for path in paths if not path.exists()]
     if missing:
         raise UseCaseError(f"no such file or directory: {missing[0]}")
     if jobs < 1:
         raise UseCaseError("--jobs must be at least 1")
+    if cluster is not None and jobs > 1:
+        raise UseCaseError(
+            "--cluster and --jobs do not go together: the cluster's workers are the processes"
+        )
     progress = progress or NoProgress()
     files = list(iter_files(paths))
     sizes = [_size_mb(path) for path in files]
     progress.phase("MB read", max(1, round(sum(sizes))))  # a single big log moves it too
+    if cluster is not None:
+        return ClassifyReport.of(_on_cluster(files, regions, cluster, progress))
     if jobs > 1:
         try:
             in_parallel = classify_in_parallel(files, regions, jobs, progress.advance)
@@ -163,6 +179,18 @@ def classify_files(
         profiles.append(profile_file(path, classifier, advance))
         advance(None)
     return ClassifyReport.of(profiles)
+
+
+def _on_cluster(
+    files: list[Path], regions: tuple[str, ...], cluster: str | Client, progress: Progress
+) -> list[FileProfile]:
+    """``files`` classified on the cluster; a client made from an address is closed after."""
+    try:
+        client = connect(cluster) if isinstance(cluster, str) else cluster
+        with client if isinstance(cluster, str) else nullcontext(client):
+            return classify_on_cluster(files, regions, client, progress.advance)
+    except ClusterError as error:
+        raise UseCaseError(str(error)) from None
 
 
 def _bounded_advance(progress: Progress, size_mb: float) -> Callable[[int | None], None]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 import multiprocessing
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,17 @@ from perisai.classify.files import (
 )
 from perisai.classify.profile import classifier_for
 
-__all__ = ["MIN_PART_BYTES", "Part", "classify_in_parallel", "part_size", "parts_of"]
+__all__ = [
+    "MIN_PART_BYTES",
+    "Part",
+    "classify_in_parallel",
+    "merge_in_order",
+    "part_mb",
+    "part_size",
+    "parts_of",
+    "plan",
+    "profile_part",
+]
 
 MIN_PART_BYTES = 4 * 1024 * 1024  # a range worth a worker's turn and a merge
 PARTS_PER_JOB = 4  # ranges per process: a slow range does not leave the others idle
@@ -97,9 +107,44 @@ def _start_worker(regions: tuple[str, ...]) -> None:
 
 def _run(part: Part) -> tuple[Part, FileProfile]:
     assert _classifier is not None, "worker not initialised"
+    return part, profile_part(part, _classifier)
+
+
+def profile_part(part: Part, classifier: Classifier) -> FileProfile:
+    """One part's profile: the whole file's, or its range's."""
     if not part.kind:
-        return part, profile_file(part.path, _classifier)
-    return part, profile_range(part.path, part.start, part.end, part.kind, _classifier)
+        return profile_file(part.path, classifier)
+    return profile_range(part.path, part.start, part.end, part.kind, classifier)
+
+
+def plan(files: Sequence[Path], part_bytes: int) -> list[Part]:
+    """Every file's parts, in file order."""
+    return [part for index, path in enumerate(files) for part in parts_of(index, path, part_bytes)]
+
+
+def merge_in_order(
+    files: Sequence[Path], parts: Sequence[Part], done: Mapping[Part, FileProfile]
+) -> list[FileProfile]:
+    """One profile per file, its parts' profiles merged in order and named as ``files``
+    names it (a part may have been read at another spelling of the path)."""
+    merged: list[FileProfile] = []
+    by_file = itertools.groupby(parts, key=lambda part: part.file)
+    for position, ((index, pieces), path) in enumerate(zip(by_file, files, strict=True)):
+        assert index == position, "parts out of file order"
+        profiles = [done[part] for part in pieces]
+        whole = profiles[0]
+        if len(profiles) > 1:
+            whole = FileProfile(str(path), kind=profiles[0].kind)
+            for piece in profiles:
+                whole.merge(piece)
+        whole.path = str(path)
+        merged.append(whole)
+    return merged
+
+
+def part_mb(part: Part) -> float:
+    """What a finished part moves the progress bar by: its range, or its file's size."""
+    return (part.size or _size(part.path)) / 1e6
 
 
 def classify_in_parallel(
@@ -113,7 +158,7 @@ def classify_in_parallel(
     ``jobs`` processes; ``on_bytes`` gets each finished part's size in megabytes.
     ``part_bytes`` (default: :func:`part_size`) is the size ranges are cut at."""
     part_bytes = part_bytes or part_size(files, jobs)
-    parts = [part for index, path in enumerate(files) for part in parts_of(index, path, part_bytes)]
+    parts = plan(files, part_bytes)
     done: dict[Part, FileProfile] = {}
     context = multiprocessing.get_context("spawn")  # no fork of a process with threads
     with ProcessPoolExecutor(
@@ -126,17 +171,8 @@ def classify_in_parallel(
             part, profile = future.result()
             done[part] = profile
             if on_bytes is not None:
-                on_bytes((part.size or _size(part.path)) / 1e6)
-    merged: list[FileProfile] = []
-    for index, path in enumerate(files):
-        pieces = [done[part] for part in parts if part.file == index]
-        first = pieces[0]
-        if len(pieces) > 1:
-            first = FileProfile(str(path), kind=pieces[0].kind)
-            for piece in pieces:
-                first.merge(piece)
-        merged.append(first)
-    return merged
+                on_bytes(part_mb(part))
+    return merge_in_order(files, parts, done)
 
 
 def _size(path: Path) -> int:

@@ -42,13 +42,23 @@ def classify(
             "CSV file is one part). Same counts as one process.",
         ),
     ] = 1,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="ADDRESS",
+            help="Classify on a Dask cluster's workers (tcp://HOST:8786), in the parts --jobs "
+            "cuts (a .gz or CSV file is one part). The workers read the files: each must be "
+            "at the same path on every worker (shared storage). Needs perisai[cluster].",
+        ),
+    ] = None,
 ) -> None:
     """Find personal data in files, dumps and logs: per-file and total entity counts, masked
     examples, and the share of records holding personal data."""
     chosen = regions(region)
     try:
         with progress() as bar:
-            report = classify_files(paths, regions=chosen, progress=bar, jobs=jobs)
+            report = classify_files(paths, regions=chosen, progress=bar, jobs=jobs, cluster=cluster)
     except UseCaseError as error:
         fail(str(error))
     sys.stdout.write(render_classify(report, output_format))
