@@ -32,6 +32,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.connection import Connection
 from redis.exceptions import NoScriptError, ResponseError
 
 from perisai.guard.interface import (
@@ -46,28 +47,32 @@ from perisai.guard.interface import (
 
 __all__ = ["RedisBackend"]
 
-# KEYS: counters, texts, limits, unflagged limits, then the flag when the spec says so.
-# ARGV: now, member, spec: "#counters #texts #limits #unflagged has-flag" then each limit's
-# "count window" (one string: each argument costs the client more than parsing costs Lua).
+# ARGV: now, member, the key prefix, the spec: "#counters #texts #limits #unflagged has-flag"
+# then each limit's "count window", and the keys, one per line: counters, texts, limits,
+# unflagged limits, then the flag when the spec says so. Every argument costs the client more
+# than splitting costs Lua, so a decision is five arguments, not fifty. KEYS holds one of the
+# keys on a cluster, to route the script (the others share its slot: Redis checks).
 # Returns {flagged, counters, texts, admitted, retry after, index of the refusing limit}.
 _GATE = """
 local now = tonumber(ARGV[1])
 local member = ARGV[2]
-local spec = {}
-for word in string.gmatch(ARGV[3], '%S+') do spec[#spec + 1] = tonumber(word) end
+local prefix = ARGV[3]
+local spec, keys = {}, {}
+for word in string.gmatch(ARGV[4], '%S+') do spec[#spec + 1] = tonumber(word) end
+for key in string.gmatch(ARGV[5], '[^\\n]+') do keys[#keys + 1] = prefix .. key end
 local ncount, ntext, nlimit, nunflagged = spec[1], spec[2], spec[3], spec[4]
 local counters, texts = {}, {}
-if ncount > 0 then counters = redis.call('MGET', unpack(KEYS, 1, ncount)) end
-if ntext > 0 then texts = redis.call('MGET', unpack(KEYS, ncount + 1, ncount + ntext)) end
+if ncount > 0 then counters = redis.call('MGET', unpack(keys, 1, ncount)) end
+if ntext > 0 then texts = redis.call('MGET', unpack(keys, ncount + 1, ncount + ntext)) end
 local flagged = 0
 local n = nlimit + nunflagged
 if spec[5] == 1 then
-  flagged = redis.call('EXISTS', KEYS[#KEYS])
+  flagged = redis.call('EXISTS', keys[#keys])
   if flagged == 1 then n = nlimit end
 end
 local first = ncount + ntext
 for i = 1, n do
-  local key = KEYS[first + i]
+  local key = keys[first + i]
   local limit = spec[4 + 2 * i]
   local window = spec[5 + 2 * i]
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
@@ -78,15 +83,16 @@ for i = 1, n do
   end
 end
 for i = 1, n do
-  local key = KEYS[first + i]
+  local key = keys[first + i]
   redis.call('ZADD', key, now, member)
   redis.call('PEXPIRE', key, math.ceil(spec[5 + 2 * i] * 1000))
 end
 return {flagged, counters, texts, 1, '0', 0}
 """
 
+# ARGV: member, prefix, keys one per line
 _RELEASE = """
-for i = 1, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+for key in string.gmatch(ARGV[3], '[^\\n]+') do redis.call('ZREM', ARGV[2] .. key, ARGV[1]) end
 return 0
 """
 
@@ -148,6 +154,9 @@ class RedisBackend(Backend):
         self._stale = False  # an error suggested the slot map changed
         self._refreshed = 0.0  # when it was last re-read
         self._lock = threading.Lock()
+        self._held = threading.local()
+        self._limit_specs: dict[tuple[int, float], str] = {}
+        self._all_held: list[tuple[redis.Redis, Connection]] = []
 
     @classmethod
     def from_url(cls, url: str, *, tag: str = "perisai") -> RedisBackend:
@@ -185,7 +194,9 @@ class RedisBackend(Backend):
     def gate(self, gate: Gate, now: float) -> Passage:
         limits = [*gate.limits, *gate.unflagged]
         member = secrets.token_hex(8)
-        parts = self._parts(gate) if self._cluster else [_whole(gate)]
+        if not self._cluster:
+            return self._gate_whole(gate, limits, now, member)
+        parts = self._parts(gate)
         calls = [self._gate_call(gate, limits, part, now, member) for part in parts]
         replies = self._run(calls, "gate")
         counters = [0.0] * len(gate.counters)
@@ -215,6 +226,25 @@ class RedisBackend(Backend):
         admission = Admission(False, refused[1], limits[refused[0]].name)
         return Passage(counters, texts, flagged, admission, Ticket((), now, member))
 
+    def _gate_whole(self, gate: Gate, limits: Sequence[Limit], now: float, member: str) -> Passage:
+        """One Redis: the gate is one script, on this thread's connection."""
+        call = self._gate_call(gate, limits, _whole(gate), now, member)
+        try:
+            (reply,) = self._round_trip(self._client, [call], writes=True)  # type: ignore[arg-type]
+            if isinstance(reply, Exception):
+                raise reply
+        except (redis.RedisError, OSError) as exc:
+            raise BackendError(f"redis gate: {_first_line(exc)}") from None
+        was_flagged, got_counters, got_texts, admitted, retry, index = reply
+        counters = [0.0 if value is None else float(value) for value in got_counters]
+        texts = [None if value is None else value.decode() for value in got_texts]
+        if int(admitted):
+            taken = limits if not was_flagged else limits[: len(gate.limits)]
+            ticket = Ticket(tuple(limit.key for limit in taken), now, member)
+            return Passage(counters, texts, bool(was_flagged), Admission(True), ticket)
+        admission = Admission(False, float(retry), limits[int(index) - 1].name)
+        return Passage(counters, texts, bool(was_flagged), admission, Ticket((), now, member))
+
     def _gate_call(
         self, gate: Gate, limits: Sequence[Limit], part: _Part, now: float, member: str
     ) -> _Call:
@@ -232,12 +262,24 @@ class RedisBackend(Backend):
             f"{len(part.counters)} {len(part.texts)} {len(plain)} {len(unflagged)} "
             f"{1 if part.has_flag else 0}"
         ]
+        specs = self._limit_specs
         for i in part.limits:  # plain ones first: indexes grow, and unflagged come last
-            spec.append(f"{limits[i].limit} {limits[i].window!r}")
-        prefix = self._prefix
+            limit = limits[i]
+            text = specs.get((limit.limit, limit.window))
+            if text is None:
+                if len(specs) > 1024:  # limits come from the configuration: a handful
+                    specs.clear()
+                text = specs[limit.limit, limit.window] = f"{limit.limit} {limit.window!r}"
+            spec.append(text)
         return _Call(
-            self._gate, tuple(prefix + key for key in keys), (repr(now), member, " ".join(spec))
+            self._gate,
+            self._route(keys[0]),
+            (repr(now), member, self._prefix, " ".join(spec), _lines(keys)),
         )
+
+    def _route(self, key: str) -> tuple[str, ...]:
+        """The key a cluster routes a script by (all of a script's keys share its slot)."""
+        return (self._prefix + key,) if self._cluster else ()
 
     def _parts(self, gate: Gate) -> list[_Part]:
         """The gate cut by hash slot; the flag and the limits it governs must share one."""
@@ -261,18 +303,20 @@ class RedisBackend(Backend):
     def release(self, ticket: Ticket) -> None:
         if not ticket.keys:
             return
-        keys = [self._key(key) for key in ticket.keys]
+        groups = [list(ticket.keys)]
         if self._cluster:
             slot_of = self._client.keyslot  # type: ignore[union-attr]
             by_slot: dict[int, list[str]] = defaultdict(list)
-            for key in keys:
-                by_slot[slot_of(key)].append(key)
+            for key in ticket.keys:
+                by_slot[slot_of(self._key(key))].append(key)
             groups = list(by_slot.values())
-        else:
-            groups = [keys]
-        self._run(
-            [_Call(self._release, tuple(group), (ticket.member,)) for group in groups], "release"
-        )
+        calls = [
+            _Call(
+                self._release, self._route(group[0]), (ticket.member, self._prefix, _lines(group))
+            )
+            for group in groups
+        ]
+        self._run(calls, "release")
 
     # ------------------------------------------------------------------ counters and values
     def acquire(self, limits: Sequence[Limit], now: float) -> Admission:
@@ -312,6 +356,10 @@ class RedisBackend(Backend):
         self._call("ping", self._client.ping)
 
     def close(self) -> None:
+        with self._lock:
+            held, self._all_held = self._all_held, []
+        for node, connection in held:
+            node.connection_pool.release(connection)
         self._client.close()
 
     # ------------------------------------------------------------------ running commands
@@ -326,13 +374,14 @@ class RedisBackend(Backend):
         """An error may mean a failover: re-read the slot map before a coming call."""
         self._stale = True
 
-    def _refresh(self) -> None:
-        """Re-read a cluster's slot map after an error, at most every ``_REFRESH_AFTER`` s."""
-        if not self._cluster or not self._stale:
+    def _refresh(self, *, force: bool = False) -> None:
+        """Re-read a cluster's slot map after an error, at most every ``_REFRESH_AFTER`` s
+        unless ``force`` (a redirection says it changed)."""
+        if not self._cluster or not (self._stale or force):
             return
         with self._lock:
             now = time.monotonic()
-            if not self._stale or now - self._refreshed < _REFRESH_AFTER:
+            if not force and (not self._stale or now - self._refreshed < _REFRESH_AFTER):
                 return
             self._stale, self._refreshed = False, now
         try:
@@ -342,84 +391,126 @@ class RedisBackend(Backend):
             raise BackendError(f"redis cluster: cannot read the slot map: {exc}") from None
 
     def _run(self, calls: Sequence[_Call], what: str, *, writes: bool = True) -> list[Any]:
-        """Run ``calls`` in order of their results: one pipeline per node (one round trip
-        each), WAIT for ``replicas`` after writes, a script loaded where a node lacks it.
-        Any failure is a :class:`BackendError`."""
+        """Run ``calls``, their results in order: one round trip per node, WAIT for
+        ``replicas`` after writes, a script loaded where a node lacks it, a call a cluster
+        redirected (MOVED: it did not run) run again once the slot map is re-read. Any
+        failure is a :class:`BackendError`."""
         if not calls:
             return []
         self._refresh()
         results: list[Any] = [None] * len(calls)
         try:
-            for client, positions in self._by_node(calls).items():
-                self._run_on(client, [calls[i] for i in positions], positions, results, writes)
+            for attempt in (1, 2):
+                pending = [
+                    i for i, result in enumerate(results) if result is None or _moved(result)
+                ]
+                if not pending:
+                    break
+                if attempt == 2:
+                    self._refresh(force=True)
+                for node, positions in self._by_node([calls[i] for i in pending], pending).items():
+                    replies = self._round_trip(node, [calls[i] for i in positions], writes)
+                    for position, reply in zip(positions, replies, strict=True):
+                        results[position] = reply
+            for result in results:
+                if isinstance(result, Exception):
+                    raise result
         except (redis.RedisError, OSError) as exc:
             self._suspect()
             raise BackendError(f"redis {what}: {_first_line(exc)}") from None
         return results
 
-    def _by_node(self, calls: Sequence[_Call]) -> dict[redis.Redis, list[int]]:
+    def _by_node(
+        self, calls: Sequence[_Call], positions: list[int]
+    ) -> dict[redis.Redis, list[int]]:
         if not self._cluster:
-            return {self._client: list(range(len(calls)))}  # type: ignore[dict-item]
+            return {self._client: positions}  # type: ignore[dict-item]
         cluster: RedisCluster = self._client  # type: ignore[assignment]
         by_node: dict[redis.Redis, list[int]] = defaultdict(list)
-        for i, call in enumerate(calls):
+        for position, call in zip(positions, calls, strict=True):
             node = cluster.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
-            connection = cluster.get_redis_connection(node)
-            by_node[connection].append(i)
+            by_node[cluster.get_redis_connection(node)].append(position)
         return by_node
 
-    def _run_on(
-        self,
-        client: redis.Redis,
-        calls: list[_Call],
-        positions: list[int],
-        results: list[Any],
-        writes: bool,
-    ) -> None:
+    def _connection(self, node: redis.Redis) -> Any:  # a redis-py Connection: untyped
+        """This thread's own connection to ``node``, kept open: taking one from the pool and
+        giving it back each time cost a third of a decision."""
+        held: dict[int, Any] | None = getattr(self._held, "connections", None)
+        if held is None:
+            held = self._held.connections = {}
+        connection = held.get(id(node))
+        if connection is None:
+            connection = node.connection_pool.get_connection()
+            held[id(node)] = connection
+            with self._lock:
+                self._all_held.append((node, connection))
+        return connection
+
+    def _round_trip(self, node: redis.Redis, calls: list[_Call], writes: bool) -> list[Any]:
+        """Send ``calls`` (and WAIT) at once on this thread's connection, read every reply;
+        a reply that is an error stays in the list. A connection that fails is dropped, and a
+        send on a stale one (the server restarted) is tried once more on a new one."""
         wait = writes and self._replicas > 0
-        if len(calls) == 1 and not wait:  # the common case on one Redis: no pipeline object
-            results[positions[0]] = self._one(client, calls[0])
-            return
-        pipe = client.pipeline(transaction=False)
-        for call in calls:
-            _queue(pipe, call)
+        commands = [_command(call) for call in calls]
         if wait:
-            pipe.execute_command("WAIT", self._replicas, self._wait_ms)  # type: ignore[no-untyped-call]
-        replies = pipe.execute(raise_on_error=False)
+            commands.append(("WAIT", self._replicas, self._wait_ms))
+        connection = self._connection(node)
+        try:
+            try:
+                connection.send_packed_command(connection.pack_commands(commands), False)
+            except (redis.ConnectionError, OSError):
+                connection.disconnect()
+                connection.send_packed_command(connection.pack_commands(commands), False)
+            replies = [_reply(connection) for _ in commands]
+        except BaseException:
+            connection.disconnect()
+            raise
         missing = [i for i, reply in enumerate(replies[: len(calls)]) if _no_script(reply)]
-        for i in missing:  # that script did not run: load it and run it now
-            replies[i] = self._one(client, calls[i])
-        for i, reply in enumerate(replies[: len(calls)]):
-            if isinstance(reply, Exception):
-                raise reply
-            results[positions[i]] = reply
+        for i in missing:  # that script did not run: load it, then run it
+            script = calls[i].script
+            assert script is not None
+            connection.send_command("SCRIPT", "LOAD", script.source)
+            _reply(connection)
+            connection.send_packed_command(connection.pack_commands([commands[i]]), False)
+            replies[i] = _reply(connection)
         if wait:
-            acked = replies[-1]
+            acked = replies.pop()
+            if missing:  # the reloaded scripts ran after that WAIT
+                connection.send_command("WAIT", self._replicas, self._wait_ms)
+                acked = _reply(connection)
             if isinstance(acked, Exception):
                 raise acked
-            if missing:  # the reloaded scripts ran after that WAIT
-                acked = client.execute_command("WAIT", self._replicas, self._wait_ms)  # type: ignore[no-untyped-call]
             if int(acked) < self._replicas:
                 raise redis.RedisError(
                     f"{acked} of {self._replicas} replicas acknowledged within {self._wait_ms} ms"
                 )
-
-    @staticmethod
-    def _one(client: redis.Redis, call: _Call) -> Any:
-        if call.script is None:
-            return client.execute_command(*call.args, *call.keys)  # type: ignore[no-untyped-call]
-        try:
-            return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
-        except NoScriptError:
-            client.script_load(call.script.source)
-            return client.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        return replies
 
 
-def _queue(pipe: Any, call: _Call) -> None:
+def _command(call: _Call) -> tuple[Any, ...]:
     if call.script is None:
-        pipe.execute_command(*call.args, *call.keys)
-    else:
-        pipe.evalsha(call.script.sha, len(call.keys), *call.keys, *call.args)
+        return (*call.args, *call.keys)
+    return ("EVALSHA", call.script.sha, len(call.keys), *call.keys, *call.args)
+
+
+def _reply(connection: Any) -> Any:
+    """The next reply, an error reply returned rather than raised (the rest must be read)."""
+    try:
+        return connection.read_response()
+    except ResponseError as error:
+        return error
+
+
+def _moved(result: Any) -> bool:
+    return isinstance(result, ResponseError) and str(result).startswith(("MOVED", "ASK"))
+
+
+def _lines(keys: Sequence[str]) -> str:
+    """Keys one per line; a line break inside one (a device id, say) is written ``\\n``."""
+    text = "\n".join(keys)
+    if text.count("\n") != len(keys) - 1:
+        text = "\n".join(key.replace("\n", "\\n") for key in keys)
+    return text
 
 
 def _whole(gate: Gate) -> _Part:
