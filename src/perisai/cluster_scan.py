@@ -38,6 +38,7 @@ __all__ = [
     "IN_FLIGHT_PER_THREAD",
     "RETRIES",
     "chunks",
+    "run_bounded",
     "scan_on_cluster",
 ]
 
@@ -76,7 +77,7 @@ def scan_on_cluster(
 
     progress.phase("discover", total)
     found: list[Endpoint] = []
-    for chunk, open_ones in _run(
+    for chunk, open_ones in run_bounded(
         client, discover_chunk, config, chunks(endpoints(targets, port_list), DISCOVERY_CHUNK),
         in_flight,
     ):  # fmt: skip
@@ -86,14 +87,14 @@ def scan_on_cluster(
 
     progress.phase("probe", len(found))
     examined: dict[Endpoint, Examined] = {}
-    for endpoint, result in _run(client, examine_endpoint, config, iter(found), in_flight):
+    for endpoint, result in run_bounded(client, examine_endpoint, config, iter(found), in_flight):
         examined[endpoint] = result
         progress.advance()
     results = [examined[endpoint] for endpoint in found]
     return scanner.report(targets, port_list, total, results, started)
 
 
-def _run(
+def run_bounded(
     client: Client,
     task: Callable[[ScanConfig, In], Out],
     config: ScanConfig,
