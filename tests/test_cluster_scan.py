@@ -35,7 +35,7 @@ from perisai.targets import MAX_ADDRESSES_ON_CLUSTER, address_cap, parse_targets
 from perisai.usecases import UseCaseError, scan_and_save
 from tests.clirun import perisai
 from tests.conftest import LabServers
-from tests.hostile import serving
+from tests.hostile import serving, silent
 
 # The default timeout: a shorter one lets a loaded machine's slow read pass for a server that
 # sent nothing, and the two scans compared would then differ for that reason alone.
@@ -43,15 +43,6 @@ CONFIG = ScanConfig(timeout=3.0, probe_deadline=30.0)
 SERVICES = ("redis", "postgres", "mqtt")
 SILENT_PORTS = 2  # each holds a probe task for about 9 s: time to kill a worker mid-scan
 OPEN = (Auth.NONE, Auth.DEFAULT_CREDENTIALS)
-
-
-async def _silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Accepts, reads, never answers; hangs up when the client does."""
-    try:
-        while await reader.read(1024):
-            pass
-    finally:
-        writer.close()
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +67,7 @@ def client() -> Iterator[Client]:
 def scanned(lab_server: LabServers) -> Iterator[dict[str, Any]]:
     """The lab's exposed and secured servers, silent ports and a closed one: their ports."""
     with ExitStack() as stack:
-        silent_ports = [stack.enter_context(serving(_silent)) for _ in range(SILENT_PORTS)]
+        silent_ports = [stack.enter_context(serving(silent)) for _ in range(SILENT_PORTS)]
         servers = {
             f"{service}-{'exposed' if exposed else 'secured'}": lab_server(service, exposed).port
             for service in SERVICES
@@ -192,7 +183,7 @@ def test_a_worker_killed_mid_scan_loses_nothing(
 
 def test_discovery_chunks_cross_the_cluster_and_find_the_open_port(client: Client) -> None:
     """A /22 on one port is two chunks: 127.0.0.1 listens, the rest of 127.0.0.0/22 refuses."""
-    with serving(_silent) as port:
+    with serving(silent) as port:
         progress = _Phases()
         config = ScanConfig(timeout=1.0, probe_deadline=5.0)
         report = scan_on_cluster(

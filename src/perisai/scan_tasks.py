@@ -20,6 +20,7 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from perisai.assets import PortSeen
+from perisai.classify.profile import classifier_for
 from perisai.evidence import safe_findings
 from perisai.findings import Target
 from perisai.probes import ScanConfig
@@ -56,12 +57,14 @@ class WorkerLoop:
         self._scanners: dict[ScanConfig, Scanner] = {}
 
     def scanner(self, config: ScanConfig) -> Scanner:
-        """The scanner for ``config``, built on first use (its probes are built once)."""
+        """The scanner for ``config``, built on first use (its probes, and the classifier
+        that masks their findings, are built once: not by each thread that needs them)."""
         with self._lock:
             if config not in self._scanners:
                 if len(self._scanners) >= MAX_SCANNERS:
                     self._scanners.clear()
                 self._scanners[config] = Scanner(config)
+                classifier_for(config.regions)
             return self._scanners[config]
 
     def run(self, work: Coroutine[Any, Any, T], deadline: float) -> T | None:
@@ -127,13 +130,19 @@ def examine_endpoint(config: ScanConfig, endpoint: Endpoint) -> Examined:
     :func:`examine_deadline` is one ``scan.incomplete`` finding."""
     loop = worker_loop()
     deadline = examine_deadline(config)
-    examined = loop.run(loop.scanner(config).examine(endpoint), deadline)
+    examined = loop.run(_masked(loop.scanner(config), endpoint), deadline)
     if examined is None:
         target = Target(endpoint.host, endpoint.port, "unknown")
         why = f"no answer was complete within the task's deadline of {deadline:.0f}s; stopped"
         examined = [incomplete(target, why)], PortSeen(endpoint.host, endpoint.port, "unknown")
-    findings, seen = examined
-    return safe_findings(findings, config.regions), seen
+    return examined
+
+
+async def _masked(scanner: Scanner, endpoint: Endpoint) -> Examined:
+    """:meth:`Scanner.examine`, its findings masked on the loop's thread (the only thread
+    that uses this worker's classifier)."""
+    findings, seen = await scanner.examine(endpoint)
+    return safe_findings(findings, scanner.config.regions), seen
 
 
 def _worker_threads() -> int:
