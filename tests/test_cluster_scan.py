@@ -24,7 +24,7 @@ from distributed import Client, LocalCluster
 from typer.testing import CliRunner
 
 from perisai.cli import app
-from perisai.cluster import INSTALL_HINT
+from perisai.cluster import INSTALL_HINT, connect
 from perisai.cluster_scan import DISCOVERY_CHUNK, chunks, run_bounded, scan_on_cluster
 from perisai.findings import Auth, Finding, ScanReport
 from perisai.lab.instances import free_port
@@ -47,7 +47,8 @@ OPEN = (Auth.NONE, Auth.DEFAULT_CREDENTIALS)
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[Client]:
-    """Two worker processes on loopback, each with a nanny that restarts it if it dies."""
+    """Two worker processes on loopback, each with a nanny that restarts it if it dies; the
+    client is the one ``--cluster`` makes (not the process's default client)."""
     with (
         LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=2,
@@ -58,7 +59,7 @@ def client() -> Iterator[Client]:
             # its health and metrics pages, on a free loopback port (8787 may be taken)
             scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
         ) as cluster,
-        Client(cluster) as dask_client,  # type: ignore[no-untyped-call]
+        connect(cluster.scheduler_address) as dask_client,  # as --cluster connects
     ):
         yield dask_client
 

@@ -116,7 +116,7 @@ def run_bounded(
         batch.add(future)  # type: ignore[no-untyped-call]
         return True
 
-    batch = as_completed()  # type: ignore[no-untyped-call]
+    batch = as_completed(loop=client.loop)  # type: ignore[no-untyped-call]
     while len(pending) < in_flight and submit():
         pass
     for future in batch:

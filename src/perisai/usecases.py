@@ -124,6 +124,9 @@ def _scan(
             return scan_on_cluster(client, specs, ports, config, progress)
     except ClusterError as error:
         raise UseCaseError(str(error)) from None
+    except (OSError, TimeoutError) as error:  # the scheduler went away mid-scan
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UseCaseError(f"lost the Dask scheduler at {cluster} mid-scan: {reason}") from None
 
 
 def saved_scan(
