@@ -46,9 +46,12 @@ async def _read_resp_command(reader: asyncio.StreamReader) -> list[bytes]:
 
 
 async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    """Reads, never answers, until the client hangs up."""
-    while await reader.read(1024):
-        pass
+    """Reads, never answers, until the client hangs up (then closes its side too)."""
+    try:
+        while await reader.read(1024):
+            pass
+    finally:
+        writer.close()
 
 
 async def redis_gigabyte_value(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

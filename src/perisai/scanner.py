@@ -51,6 +51,9 @@ class Endpoint:
     port: int
 
 
+Examined = tuple[list[Finding], PortSeen]  # what examining one open endpoint found
+
+
 class Scanner:
     """Runs one scan; build one per scan (it holds the probes, configured once)."""
 
@@ -73,27 +76,39 @@ class Scanner:
     async def scan(
         self, targets: Sequence[TargetSpec], ports: Sequence[int] | None = None
     ) -> ScanReport:
-        started = _now()
+        started = now()
         port_list = tuple(ports) if ports else self.default_ports
-        total = sum(t.network.num_addresses * (1 if t.port else len(port_list)) for t in targets)
+        total = planned(targets, port_list)
         self.progress.phase("discover", total)
-        open_endpoints = await self._discover(_endpoints(targets, port_list))
+        open_endpoints = await self.discover(endpoints(targets, port_list))
         self.progress.phase("probe", len(open_endpoints))
         semaphore = asyncio.Semaphore(PROBE_CONCURRENCY)
         results = await asyncio.gather(
             *(self._examine(endpoint, semaphore) for endpoint in open_endpoints)
         )
+        return self.report(targets, port_list, total, results, started)
+
+    def report(
+        self,
+        targets: Sequence[TargetSpec],
+        port_list: tuple[int, ...],
+        checked: int,
+        results: Sequence[Examined],
+        started: str,
+    ) -> ScanReport:
+        """The report of ``results`` (one per open endpoint, in :meth:`discover`'s order): the
+        one assembly a local scan and a scan on a cluster share, so their reports agree."""
         # every string a server said is masked and escaped here, once, for every report
         # format and store alike
         findings = safe_findings((f for group, _ in results for f in group), self.config.regions)
         findings = with_assets(findings, group_assets(seen for _, seen in results))
         rules = {rule.id: rule for probe in self.probes for rule in probe.report_rules()}
         rules.update({r.id: r for r in (RULE_UNIDENTIFIED, RULE_INCOMPLETE)})
-        notes = [f"{total} address:port pairs checked, {len(open_endpoints)} open"]
+        notes = [f"{checked} address:port pairs checked, {len(results)} open"]
         return ScanReport(
             version=__version__,
             started=started,
-            finished=_now(),
+            finished=now(),
             targets=tuple(t.text for t in targets),
             ports=_port_spec(_scanned_ports(targets, port_list)),
             findings=findings,
@@ -105,8 +120,9 @@ class Scanner:
             notes=notes,
         )
 
-    async def _discover(self, endpoints: Iterator[Endpoint]) -> list[Endpoint]:
-        """TCP-connect every endpoint with at most ``concurrency`` attempts in flight."""
+    async def discover(self, endpoints: Iterator[Endpoint]) -> list[Endpoint]:
+        """The open ones of ``endpoints``, sorted: each TCP-connected, at most
+        ``concurrency`` attempts in flight."""
         found: list[Endpoint] = []
 
         async def worker() -> None:
@@ -130,17 +146,16 @@ class Scanner:
             await asyncio.wait_for(writer.wait_closed(), 1.0)
         return True
 
-    async def _examine(
-        self, endpoint: Endpoint, semaphore: asyncio.Semaphore
-    ) -> tuple[list[Finding], PortSeen]:
+    async def _examine(self, endpoint: Endpoint, semaphore: asyncio.Semaphore) -> Examined:
         async with semaphore:
             try:
-                return await self._identify_and_probe(endpoint)
+                return await self.examine(endpoint)
             finally:
                 self.progress.advance()
 
-    async def _identify_and_probe(self, endpoint: Endpoint) -> tuple[list[Finding], PortSeen]:
-        """The port's findings, and what its server said about itself (to group its ports)."""
+    async def examine(self, endpoint: Endpoint) -> Examined:
+        """The port's findings (not yet masked: :meth:`report` does that), and what its
+        server said about itself (to group its ports); bounded by ``probe_deadline``."""
         started = time.monotonic()  # the probe deadline counts the fingerprints' time too
         identified = await self._identify(endpoint)
         if identified is None:
@@ -167,13 +182,13 @@ class Scanner:
                 f"probe did not finish within {remaining:.0f}s; "
                 "stopped (raise --timeout to wait longer)"
             )
-            return [_incomplete(target, why)], identity
+            return [incomplete(target, why)], identity
         except Exception as error:  # a hostile or broken server must not end the scan
             why = f"probe stopped: {type(error).__name__}: {first_line(error)}"
-            return [_incomplete(target, why)], identity
+            return [incomplete(target, why)], identity
         identity = result.identity or identity
         if isinstance(result, ProbeSkipped):
-            return [*result.findings, _incomplete(target, result.reason)], identity
+            return [*result.findings, incomplete(target, result.reason)], identity
         return list(result.findings), identity
 
     async def _identify(self, endpoint: Endpoint) -> tuple[Probe, Fingerprint] | None:
@@ -223,7 +238,13 @@ class Scanner:
         )
 
 
-def _endpoints(targets: Sequence[TargetSpec], ports: tuple[int, ...]) -> Iterator[Endpoint]:
+def planned(targets: Sequence[TargetSpec], ports: tuple[int, ...]) -> int:
+    """How many address:port pairs discovery will try (arithmetic: nothing is listed)."""
+    return sum(t.network.num_addresses * (1 if t.port else len(ports)) for t in targets)
+
+
+def endpoints(targets: Sequence[TargetSpec], ports: tuple[int, ...]) -> Iterator[Endpoint]:
+    """Every address:port pair of ``targets``, lazily: a /8 is never held in memory."""
     for target in targets:
         for host in target.addresses():
             for port in (target.port,) if target.port else ports:
@@ -268,7 +289,8 @@ async def _http_answer(endpoint: Endpoint, timeout: float) -> str:
 _SERVER = re.compile(rb"(?im)^server:[ \t]*([^\r\n]{1,80})")
 
 
-def _incomplete(target: Target, reason: str) -> Finding:
+def incomplete(target: Target, reason: str) -> Finding:
+    """A ``scan.incomplete`` finding: what the target holds is unknown, and why."""
     return Finding(
         rule=RULE_INCOMPLETE.id,
         severity=RULE_INCOMPLETE.default_severity,
@@ -280,7 +302,8 @@ def _incomplete(target: Target, reason: str) -> Finding:
     )
 
 
-def _now() -> str:
+def now() -> str:
+    """The time a report shows: UTC, to the second."""
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 

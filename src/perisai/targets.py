@@ -17,6 +17,7 @@ from pathlib import Path
 from perisai.bounded import not_a_regular_file
 
 MAX_ADDRESSES_PER_TARGET = 65536  # a /16: larger ranges are split by the user, on purpose
+MAX_ADDRESSES_ON_CLUSTER = 1 << 24  # a /8: discovery is fed to the workers in chunks
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
@@ -29,6 +30,30 @@ class TargetError(ValueError):
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@dataclass(frozen=True)
+class AddressCap:
+    """The most addresses one target may hold, and what to tell a user whose range is larger."""
+
+    limit: int
+    hint: str = ""
+
+
+def address_cap(cluster: bool, authorized: bool) -> AddressCap:
+    """A /8 on a Dask cluster for a user who says they are authorised; else a /16, with the
+    way to go beyond it."""
+    if cluster and authorized:
+        return AddressCap(MAX_ADDRESSES_ON_CLUSTER)
+    if cluster:
+        return AddressCap(MAX_ADDRESSES_PER_TARGET, "; with --cluster, add --authorized for a /8")
+    return AddressCap(
+        MAX_ADDRESSES_PER_TARGET,
+        "; --cluster (a Dask scheduler) with --authorized takes up to a /8",
+    )
+
+
+LOCAL_CAP = address_cap(cluster=False, authorized=False)
 
 
 @dataclass(frozen=True)
@@ -72,19 +97,25 @@ def parse_ports(spec: str) -> tuple[int, ...]:
 
 
 def parse_targets(
-    specs: Iterable[str], resolve: bool = True, *, in_file: bool = False
+    specs: Iterable[str],
+    resolve: bool = True,
+    *,
+    in_file: bool = False,
+    cap: AddressCap = LOCAL_CAP,
 ) -> list[TargetSpec]:
-    """Parse every spec (expanding ``@file``, one level); the first bad one raises a
-    TargetError."""
+    """Parse every spec (expanding ``@file``, one level), each range within ``cap``; the
+    first bad one raises a TargetError."""
     parsed: list[TargetSpec] = []
     for spec in specs:
         spec = spec.strip()
         if spec.startswith("@") and in_file:
             raise TargetError(f"{spec!r}: a target file cannot name another target file")
         if spec.startswith("@"):
-            parsed.extend(parse_targets(_read_target_file(spec[1:]), resolve, in_file=True))
+            parsed.extend(
+                parse_targets(_read_target_file(spec[1:]), resolve, in_file=True, cap=cap)
+            )
         elif spec:
-            parsed.append(parse_target(spec, resolve))
+            parsed.append(parse_target(spec, resolve, cap))
     if not parsed:
         raise TargetError("no targets given")
     return parsed
@@ -115,7 +146,7 @@ def _read_target_file(path_text: str) -> list[str]:
     return [line.split("#", 1)[0].strip() for line in lines if line.split("#", 1)[0].strip()]
 
 
-def parse_target(spec: str, resolve: bool = True) -> TargetSpec:
+def parse_target(spec: str, resolve: bool = True, cap: AddressCap = LOCAL_CAP) -> TargetSpec:
     """One target spec → TargetSpec, or a TargetError that says what is wrong with it."""
     host, port = _split_port(spec)
     if "/" in host:
@@ -123,10 +154,11 @@ def parse_target(spec: str, resolve: bool = True) -> TargetSpec:
             network = ipaddress.ip_network(host, strict=False)
         except ValueError:
             raise TargetError(f"{spec!r} is not a valid CIDR range (e.g. 10.0.0.0/24)") from None
-        if network.num_addresses > MAX_ADDRESSES_PER_TARGET:
+        if network.num_addresses > cap.limit:
+            prefix = network.max_prefixlen - (cap.limit.bit_length() - 1)
             raise TargetError(
                 f"{spec!r} has {network.num_addresses} addresses; split it into ranges of at most "
-                f"{MAX_ADDRESSES_PER_TARGET} (a /16)"
+                f"{cap.limit} (a /{prefix}){cap.hint}"
             )
         return TargetSpec(str(network) + (f":{port}" if port else ""), network, port)
     try:

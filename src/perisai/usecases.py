@@ -35,7 +35,7 @@ from perisai.progress import NoProgress, Progress
 from perisai.report.history import ScanHistory, load_history
 from perisai.scanner import Scanner
 from perisai.store import StoreError, open_store
-from perisai.targets import check_scope, parse_targets
+from perisai.targets import TargetSpec, address_cap, check_scope, parse_targets
 
 if TYPE_CHECKING:
     from distributed import Client
@@ -86,17 +86,21 @@ def scan_and_save(
     with_history: bool = False,
     with_changes: bool = False,
     progress: Progress | None = None,
+    cluster: str | None = None,
 ) -> Outcome:
     """Scan ``targets`` and save the report in the findings store ``db`` (``None``: do not
     save); with ``with_history``, the earlier scans of the same targets come along; with
-    ``with_changes``, what changed since the last of them (a watch's round).
+    ``with_changes``, what changed since the last of them (a watch's round). With
+    ``cluster`` (a Dask scheduler's address), discovery and probes run on its workers
+    (:mod:`perisai.cluster_scan`), and with ``authorized`` a range may be up to a /8.
 
-    Raises :class:`perisai.targets.TargetError` for a bad target or one out of scope. A store
-    that cannot be written does not lose the scan: the outcome says why in ``store_error``.
+    Raises :class:`perisai.targets.TargetError` for a bad target or one out of scope, and
+    :class:`UseCaseError` when the cluster cannot be used. A store that cannot be written
+    does not lose the scan: the outcome says why in ``store_error``.
     """
-    specs = parse_targets(targets)
+    specs = parse_targets(targets, cap=address_cap(cluster is not None, authorized))
     check_scope(specs, authorized)
-    report = asyncio.run(Scanner(config, progress=progress).scan(specs, ports))
+    report = _scan(specs, ports, config, progress, cluster)
     if db is None:
         return Outcome(report)
     try:
@@ -107,6 +111,28 @@ def scan_and_save(
     except StoreError as error:
         return Outcome(report, store_error=str(error))
     return Outcome(report, changes=changes, history=history)
+
+
+def _scan(
+    specs: Sequence[TargetSpec],
+    ports: Sequence[int] | None,
+    config: ScanConfig | None,
+    progress: Progress | None,
+    cluster: str | None,
+) -> ScanReport:
+    """The scan in this process, or on the workers of the Dask scheduler at ``cluster``."""
+    if cluster is None:
+        return asyncio.run(Scanner(config, progress=progress).scan(specs, ports))
+    from perisai.cluster_scan import scan_on_cluster
+
+    try:
+        with connect(cluster) as client:
+            return scan_on_cluster(client, specs, ports, config, progress)
+    except ClusterError as error:
+        raise UseCaseError(str(error)) from None
+    except (OSError, TimeoutError) as error:  # the scheduler went away mid-scan
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise UseCaseError(f"lost the Dask scheduler at {cluster} mid-scan: {reason}") from None
 
 
 def saved_scan(

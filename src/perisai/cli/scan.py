@@ -61,7 +61,12 @@ def scan(
         ),
     ] = False,
     concurrency: Annotated[
-        int, typer.Option(min=1, max=4096, help="Connections in flight during discovery.")
+        int,
+        typer.Option(
+            min=1,
+            max=4096,
+            help="Connections in flight during discovery (per worker with --cluster).",
+        ),
     ] = 256,
     timeout: Annotated[
         float, typer.Option(min=0.1, max=120, help="Seconds per connection attempt and per read.")
@@ -95,6 +100,16 @@ def scan(
     from_nmap: FromNmapOption = None,
     from_masscan: FromMasscanOption = None,
     from_shodan: FromShodanOption = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            "--cluster",
+            metavar="ADDRESS",
+            help="Run discovery and probes on the workers of this Dask scheduler, e.g. "
+            "tcp://127.0.0.1:8786 (pip install 'perisai[cluster]'); with --authorized, "
+            "ranges up to a /8.",
+        ),
+    ] = None,
 ) -> None:
     """Find data stores readable without auth or with default credentials; sample them
     read-only, count the personal data inside, spot ransom notes."""
@@ -124,8 +139,9 @@ def scan(
                 db=None if no_store else db,
                 with_history=output_format in HISTORY_FORMATS,
                 progress=bar,
+                cluster=cluster,
             )
-    except TargetError as error:
+    except (TargetError, UseCaseError) as error:
         fail(str(error))
     outcome.report.notes.extend(hint_notes(outcome.report, imported))
     emit(outcome.report, output_format, output, history=outcome.history)
