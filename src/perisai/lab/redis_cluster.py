@@ -16,9 +16,9 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import redis
 
