@@ -13,6 +13,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis import exceptions as redis_errors
+from redis._parsers import _AsyncRESP2Parser as _PARSER
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
@@ -34,7 +35,11 @@ from perisai.probes.sampling import Sampler
 
 
 class _BoundedConnection(aioredis.Connection):
-    """A redis-py connection that refuses replies over LARGEST_REPLY_BYTES (see bound_stream)."""
+    """A redis-py connection that refuses replies over LARGEST_REPLY_BYTES (see bound_stream).
+
+    It always parses in Python (:data:`_PARSER`): hiredis, when installed, reads the socket
+    in blocks of its own and would never ask for the announced length that the bound checks,
+    so a "1 GB follows" would be read up to the connection's budget instead of refused."""
 
     async def _connect(self) -> None:
         await super()._connect()  # type: ignore[no-untyped-call]
@@ -135,6 +140,7 @@ class RedisProbe(Probe):
             driver_info=None,  # no CLIENT SETINFO: the probe sends only read commands
             retry=Retry(NoBackoff(), 0),  # one attempt: a refused login is an answer
             protocol=2,
+            parser_class=_PARSER,
         )
         return aioredis.Redis.from_pool(pool)
 
