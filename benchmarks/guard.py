@@ -69,8 +69,14 @@ def _timed(run: Callable[[], None], count: int) -> Rate:
     return count / wall, count / max(cpu, 1e-9)
 
 
+def number(i: int) -> str:
+    """The ``i``-th of ten million Malaysian mobiles, spread over their prefixes (7919 is prime
+    to 10^7): consecutive numbers would share a prefix, and its rate would refuse most."""
+    return f"+6012{i * 7919 % 10_000_000:07d}"
+
+
 def numbers(count: int) -> list[str]:
-    return [f"+6012{i:07d}" for i in range(count)]
+    return [number(i) for i in range(count)]
 
 
 def time_guard(backend: Backend, count: int) -> Rate:
@@ -93,7 +99,7 @@ def _decide_in_process(url: str, count: int, offset: int, start: Any, done: Any)
     """One guard process of :func:`time_processes`: waits for the start, decides, reports."""
     backend = open_backend(url)
     guard = Guard(GuardConfig.from_mapping(LOOSE), backend)
-    targets = [f"+6012{offset + i:07d}" for i in range(count)]
+    targets = [number(offset + i) for i in range(count)]
     ips = [
         f"{11 + (offset + i) % 64}.{(offset + i) // 64 % 256}.{offset // 100_000}.7"
         for i in range(count)

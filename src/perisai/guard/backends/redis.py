@@ -33,6 +33,7 @@ from urllib.parse import parse_qs, urlsplit
 import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.connection import Connection
+from redis.crc import key_slot
 from redis.exceptions import NoScriptError, ResponseError
 
 from perisai.guard.interface import (
@@ -156,6 +157,7 @@ class RedisBackend(Backend):
         self._lock = threading.Lock()
         self._held = threading.local()
         self._limit_specs: dict[tuple[int, float], str] = {}
+        self._slots: dict[str, int] = {}
         self._all_held: list[tuple[redis.Redis, Connection]] = []
 
     @classmethod
@@ -277,23 +279,36 @@ class RedisBackend(Backend):
             (repr(now), member, self._prefix, " ".join(spec), _lines(keys)),
         )
 
+    def _slot(self, key: str, *, prefixed: bool = False) -> int:
+        """The cluster slot of one of our keys (``prefixed``: the prefix is on it already),
+        remembered by hash tag: a decision's fifty keys share a handful of tags."""
+        start = key.find("{")
+        end = key.find("}", start + 1) if start >= 0 else -1
+        tag = key[start + 1 : end] if end > start + 1 else (key if prefixed else self._key(key))
+        slot = self._slots.get(tag)
+        if slot is None:
+            if len(self._slots) > 100_000:
+                self._slots.clear()
+            slot = self._slots[tag] = key_slot(tag.encode())
+        return slot
+
     def _route(self, key: str) -> tuple[str, ...]:
         """The key a cluster routes a script by (all of a script's keys share its slot)."""
         return (self._prefix + key,) if self._cluster else ()
 
     def _parts(self, gate: Gate) -> list[_Part]:
         """The gate cut by hash slot; the flag and the limits it governs must share one."""
-        slot_of = self._client.keyslot  # type: ignore[union-attr]
+        slot_of = self._slot
         parts: dict[int, _Part] = defaultdict(lambda: _Part([], [], [], False))
         for i, key in enumerate(gate.counters):
-            parts[slot_of(self._key(key))].counters.append(i)
+            parts[slot_of(key)].counters.append(i)
         for i, key in enumerate(gate.texts):
-            parts[slot_of(self._key(key))].texts.append(i)
+            parts[slot_of(key)].texts.append(i)
         for i, limit in enumerate([*gate.limits, *gate.unflagged]):
-            parts[slot_of(self._key(limit.key))].limits.append(i)
+            parts[slot_of(limit.key)].limits.append(i)
         if gate.flag is not None:
-            home = slot_of(self._key(gate.flag))
-            stray = [u.key for u in gate.unflagged if slot_of(self._key(u.key)) != home]
+            home = slot_of(gate.flag)
+            stray = [u.key for u in gate.unflagged if slot_of(u.key) != home]
             if stray:
                 raise ValueError(f"{stray[0]!r} is not in the slot of its flag {gate.flag!r}")
             part = parts[home]
@@ -305,10 +320,10 @@ class RedisBackend(Backend):
             return
         groups = [list(ticket.keys)]
         if self._cluster:
-            slot_of = self._client.keyslot  # type: ignore[union-attr]
+            slot_of = self._slot
             by_slot: dict[int, list[str]] = defaultdict(list)
             for key in ticket.keys:
-                by_slot[slot_of(self._key(key))].append(key)
+                by_slot[slot_of(key)].append(key)
             groups = list(by_slot.values())
         calls = [
             _Call(
@@ -428,7 +443,7 @@ class RedisBackend(Backend):
         cluster: RedisCluster = self._client  # type: ignore[assignment]
         by_node: dict[redis.Redis, list[int]] = defaultdict(list)
         for position, call in zip(positions, calls, strict=True):
-            node = cluster.get_node_from_key(call.keys[0])  # type: ignore[no-untyped-call]
+            node = cluster.nodes_manager.get_node_from_slot(self._slot(call.keys[0], prefixed=True))
             by_node[cluster.get_redis_connection(node)].append(position)
         return by_node
 
