@@ -7,6 +7,7 @@ its own. This module only connects; ``classify`` and ``scan`` submit their own t
 
 from __future__ import annotations
 
+import socket
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -34,8 +35,27 @@ def connect(address: str, *, timeout: float = 10.0) -> Client:
         from distributed import Client
     except ImportError:
         raise ClusterError(INSTALL_HINT) from None
+    _refused_at_once(address, timeout)
     try:
         return Client(address, timeout=timeout, set_as_default=False)  # type: ignore[no-untyped-call]
     except (OSError, TimeoutError, ValueError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {reason}") from None
+
+
+def _refused_at_once(address: str, timeout: float) -> None:
+    """A TCP scheduler address nobody listens on is said at once, not after Dask's retries
+    have used up ``timeout``."""
+    if not address.startswith("tcp://"):
+        return
+    host, _, port = address.removeprefix("tcp://").rpartition(":")
+    if not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=min(timeout, 5.0)).close()
+    except ConnectionRefusedError:
+        raise ClusterError(
+            f"cannot reach the Dask scheduler at {address}: connection refused"
+        ) from None
+    except OSError:
+        return  # a slow or filtered network: Dask's own timeout decides
