@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from perisai import __version__
 from perisai.classify.files import profile_file
 from perisai.classify.parallel import classify_in_parallel, parts_of
 from perisai.classify.profile import classifier_for
@@ -59,3 +62,14 @@ def test_the_command_with_jobs_matches_one_process(corpus: list[Path]) -> None:
         assert first["total"][key] == second["total"][key], key
     bad = perisai("classify", directory, "--jobs", "0")
     assert bad.returncode == 2 and "--jobs" in bad.stderr
+
+
+def test_a_worker_re_importing_the_console_script_gets_no_command_line() -> None:
+    """``spawn`` workers re-import the script that started the command: its entry module must
+    not bring the command line (1.6 s of imports) into every worker."""
+    check = "import sys, perisai.command; print('perisai.cli' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+    run = "import perisai.command, sys; sys.argv = ['perisai', '--version']; perisai.command.main()"
+    version = subprocess.run([sys.executable, "-c", run], capture_output=True, text=True)
+    assert version.returncode == 0 and version.stdout.strip().endswith(__version__), version.stdout

@@ -1,3 +1,5 @@
-from perisai.cli import main
+"""``python -m perisai``: the same command as the ``perisai`` script."""
+
+from perisai.command import main
 
 main()
