@@ -1,6 +1,6 @@
 """``perisai scan --cluster``: discovery and probes as Dask tasks on a real local cluster.
 
-A LocalCluster of two worker processes (one thread each, nannies that restart a dead worker)
+A LocalCluster of two worker processes (two threads each, nannies that restart a dead worker)
 on 127.0.0.1 scans real lab servers, exposed and secured, plus ports that accept and never
 answer: its report must hold the findings a local scan of the same ports holds, also when a
 worker is killed mid-scan. The /8 path is checked for its feeding, never scanned.
@@ -52,7 +52,7 @@ def client() -> Iterator[Client]:
     with (
         LocalCluster(  # type: ignore[no-untyped-call]
             n_workers=2,
-            threads_per_worker=1,
+            threads_per_worker=2,  # a silent port's probe holds a thread for about 9 s
             processes=True,
             host="127.0.0.1",
             dashboard_address=None,
