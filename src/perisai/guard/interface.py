@@ -102,7 +102,8 @@ class Ticket(NamedTuple):
     keys: tuple[str, ...]
     stamp: float
     member: str = ""  # the event's name where the store names events (Redis)
-    undo: tuple[tuple[str, object], ...] = ()  # a backend's own record of what it replaced
+    # a backend's own record of what it replaced: (key, before, after) each
+    undo: tuple[tuple[str, object, object], ...] = ()
 
 
 class Passage(NamedTuple):

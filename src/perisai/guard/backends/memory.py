@@ -63,25 +63,24 @@ class MemoryBackend(Backend):
             texts = [self._text(key, clock) for key in gate.texts]
             flagged = gate.flag is not None and self._text(gate.flag, clock) is not None
             limits = [*gate.limits, *(() if flagged else gate.unflagged)]
-            windows = self._windows
-            before = tuple((limit.key, windows.get(limit.key)) for limit in limits)
+            before = [self._windows.get(limit.key) for limit in limits]
             admission = self._acquire(limits, now)
-        if not admission.allowed:
-            return Passage(counters, texts, flagged, admission, Ticket((), now))
-        # each admitted key now holds a new list: what it held before can be put back as it was
-        after = tuple((key, windows.get(key)) for key, _ in before)
-        ticket = Ticket(tuple(key for key, _ in before), now, undo=before + after)
+            if not admission.allowed:
+                return Passage(counters, texts, flagged, admission, Ticket((), now))
+            # each admitted key holds a new list now: what it held before can be put back
+            undo = tuple(
+                (limit.key, old, self._windows.get(limit.key))
+                for limit, old in zip(limits, before, strict=True)
+            )
+        ticket = Ticket(tuple(limit.key for limit in limits), now, undo=undo)
         return Passage(counters, texts, flagged, admission, ticket)
 
     def release(self, ticket: Ticket) -> None:
         """Put each window back as it was, unless another event changed it since: then only
         this event's stamp leaves it."""
-        half = len(ticket.undo) // 2
         with self._lock:
             windows = self._windows
-            for (key, before), (_, after) in zip(
-                ticket.undo[:half], ticket.undo[half:], strict=True
-            ):
+            for key, before, after in ticket.undo:
                 current = windows.get(key)
                 if current is not after or current is None:
                     if current and ticket.stamp in current:
